@@ -1,0 +1,653 @@
+//! The command line: parsing, output (human or `--json`), exit codes.
+//! The only place `anyhow` is used.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::deploy::{self, DeployError, Session, exit};
+use crate::history::{self, Actor};
+use crate::layout::AppPaths;
+use crate::version::{Version, VersionRequest};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 failure, 2 usage or configuration error,
+3 verification failed (checksum, signature, unsafe archive), 4 the app is busy
+(another operation holds its lock), 5 not found (app, release or version).
+
+Start with `switchyard demo`: it deploys, promotes and reverts a tiny app in a
+temporary folder, with no network, and prints every step.";
+
+/// Switchyard: blue/green deployments of verified releases, with atomic
+/// promote and instant revert.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by commands that change an app.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// If another operation holds the app's lock, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Output options for read-only commands.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands.
+#[allow(missing_docs)] // flattened option groups; clap shows the variants' docs
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download, verify and unpack a release into releases/<version> (does not touch `current`).
+    Install {
+        /// App name, as in [apps.<name>].
+        app: String,
+        /// A version (1.2.3 or v1.2.3) or `latest` (the highest stable version).
+        #[arg(default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make an installed release live: swap `current` atomically; the old one becomes `last-good`.
+    Promote {
+        /// App name.
+        app: String,
+        /// An installed version.
+        version: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Install, then promote.
+    Deploy {
+        /// App name.
+        app: String,
+        /// A version or `latest`.
+        #[arg(default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Swap `current` back to `last-good` (or to --to VERSION).
+    Revert {
+        /// App name.
+        app: String,
+        /// Revert to this installed release instead of `last-good`.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the live release, the rollback target and what is running.
+    Status {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List installed releases, marking current and last-good.
+    List {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Every install, promote and revert, with time, versions, actor and result.
+    History {
+        /// App name.
+        app: String,
+        /// Show only the last N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove old releases, keeping the newest keep_releases plus current and last-good.
+    Prune {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check the configuration file.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Check the audit log's hash chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Pack a build directory as a release folder: <out>/<version>/{<name>-<version>.tar.gz,SHA256SUMS}.
+    Pack {
+        /// The directory to pack (its contents become the release root).
+        dir: PathBuf,
+        /// Release version (1.2.3 or v1.2.3); also the folder name under --out.
+        #[arg(long)]
+        version: String,
+        /// The release folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Asset file name; {version} and {tag} are replaced. Default: <dir name>-<version>.tar.gz.
+        #[arg(long)]
+        asset: Option<String>,
+        #[command(flatten)]
+        out_fmt: Output,
+    },
+    /// Run a local demo: deploy, promote and revert a tiny app, with no network.
+    Demo {
+        /// Work in this directory (kept afterwards) instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `config` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the file and print every problem with its line and column.
+    Check {
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `audit` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify the audit log's hash chain: detects edited, inserted or deleted lines.
+    Verify {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// A failure with its exit code, for the CLI edge.
+struct Failure {
+    code: i32,
+    err: anyhow::Error,
+}
+
+impl From<DeployError> for Failure {
+    fn from(e: DeployError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            err: e.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        let code = match e {
+            ConfigError::UnknownApp { .. } => exit::NOT_FOUND,
+            _ => exit::USAGE,
+        };
+        Failure {
+            code,
+            err: e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure {
+            code: exit::FAILURE,
+            err,
+        }
+    }
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        err: e.into(),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "switchyard=info,warn",
+        _ => "switchyard=debug,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Under systemd, journald adds its own timestamps and strips colour.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    if journald {
+        b.without_time().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let json = wants_json(&cli.command);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json {
+                let v = serde_json::json!({"error": format!("{:#}", f.err), "exit_code": f.code});
+                println!("{v}");
+            }
+            eprintln!("error: {:#}", f.err);
+            ExitCode::from(f.code as u8)
+        }
+    }
+}
+
+fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::Install { common, .. }
+        | Command::Promote { common, .. }
+        | Command::Deploy { common, .. }
+        | Command::Revert { common, .. }
+        | Command::Prune { common, .. } => common.json,
+        Command::Status { out, .. } | Command::List { out, .. } | Command::History { out, .. } => {
+            out.json
+        }
+        Command::Config {
+            cmd: ConfigCmd::Check { out },
+        }
+        | Command::Audit {
+            cmd: AuditCmd::Verify { out, .. },
+        } => out.json,
+        Command::Pack { out_fmt, .. } => out_fmt.json,
+        Command::Demo { .. } => false,
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("output serializes")
+    );
+}
+
+fn parse_request(s: &str) -> Result<VersionRequest, Failure> {
+    s.parse::<VersionRequest>().map_err(usage)
+}
+
+fn parse_version(s: &str) -> Result<Version, Failure> {
+    Version::parse(s).map_err(usage)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let load = || Config::load(&cli.config);
+    match &cli.command {
+        Command::Demo { dir } => {
+            crate::demo::run(dir.as_deref()).map_err(Failure::from)?;
+        }
+        Command::Pack {
+            dir,
+            version,
+            out,
+            asset,
+            out_fmt,
+        } => {
+            let p =
+                crate::pack::pack(dir, version, out, asset.as_deref()).map_err(|e| match e {
+                    crate::pack::PackError::Version(_) | crate::pack::PackError::Exists(_) => {
+                        usage(e)
+                    }
+                    e => anyhow::Error::from(e).into(),
+                })?;
+            if out_fmt.json {
+                print_json(&p);
+            } else {
+                println!("packed {} ({})", p.asset.display(), p.sha256);
+                println!("wrote  {}", p.sums.display());
+            }
+        }
+        Command::Config {
+            cmd: ConfigCmd::Check { out },
+        } => match load() {
+            Ok(c) => {
+                if out.json {
+                    print_json(&serde_json::json!({
+                        "ok": true, "path": c.path, "apps": c.apps.keys().collect::<Vec<_>>()
+                    }));
+                } else {
+                    println!(
+                        "{}: ok ({} app{}: {})",
+                        c.path.display(),
+                        c.apps.len(),
+                        if c.apps.len() == 1 { "" } else { "s" },
+                        c.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            Err(ConfigError::Invalid { path, problems }) => {
+                if out.json {
+                    print_json(
+                        &serde_json::json!({"ok": false, "path": path, "problems": problems}),
+                    );
+                    return Err(Failure {
+                        code: exit::USAGE,
+                        err: anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                    });
+                }
+                for p in &problems {
+                    println!("{}:{}", path.display(), p);
+                }
+                return Err(Failure {
+                    code: exit::USAGE,
+                    err: anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Command::Install {
+            app,
+            version,
+            common,
+        } => {
+            let req = parse_request(version)?;
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(
+                a,
+                Actor::current_user(),
+                &format!("install {version}"),
+                common.wait,
+            )?;
+            let src = crate::source::for_app(a);
+            let r = s.install(src.as_ref(), &req)?;
+            if common.json {
+                print_json(&r);
+            } else if r.installed {
+                println!("installed {app} {} at {}", r.version, r.path.display());
+            } else {
+                println!(
+                    "{app} {} is already installed at {}",
+                    r.version,
+                    r.path.display()
+                );
+            }
+        }
+        Command::Promote {
+            app,
+            version,
+            common,
+        } => {
+            let v = parse_version(version)?;
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(
+                a,
+                Actor::current_user(),
+                &format!("promote {v}"),
+                common.wait,
+            )?;
+            let r = s.promote(&v)?;
+            print_switch(app, &r, common.json);
+        }
+        Command::Deploy {
+            app,
+            version,
+            common,
+        } => {
+            let req = parse_request(version)?;
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(
+                a,
+                Actor::current_user(),
+                &format!("deploy {version}"),
+                common.wait,
+            )?;
+            let src = crate::source::for_app(a);
+            let inst = s.install(src.as_ref(), &req)?;
+            let sw = s.promote(&inst.version)?;
+            let pruned = s.prune()?;
+            if common.json {
+                print_json(&serde_json::json!({"install": inst, "promote": sw, "pruned": pruned}));
+            } else {
+                if inst.installed {
+                    println!("installed {app} {}", inst.version);
+                }
+                print_switch(app, &sw, false);
+                for v in pruned {
+                    println!("pruned {app} {v}");
+                }
+            }
+        }
+        Command::Revert { app, to, common } => {
+            let to = to.as_deref().map(parse_version).transpose()?;
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(a, Actor::current_user(), "revert", common.wait)?;
+            let r = s.revert(to.as_ref())?;
+            print_switch(app, &r, common.json);
+        }
+        Command::Prune { app, common } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(a, Actor::current_user(), "prune", common.wait)?;
+            let removed = s.prune()?;
+            if common.json {
+                print_json(&serde_json::json!({"removed": removed}));
+            } else if removed.is_empty() {
+                println!("nothing to prune (keep_releases = {})", a.keep_releases);
+            } else {
+                for v in removed {
+                    println!("pruned {app} {v}");
+                }
+            }
+        }
+        Command::Status { app, out } => {
+            let cfg = load()?;
+            let st = deploy::status(cfg.app(app)?)?;
+            if out.json {
+                print_json(&st);
+            } else {
+                print!("{}", render_status(&st));
+            }
+        }
+        Command::List { app, out } => {
+            let cfg = load()?;
+            let rows = deploy::list(cfg.app(app)?)?;
+            if out.json {
+                print_json(&rows);
+            } else if rows.is_empty() {
+                println!("no releases of {app} installed");
+            } else {
+                for r in rows {
+                    let mark = match (r.current, r.last_good) {
+                        (true, _) => "* current  ",
+                        (_, true) => "  last-good",
+                        _ => "           ",
+                    };
+                    println!(
+                        "{mark} {:<16} {:>12}  {}",
+                        r.version.to_string(),
+                        r.content_bytes.map(human_bytes).unwrap_or_default(),
+                        r.installed_at.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::History { app, limit, out } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let mut events = history::read(&AppPaths::new(&a.root))
+                .map_err(DeployError::from)?
+                .into_iter()
+                .map(|s| s.event)
+                .collect::<Vec<_>>();
+            if let Some(n) = limit {
+                let skip = events.len().saturating_sub(*n);
+                events.drain(..skip);
+            }
+            if out.json {
+                print_json(&events);
+            } else if events.is_empty() {
+                println!("no history for {app} yet");
+            } else {
+                for e in events {
+                    let versions = match (&e.from, &e.to) {
+                        (Some(f), Some(t)) => format!("{f} -> {t}"),
+                        (None, Some(t)) => t.clone(),
+                        (Some(f), None) => f.clone(),
+                        (None, None) => String::new(),
+                    };
+                    println!(
+                        "{}  {:<30} {:<18} {:<12} by {}{}",
+                        e.time,
+                        e.event,
+                        versions,
+                        e.outcome,
+                        e.actor.user,
+                        e.error.map(|m| format!("\n    {m}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Audit {
+            cmd: AuditCmd::Verify { app, out },
+        } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let n = history::verify(&AppPaths::new(&a.root)).map_err(|e| Failure {
+                code: exit::VERIFY,
+                err: e.into(),
+            })?;
+            if out.json {
+                print_json(&serde_json::json!({"ok": true, "lines": n}));
+            } else {
+                println!("audit log of {app}: {n} lines, chain intact");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_switch(app: &str, r: &deploy::SwitchReport, json: bool) {
+    if json {
+        print_json(r);
+    } else if !r.changed {
+        println!("{app} {} is already live", r.to);
+    } else {
+        println!(
+            "{app}: current -> {} (was {}); last-good -> {}",
+            r.to,
+            r.from
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into()),
+            r.last_good
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into())
+        );
+    }
+}
+
+/// Renders a status for people.
+pub fn render_status(st: &deploy::Status) -> String {
+    let opt = |v: &Option<Version>| {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into())
+    };
+    let mut s = format!(
+        "app:        {}\nroot:       {}\ncurrent:    {}\nlast-good:  {}\ninstalled:  {}\n",
+        st.app,
+        st.root.display(),
+        opt(&st.current),
+        opt(&st.last_good),
+        if st.installed.is_empty() {
+            "none".to_string()
+        } else {
+            st.installed
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    if let Some(h) = &st.highest_verified {
+        s.push_str(&format!("highest verified: {h}\n"));
+    }
+    if let Some(r) = &st.running {
+        s.push_str(&format!(
+            "running:    pid {} '{}' since {}\n",
+            r.pid, r.operation, r.since
+        ));
+    }
+    if let Some(i) = &st.interrupted {
+        s.push_str(&format!("interrupted: {i}\n"));
+    }
+    if let Some(e) = &st.last_event {
+        s.push_str(&format!(
+            "last event: {} {} {} ({}) by {}\n",
+            e.time,
+            e.event,
+            e.to.clone().unwrap_or_default(),
+            e.outcome,
+            e.actor.user
+        ));
+    }
+    for p in &st.problems {
+        s.push_str(&format!("PROBLEM:    {p}\n"));
+    }
+    s
+}
+
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

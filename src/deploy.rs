@@ -1,0 +1,795 @@
+//! The operations: install, promote, revert, prune, and the repair every
+//! mutating command runs first. Each runs under the app lock as a
+//! transaction: a journal records its intent before anything changes, and
+//! the same journal-driven undo runs when the transaction is dropped
+//! uncommitted and when the next start finds the journal of a killed process.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::AppConfig;
+use crate::fs::{self, FsError};
+use crate::history::{self, Actor, Event, HistoryError};
+use crate::layout::{AppPaths, LinkError, STAGING_PREFIX, link_shared};
+use crate::source::{ReleaseSource, SUMS_NAME, SourceError};
+use crate::state::{
+    AppLock, AppState, Journal, StateError, checkpoint, new_id, now_rfc3339, remove_debris,
+};
+use crate::unpack::{ManifestEntry, UnpackError, unpack_tar_gz};
+use crate::verify::{HashingReader, Sha256Sums, VerifyError, check_digest};
+use crate::version::{Version, VersionRequest};
+
+/// Errors of an operation. Each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The source failed or lacks the release.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Checksum or signature verification failed.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The archive was refused or is corrupt.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// Lock, journal or state failure.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Audit log failure.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Shared paths could not be linked.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The release is missing a file the policy requires.
+    #[error("release {version} has no {file}; {hint}")]
+    MissingSidecar {
+        /// The release.
+        version: String,
+        /// The missing file.
+        file: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A release that is not installed.
+    #[error(
+        "release {version} of {app} is not installed (installed: {installed}); run `switchyard install {app} {version}` first"
+    )]
+    NotInstalled {
+        /// The app.
+        app: String,
+        /// The release asked for.
+        version: String,
+        /// What is installed.
+        installed: String,
+    },
+    /// `revert` with no rollback target.
+    #[error(
+        "{app} has no release to revert to: last-good is not set; name one with `switchyard revert {app} --to <version>`"
+    )]
+    NothingToRevert {
+        /// The app.
+        app: String,
+    },
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A runtime failure not covered below.
+    pub const FAILURE: i32 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: i32 = 2;
+    /// Checksum or signature verification failed, or the archive was refused.
+    pub const VERIFY: i32 = 3;
+    /// Another operation holds the app's lock.
+    pub const BUSY: i32 = 4;
+    /// The app, release or version was not found.
+    pub const NOT_FOUND: i32 = 5;
+}
+
+impl DeployError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DeployError::Verify(_)
+            | DeployError::Unpack(_)
+            | DeployError::MissingSidecar { .. } => exit::VERIFY,
+            DeployError::State(StateError::Busy { .. }) => exit::BUSY,
+            DeployError::Source(SourceError::NotFound { .. })
+            | DeployError::NotInstalled { .. }
+            | DeployError::NothingToRevert { .. } => exit::NOT_FOUND,
+            DeployError::Source(SourceError::Version(_)) => exit::USAGE,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+/// Metadata kept for every installed release in `.switchyard/manifests/<v>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    /// The version.
+    pub version: Version,
+    /// The tag or folder name it came from.
+    pub tag: String,
+    /// The asset's file name.
+    pub asset: String,
+    /// SHA-256 of the asset.
+    pub sha256: String,
+    /// Size of the asset in bytes.
+    pub asset_bytes: u64,
+    /// Unpacked content size in bytes.
+    pub content_bytes: u64,
+    /// When it was installed.
+    pub installed_at: String,
+    /// The operation that installed it.
+    pub install_id: String,
+    /// Every entry of the release as unpacked.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl ReleaseMeta {
+    /// Loads a release's metadata, if present.
+    pub fn load(paths: &AppPaths, v: &Version) -> Result<Option<ReleaseMeta>, StateError> {
+        let path = paths.manifest(v);
+        match fs::read_optional(&path)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// An app with its lock held and its on-disk state repaired: the only way to
+/// change anything under an app root.
+pub struct Session<'a> {
+    /// The app's configuration.
+    pub cfg: &'a AppConfig,
+    /// Its paths.
+    pub paths: AppPaths,
+    /// Who is acting.
+    pub actor: Actor,
+    _lock: AppLock,
+}
+
+/// The outcome of an install.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallReport {
+    /// The release.
+    pub version: Version,
+    /// False when it was already installed and nothing was done.
+    pub installed: bool,
+    /// SHA-256 of the asset, when it was installed now.
+    pub sha256: Option<String>,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// The outcome of a switch (promote or revert).
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchReport {
+    /// Live before.
+    pub from: Option<Version>,
+    /// Live now.
+    pub to: Version,
+    /// `last-good` now.
+    pub last_good: Option<Version>,
+    /// False when `to` was already live.
+    pub changed: bool,
+}
+
+/// A transaction: journal written before any change; dropped uncommitted, it
+/// undoes itself through the same code the crash repair uses.
+struct Txn<'p> {
+    paths: &'p AppPaths,
+    journal: Journal,
+    committed: bool,
+}
+
+impl<'p> Txn<'p> {
+    fn begin(paths: &'p AppPaths, journal: Journal) -> Result<Self, DeployError> {
+        journal.write(paths)?;
+        Ok(Txn {
+            paths,
+            journal,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> Result<(), DeployError> {
+        Journal::clear(self.paths)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(e) = undo(self.paths, &self.journal)
+        {
+            warn!(error = %e, op = %self.journal.op, "rollback failed; the next command will retry it");
+        }
+    }
+}
+
+/// Undoes what a journalled operation may have done, then clears the journal.
+fn undo(paths: &AppPaths, j: &Journal) -> Result<(), DeployError> {
+    match j.op.as_str() {
+        "install" => {
+            if let Some(v) = &j.target
+                && j.creates_release
+            {
+                remove_release(paths, v)?;
+            }
+        }
+        "promote" | "revert" => {
+            set_link(&paths.current(), j.prev_current.as_ref())?;
+            set_link(&paths.last_good(), j.prev_last_good.as_ref())?;
+        }
+        other => warn!(op = other, "unknown journal operation; clearing it"),
+    }
+    remove_debris(paths)?;
+    Journal::clear(paths)?;
+    Ok(())
+}
+
+/// Points `link` at `releases/<v>`, or removes it for `None`.
+fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> {
+    match v {
+        Some(v) => fs::replace_symlink(&AppPaths::link_target(v), link),
+        None => {
+            if fs::symlink_metadata(link)?.is_some() {
+                fs::remove_file(link)?;
+                fs::fsync_dir(fs::parent_of(link))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Removes an installed release so that no partial `releases/<v>` is ever
+/// visible: rename it aside first, then delete.
+fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), FsError> {
+    let dir = paths.release(v);
+    if fs::symlink_metadata(&dir)?.is_some() {
+        let aside = paths.releases().join(format!(
+            "{STAGING_PREFIX}removing-{}-{:08x}",
+            v.dir_name(),
+            fastrand::u32(..)
+        ));
+        fs::rename(&dir, &aside)?;
+        fs::fsync_dir(&paths.releases())?;
+        fs::remove_file(&paths.manifest(v))?;
+        fs::remove_dir_all(&aside)?;
+    } else {
+        fs::remove_file(&paths.manifest(v))?;
+    }
+    Ok(())
+}
+
+/// A staging directory under `releases/`, removed on drop.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    fn new(paths: &AppPaths, v: &Version) -> Result<Staging, FsError> {
+        let dir = paths.releases().join(format!(
+            "{STAGING_PREFIX}{}-{}-{:08x}",
+            v.dir_name(),
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        fs::create_dir(&dir, 0o700)?;
+        Ok(Staging { dir })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            warn!(error = %e, "could not remove staging directory; the next command will");
+        }
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Takes the app's lock (failing fast unless `wait`), creates the root's
+    /// folders, and repairs whatever a killed operation left behind.
+    pub fn open(
+        cfg: &'a AppConfig,
+        actor: Actor,
+        operation: &str,
+        wait: bool,
+    ) -> Result<Session<'a>, DeployError> {
+        let paths = AppPaths::new(&cfg.root);
+        paths.ensure()?;
+        let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
+        let s = Session {
+            cfg,
+            paths,
+            actor,
+            _lock: lock,
+        };
+        s.repair()?;
+        Ok(s)
+    }
+
+    /// Undoes an interrupted operation and removes temporary debris.
+    fn repair(&self) -> Result<(), DeployError> {
+        if let Some(j) = Journal::read(&self.paths)? {
+            warn!(app = %self.cfg.name, op = %j.op, id = %j.id, pid = j.pid,
+                "found the journal of an interrupted operation; undoing it");
+            let started = Instant::now();
+            undo(&self.paths, &j)?;
+            self.record(
+                &format!("release.{}.rolled_back", j.op),
+                &j.id,
+                j.prev_current.as_ref().map(|v| v.to_string()),
+                j.target.as_ref().map(|v| v.to_string()),
+                "rolled_back",
+                started,
+                Some(format!(
+                    "interrupted (process {} did not finish); undone on the next start",
+                    j.pid
+                )),
+                Default::default(),
+            )?;
+        }
+        let removed = remove_debris(&self.paths)?;
+        for p in removed {
+            info!(app = %self.cfg.name, path = %p.display(), "removed debris of an interrupted operation");
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        event: &str,
+        id: &str,
+        from: Option<String>,
+        to: Option<String>,
+        outcome: &str,
+        started: Instant,
+        error: Option<String>,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), DeployError> {
+        history::append(
+            &self.paths,
+            &Event {
+                time: now_rfc3339(),
+                app: self.cfg.name.clone(),
+                event: event.to_string(),
+                id: id.to_string(),
+                from,
+                to,
+                actor: self.actor.clone(),
+                outcome: outcome.to_string(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                error,
+                details,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn installed_list(&self) -> String {
+        let v = self.paths.installed().unwrap_or_default();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// Installs a release from `source` into `releases/<version>` without
+    /// touching `current`.
+    pub fn install(
+        &self,
+        source: &dyn ReleaseSource,
+        req: &VersionRequest,
+    ) -> Result<InstallReport, DeployError> {
+        let started = Instant::now();
+        let info = source.resolve(req, false)?;
+        let v = info.version.clone();
+        let span = tracing::info_span!("install", app = %self.cfg.name, version = %v);
+        let _g = span.enter();
+        if self.paths.is_installed(&v)? {
+            info!(step = "install", "already installed; nothing to do");
+            return Ok(InstallReport {
+                path: self.paths.release(&v),
+                version: v,
+                installed: false,
+                sha256: None,
+            });
+        }
+        let id = new_id();
+        let res = self.install_inner(source, &info, &id);
+        match res {
+            Ok(rep) => Ok(rep),
+            Err(e) => {
+                let mut details = serde_json::Map::new();
+                details.insert("source".into(), source.describe().into());
+                self.record(
+                    "release.install.failed",
+                    &id,
+                    None,
+                    Some(v.to_string()),
+                    "failed",
+                    started,
+                    Some(e.to_string()),
+                    details,
+                )?;
+                Err(e)
+            }
+        }
+    }
+
+    fn install_inner(
+        &self,
+        source: &dyn ReleaseSource,
+        info: &crate::source::ReleaseInfo,
+        id: &str,
+    ) -> Result<InstallReport, DeployError> {
+        let started = Instant::now();
+        let v = &info.version;
+        info!(step = "fetch", source = %source.describe(), "fetching");
+        let fetched = source.fetch(info)?;
+        let sums_text =
+            fetched
+                .sidecars
+                .get(SUMS_NAME)
+                .ok_or_else(|| DeployError::MissingSidecar {
+                    version: v.to_string(),
+                    file: SUMS_NAME.into(),
+                    hint:
+                        "publish one with `sha256sum <asset> > SHA256SUMS` (or `switchyard pack`)"
+                            .into(),
+                })?;
+        let sums = Sha256Sums::parse(&String::from_utf8_lossy(sums_text), SUMS_NAME)?;
+        let expected = sums.expect(&fetched.asset_name, SUMS_NAME)?;
+
+        let txn = Txn::begin(
+            &self.paths,
+            Journal {
+                id: id.to_string(),
+                op: "install".into(),
+                pid: std::process::id(),
+                started: now_rfc3339(),
+                target: Some(v.clone()),
+                prev_current: None,
+                prev_last_good: None,
+                creates_release: true,
+            },
+        )?;
+        checkpoint("install.journaled");
+        let staging = Staging::new(&self.paths, v)?;
+        let tree = staging.dir.join("tree");
+        fs::create_dir(&tree, 0o755)?;
+        info!(step = "unpack", asset = %fetched.asset_name, "streaming: hashing and unpacking in one pass");
+        let mut reader = HashingReader::new(fetched.asset);
+        let unpacked = unpack_tar_gz(&mut reader, &tree, &self.cfg.unpack)?;
+        reader
+            .drain()
+            .map_err(|e| FsError::new("read asset", &fetched.asset_name, e))?;
+        let (digest, _checks, asset_bytes) = reader.finish();
+        check_digest(&fetched.asset_name, SUMS_NAME, &expected, &digest)?;
+        checkpoint("install.unpacked");
+
+        link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
+        // One syncfs makes every unpacked file durable before the rename
+        // publishes the tree (an fsync per file costs far more on big trees).
+        fs::syncfs(&staging.dir)?;
+        let meta = ReleaseMeta {
+            version: v.clone(),
+            tag: info.tag.clone(),
+            asset: fetched.asset_name.clone(),
+            sha256: hex::encode(digest),
+            asset_bytes,
+            content_bytes: unpacked.content_bytes,
+            installed_at: now_rfc3339(),
+            install_id: id.to_string(),
+            entries: unpacked.manifest,
+        };
+        fs::write_atomic(
+            &self.paths.manifest(v),
+            &serde_json::to_vec(&meta).expect("metadata serializes"),
+        )?;
+        checkpoint("install.before_rename");
+        let dest = self.paths.release(v);
+        fs::rename(&unpacked.content_root, &dest)?;
+        fs::fsync_dir(&self.paths.releases())?;
+        checkpoint("install.renamed");
+
+        let mut st = AppState::load(&self.paths)?;
+        if st.highest_verified.as_ref().is_none_or(|h| h < v) {
+            st.highest_verified = Some(v.clone());
+            st.save(&self.paths)?;
+        }
+        let mut details = serde_json::Map::new();
+        details.insert("asset".into(), meta.asset.clone().into());
+        details.insert("sha256".into(), meta.sha256.clone().into());
+        details.insert("source".into(), source.describe().into());
+        self.record(
+            "release.install.completed",
+            id,
+            None,
+            Some(v.to_string()),
+            "ok",
+            started,
+            None,
+            details,
+        )?;
+        checkpoint("install.recorded");
+        txn.commit()?;
+        drop(staging);
+        info!(step = "install", sha256 = %meta.sha256, bytes = meta.content_bytes, "installed");
+        Ok(InstallReport {
+            version: v.clone(),
+            installed: true,
+            sha256: Some(meta.sha256),
+            path: dest,
+        })
+    }
+
+    /// Makes an installed release live: `current` swapped atomically, the
+    /// previous live release becomes `last-good`.
+    pub fn promote(&self, v: &Version) -> Result<SwitchReport, DeployError> {
+        self.switch("promote", v)
+    }
+
+    /// Swaps `current` back to `last-good`, or to `to`.
+    pub fn revert(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
+        let target = match to {
+            Some(v) => v.clone(),
+            None => {
+                self.paths
+                    .last_good_version()?
+                    .ok_or_else(|| DeployError::NothingToRevert {
+                        app: self.cfg.name.clone(),
+                    })?
+            }
+        };
+        self.switch("revert", &target)
+    }
+
+    fn switch(&self, op: &str, v: &Version) -> Result<SwitchReport, DeployError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("switch", app = %self.cfg.name, version = %v, step = op);
+        let _g = span.enter();
+        if !self.paths.is_installed(v)? {
+            return Err(DeployError::NotInstalled {
+                app: self.cfg.name.clone(),
+                version: v.to_string(),
+                installed: self.installed_list(),
+            });
+        }
+        let cur = self.paths.current_version()?;
+        let lg = self.paths.last_good_version()?;
+        if cur.as_ref() == Some(v) {
+            info!("already live; nothing to do");
+            return Ok(SwitchReport {
+                from: cur,
+                to: v.clone(),
+                last_good: lg,
+                changed: false,
+            });
+        }
+        let id = new_id();
+        let txn = Txn::begin(
+            &self.paths,
+            Journal {
+                id: id.clone(),
+                op: op.to_string(),
+                pid: std::process::id(),
+                started: now_rfc3339(),
+                target: Some(v.clone()),
+                prev_current: cur.clone(),
+                prev_last_good: lg.clone(),
+                creates_release: false,
+            },
+        )?;
+        checkpoint(&format!("{op}.journaled"));
+        // last-good first: should we die between the two swaps, `current`
+        // still names a complete release and the journal restores both.
+        let new_lg = cur.clone().or(lg.clone());
+        if let Some(c) = &cur {
+            set_link(&self.paths.last_good(), Some(c))?;
+        }
+        checkpoint(&format!("{op}.last_good_swapped"));
+        set_link(&self.paths.current(), Some(v))?;
+        checkpoint(&format!("{op}.current_swapped"));
+        self.record(
+            &format!("release.{op}.completed"),
+            &id,
+            cur.as_ref().map(|v| v.to_string()),
+            Some(v.to_string()),
+            "ok",
+            started,
+            None,
+            Default::default(),
+        )?;
+        checkpoint(&format!("{op}.recorded"));
+        txn.commit()?;
+        info!(from = ?cur.as_ref().map(|v| v.to_string()), "now live");
+        Ok(SwitchReport {
+            from: cur,
+            to: v.clone(),
+            last_good: new_lg,
+            changed: true,
+        })
+    }
+
+    /// Removes old releases, keeping the newest `keep_releases` plus
+    /// `current` and `last-good` whatever their age. Returns what was removed.
+    pub fn prune(&self) -> Result<Vec<Version>, DeployError> {
+        let started = Instant::now();
+        let keep_n = self.cfg.keep_releases;
+        let installed = self.paths.installed()?;
+        let cur = self.paths.current_version()?;
+        let lg = self.paths.last_good_version()?;
+        let cut = installed.len().saturating_sub(keep_n);
+        let mut removed = Vec::new();
+        for v in &installed[..cut] {
+            if Some(v) == cur.as_ref() || Some(v) == lg.as_ref() {
+                continue;
+            }
+            remove_release(&self.paths, v)?;
+            info!(app = %self.cfg.name, version = %v, "pruned");
+            removed.push(v.clone());
+        }
+        if !removed.is_empty() {
+            let mut details = serde_json::Map::new();
+            details.insert(
+                "removed".into(),
+                removed
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+            self.record(
+                "release.prune.completed",
+                &new_id(),
+                None,
+                None,
+                "ok",
+                started,
+                None,
+                details,
+            )?;
+        }
+        Ok(removed)
+    }
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The app.
+    pub app: String,
+    /// Its root.
+    pub root: PathBuf,
+    /// The live release.
+    pub current: Option<Version>,
+    /// The rollback target.
+    pub last_good: Option<Version>,
+    /// Installed releases.
+    pub installed: Vec<Version>,
+    /// The downgrade floor.
+    pub highest_verified: Option<Version>,
+    /// The operation running now, if any.
+    pub running: Option<crate::state::LockHolder>,
+    /// An interrupted operation the next command will undo.
+    pub interrupted: Option<String>,
+    /// The last history event.
+    pub last_event: Option<Event>,
+    /// Problems noticed (a dangling link, ...).
+    pub problems: Vec<String>,
+}
+
+/// Reads the app's status without taking the lock or changing anything.
+pub fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
+    let paths = AppPaths::new(&cfg.root);
+    let mut problems = Vec::new();
+    let current = paths.current_version()?;
+    let last_good = paths.last_good_version()?;
+    let installed = paths.installed()?;
+    for (name, v) in [("current", &current), ("last-good", &last_good)] {
+        if let Some(v) = v
+            && !installed.contains(v)
+        {
+            problems.push(format!("{name} points at {v}, which is not installed"));
+        }
+    }
+    if current.is_none() && fs::symlink_metadata(&paths.current())?.is_some() {
+        problems.push("current is not a releases/<version> symlink".into());
+    }
+    let st = if fs::metadata(&paths.state_dir())?.is_some() {
+        AppState::load(&paths)?
+    } else {
+        AppState::default()
+    };
+    let running = if fs::metadata(&paths.lock())?.is_some() {
+        AppLock::holder(&paths)?
+    } else {
+        None
+    };
+    let interrupted = if running.is_none() {
+        Journal::read(&paths)?.map(|j| {
+            format!(
+                "{} {} (pid {}) was interrupted; the next command undoes it",
+                j.op,
+                j.target.map(|v| v.to_string()).unwrap_or_default(),
+                j.pid
+            )
+        })
+    } else {
+        None
+    };
+    let last_event = history::read(&paths)?.pop().map(|s| s.event);
+    Ok(Status {
+        app: cfg.name.clone(),
+        root: cfg.root.clone(),
+        current,
+        last_good,
+        installed,
+        highest_verified: st.highest_verified,
+        running,
+        interrupted,
+        last_event,
+        problems,
+    })
+}
+
+/// One row of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedRelease {
+    /// The version.
+    pub version: Version,
+    /// Live.
+    pub current: bool,
+    /// Rollback target.
+    pub last_good: bool,
+    /// When it was installed.
+    pub installed_at: Option<String>,
+    /// Unpacked size.
+    pub content_bytes: Option<u64>,
+    /// SHA-256 of its asset.
+    pub sha256: Option<String>,
+}
+
+/// Installed releases, newest first.
+pub fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
+    let paths = AppPaths::new(&cfg.root);
+    let cur = paths.current_version()?;
+    let lg = paths.last_good_version()?;
+    let mut out = Vec::new();
+    for v in paths.installed()?.into_iter().rev() {
+        let meta = ReleaseMeta::load(&paths, &v)?;
+        out.push(ListedRelease {
+            current: cur.as_ref() == Some(&v),
+            last_good: lg.as_ref() == Some(&v),
+            installed_at: meta.as_ref().map(|m| m.installed_at.clone()),
+            content_bytes: meta.as_ref().map(|m| m.content_bytes),
+            sha256: meta.map(|m| m.sha256),
+            version: v,
+        });
+    }
+    Ok(out)
+}

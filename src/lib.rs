@@ -1,0 +1,19 @@
+//! Switchyard: a blue/green deployment agent. Releases flow one way through
+//! the modules: `config` → `source` → `verify` + `unpack` → `layout` →
+//! `deploy` (journal, lock, swap) → `history`; `cli` is the edge.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod deploy;
+pub mod fs;
+pub mod history;
+pub mod layout;
+pub mod pack;
+pub mod source;
+pub mod state;
+pub mod unpack;
+pub mod verify;
+pub mod version;

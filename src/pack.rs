@@ -1,0 +1,235 @@
+//! Release-side tooling: `pack` turns a build directory into a reproducible
+//! `.tar.gz` plus `SHA256SUMS`, laid out as a release folder that `install`
+//! reads and a GitHub release carries as assets.
+//!
+//! Reproducible means the same input gives the same bytes: entries sorted,
+//! mtimes fixed, owners zeroed, modes normalised, no gzip timestamp or name.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::fs::{self, FsError};
+use crate::source::SUMS_NAME;
+use crate::verify::Sha256Sums;
+use crate::version::{Version, VersionError, check_component};
+
+/// Errors while packing.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// Bad version or name.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The input holds something a release cannot carry.
+    #[error("cannot pack {}: {reason}", path.display())]
+    Unsupported {
+        /// The offending path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The output already exists.
+    #[error("{} already exists; remove it or choose another --out", .0.display())]
+    Exists(PathBuf),
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because
+/// some tools treat a zero mtime as "unknown".
+pub const FIXED_MTIME: u64 = 946_684_800;
+
+/// What `pack` produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Packed {
+    /// The release folder (`OUT/<version>/`).
+    pub dir: PathBuf,
+    /// The archive.
+    pub asset: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// The checksum manifest.
+    pub sums: PathBuf,
+}
+
+/// Packs `input` as release `version` into `out/<version>/<asset_name>`,
+/// writing `SHA256SUMS` beside it. `asset_name` defaults to
+/// `<name>-<version>.tar.gz` where name is the input folder's name.
+pub fn pack(
+    input: &Path,
+    version: &str,
+    out: &Path,
+    asset_name: Option<&str>,
+) -> Result<Packed, PackError> {
+    let v = Version::parse(version)?;
+    let name = match asset_name {
+        Some(n) => n
+            .replace("{version}", &v.to_string())
+            .replace("{tag}", version),
+        None => {
+            let base = input
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "release".into());
+            format!("{base}-{v}.tar.gz")
+        }
+    };
+    check_component("asset name", &name)?;
+    let dir = out.join(version);
+    if fs::symlink_metadata(&dir)?.is_some() {
+        return Err(PackError::Exists(dir));
+    }
+    fs::create_dir_all(&dir)?;
+    let asset = dir.join(&name);
+    let sha = write_archive(input, &asset)?;
+    let mut sums = Sha256Sums::default();
+    sums.insert(name, sha);
+    let sums_path = dir.join(SUMS_NAME);
+    fs::write_atomic(&sums_path, sums.render().as_bytes())?;
+    Ok(Packed {
+        dir,
+        asset,
+        sha256: hex::encode(sha),
+        sums: sums_path,
+    })
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a reproducible `.tar.gz` of `input` to `dest`; returns its SHA-256.
+pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
+    let mut entries = Vec::new();
+    collect(input, Path::new(""), &mut entries)?;
+    entries.sort();
+    let tmp = fs::temp_sibling(dest);
+    let file = fs::create_new(&tmp, 0o644)?;
+    let res = (|| -> Result<[u8; 32], PackError> {
+        let hw = HashingWriter {
+            inner: io::BufWriter::new(file),
+            sha: Sha256::new(),
+        };
+        let gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(hw, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        tar.mode(tar::HeaderMode::Deterministic);
+        tar.follow_symlinks(false);
+        let wctx = |e: io::Error| FsError::new("write", &tmp, e);
+        for rel in &entries {
+            let full = input.join(rel);
+            let meta = fs::symlink_metadata(&full)?.ok_or_else(|| {
+                FsError::new("stat", &full, io::Error::from(io::ErrorKind::NotFound))
+            })?;
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(FIXED_MTIME);
+            h.set_uid(0);
+            h.set_gid(0);
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                tar.append_data(&mut h, rel, io::empty()).map_err(wctx)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&full)?.unwrap_or_default();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                tar.append_link(&mut h, rel, &target).map_err(wctx)?;
+            } else {
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if exec { 0o755 } else { 0o644 });
+                h.set_size(meta.len());
+                let f = fs::open(&full)?;
+                tar.append_data(&mut h, rel, f).map_err(wctx)?;
+            }
+        }
+        let gz = tar.into_inner().map_err(wctx)?;
+        let hw = gz.finish().map_err(wctx)?;
+        let HashingWriter { inner, sha } = hw;
+        let file = inner.into_inner().map_err(|e| wctx(e.into_error()))?;
+        fs::fsync_file(&file, &tmp)?;
+        Ok(sha.finalize().into())
+    })();
+    match res {
+        Ok(sha) => {
+            fs::rename(&tmp, dest)?;
+            fs::fsync_dir(fs::parent_of(dest))?;
+            Ok(sha)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), PackError> {
+    let dir = root.join(rel);
+    for name in fs::list_dir(&dir)? {
+        let r = rel.join(&name);
+        let full = root.join(&r);
+        if name.to_str().is_none() {
+            return Err(PackError::Unsupported {
+                path: full,
+                reason: "file names must be UTF-8".into(),
+            });
+        }
+        let meta = fs::symlink_metadata(&full)?
+            .ok_or_else(|| FsError::new("stat", &full, io::Error::from(io::ErrorKind::NotFound)))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            out.push(r.clone());
+            collect(root, &r, out)?;
+        } else if ft.is_file() || ft.is_symlink() {
+            out.push(r);
+        } else {
+            return Err(PackError::Unsupported {
+                path: full,
+                reason: "only files, directories and symlinks can be packed".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_input_same_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("app");
+        fs::create_dir_all(&src.join("public")).unwrap();
+        fs::write_atomic(&src.join("public/index.html"), b"hi").unwrap();
+        fs::write_atomic(&src.join("VERSION"), b"1.0.0").unwrap();
+        let a = pack(&src, "v1.0.0", &d.path().join("out1"), None).unwrap();
+        // Touch the input: mtimes must not leak into the archive.
+        fs::write_atomic(&src.join("VERSION"), b"1.0.0").unwrap();
+        let b = pack(&src, "v1.0.0", &d.path().join("out2"), None).unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert_eq!(a.asset.file_name().unwrap(), "app-1.0.0.tar.gz");
+        let sums = fs::read_to_string(&a.sums).unwrap();
+        assert_eq!(sums, format!("{}  app-1.0.0.tar.gz\n", a.sha256));
+    }
+}

@@ -1,0 +1,259 @@
+//! Where releases come from. [`ReleaseSource`] is the seam: the local release
+//! folder (also the offline drop folder) implements it here; other sources
+//! plug in beside it. A source lists releases and opens one as a stream plus
+//! its small sidecar files (checksums, signatures); it never unpacks.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{self, FsError};
+use crate::version::{Version, VersionError, VersionRequest, check_component};
+
+/// Largest sidecar file (checksum list, signature) read into memory.
+pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+
+/// Name of the checksum manifest in a release.
+pub const SUMS_NAME: &str = "SHA256SUMS";
+
+/// Errors from a release source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No release matches.
+    #[error("{what} not found in {source_desc}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+        /// Which source.
+        source_desc: String,
+    },
+    /// The release exists but is malformed.
+    #[error("release {version} in {source_desc} is unusable: {reason}")]
+    Malformed {
+        /// The release.
+        version: String,
+        /// Which source.
+        source_desc: String,
+        /// Why.
+        reason: String,
+    },
+    /// A name was unsafe or not semver.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// What a source says about one release, before fetching it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseInfo {
+    /// Parsed version.
+    pub version: Version,
+    /// The tag or folder name as published (may carry a leading `v`).
+    pub tag: String,
+    /// Marked as a prerelease by the source (or by its semver).
+    pub prerelease: bool,
+    /// Publication time, RFC 3339, when the source knows it.
+    pub published_at: Option<String>,
+    /// Release notes, when the source has them.
+    pub notes: Option<String>,
+}
+
+/// An opened release: the asset as a stream and its small sidecar files.
+pub struct FetchedRelease {
+    /// What was fetched.
+    pub info: ReleaseInfo,
+    /// The asset's file name.
+    pub asset_name: String,
+    /// The asset's size when known.
+    pub asset_size: Option<u64>,
+    /// The asset's bytes, read once.
+    pub asset: Box<dyn Read + Send>,
+    /// Sidecar files by name (`SHA256SUMS`, `*.minisig`, ...), each at most
+    /// [`MAX_SIDECAR_BYTES`].
+    pub sidecars: BTreeMap<String, Vec<u8>>,
+}
+
+/// A place releases come from.
+pub trait ReleaseSource: Send + Sync {
+    /// Human-readable description for messages ("local folder /srv/drop").
+    fn describe(&self) -> String;
+
+    /// Every usable release, any order. Unparseable names are skipped with a log line.
+    fn releases(&self) -> Result<Vec<ReleaseInfo>, SourceError>;
+
+    /// Opens one release for streaming.
+    fn fetch(&self, info: &ReleaseInfo) -> Result<FetchedRelease, SourceError>;
+
+    /// Resolves a request to one release: `latest` is the highest stable
+    /// version by semver (prereleases only when `include_prereleases`).
+    fn resolve(
+        &self,
+        req: &VersionRequest,
+        include_prereleases: bool,
+    ) -> Result<ReleaseInfo, SourceError> {
+        let all = self.releases()?;
+        let found = match req {
+            VersionRequest::Exact(v) => all.into_iter().find(|r| &r.version == v),
+            VersionRequest::Latest => all
+                .into_iter()
+                .filter(|r| include_prereleases || !r.prerelease)
+                .max_by(|a, b| a.version.cmp(&b.version)),
+        };
+        found.ok_or_else(|| SourceError::NotFound {
+            what: match req {
+                VersionRequest::Exact(v) => format!("release {v}"),
+                VersionRequest::Latest => "a stable release".to_string(),
+            },
+            source_desc: self.describe(),
+        })
+    }
+}
+
+/// A local folder of `<version>/` directories, each with one `.tar.gz` and a
+/// `SHA256SUMS` (plus optional signatures).
+#[derive(Debug, Clone)]
+pub struct LocalDirSource {
+    dir: PathBuf,
+}
+
+impl LocalDirSource {
+    /// A source reading `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalDirSource { dir: dir.into() }
+    }
+}
+
+fn read_sidecar(path: &Path) -> Result<Vec<u8>, SourceError> {
+    let f = fs::open(path)?;
+    let mut buf = Vec::new();
+    f.take(MAX_SIDECAR_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| FsError::new("read", path, e))?;
+    if buf.len() as u64 > MAX_SIDECAR_BYTES {
+        return Err(SourceError::Malformed {
+            version: path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            source_desc: format!("local folder {}", path.display()),
+            reason: format!("{} is larger than 1 MiB", path.display()),
+        });
+    }
+    Ok(buf)
+}
+
+impl ReleaseSource for LocalDirSource {
+    fn describe(&self) -> String {
+        format!("local folder {}", self.dir.display())
+    }
+
+    fn releases(&self) -> Result<Vec<ReleaseInfo>, SourceError> {
+        if fs::metadata(&self.dir)?.is_none() {
+            return Err(SourceError::NotFound {
+                what: "the release folder".into(),
+                source_desc: self.describe(),
+            });
+        }
+        let mut by_version: BTreeMap<Version, ReleaseInfo> = BTreeMap::new();
+        let mut names: Vec<String> = fs::list_dir(&self.dir)?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            if name.starts_with('.') {
+                continue;
+            }
+            let version = match Version::parse(&name) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(dir = %self.dir.display(), entry = %name, "skipping: {e}");
+                    continue;
+                }
+            };
+            if !fs::metadata(&self.dir.join(&name))?.is_some_and(|m| m.is_dir()) {
+                continue;
+            }
+            let info = ReleaseInfo {
+                prerelease: version.is_prerelease(),
+                version: version.clone(),
+                tag: name.clone(),
+                published_at: None,
+                notes: None,
+            };
+            if let Some(prev) = by_version.insert(version.clone(), info) {
+                return Err(SourceError::Malformed {
+                    version: version.to_string(),
+                    source_desc: self.describe(),
+                    reason: format!("both {} and {} name it; remove one", prev.tag, name),
+                });
+            }
+        }
+        Ok(by_version.into_values().collect())
+    }
+
+    fn fetch(&self, info: &ReleaseInfo) -> Result<FetchedRelease, SourceError> {
+        check_component("release folder", &info.tag)?;
+        let rdir = self.dir.join(&info.tag);
+        let malformed = |reason: String| SourceError::Malformed {
+            version: info.tag.clone(),
+            source_desc: self.describe(),
+            reason,
+        };
+        let mut names: Vec<String> = fs::list_dir(&rdir)?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect();
+        names.sort();
+        let assets: Vec<&String> = names.iter().filter(|n| n.ends_with(".tar.gz")).collect();
+        let asset_name = match assets.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(malformed(format!(
+                    "{} holds no .tar.gz asset",
+                    rdir.display()
+                )));
+            }
+            many => {
+                return Err(malformed(format!(
+                    "{} holds {} .tar.gz assets ({}); a release folder holds exactly one",
+                    rdir.display(),
+                    many.len(),
+                    many.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        };
+        check_component("asset name", &asset_name)?;
+        let mut sidecars = BTreeMap::new();
+        for n in &names {
+            let wanted = n == SUMS_NAME || n.ends_with(".minisig") || n == "release.toml";
+            if wanted {
+                check_component("sidecar name", n)?;
+                sidecars.insert(n.clone(), read_sidecar(&rdir.join(n))?);
+            }
+        }
+        let asset_path = rdir.join(&asset_name);
+        let f = fs::open(&asset_path)?;
+        let size = f.metadata().ok().map(|m| m.len());
+        Ok(FetchedRelease {
+            info: info.clone(),
+            asset_name,
+            asset_size: size,
+            asset: Box::new(f),
+            sidecars,
+        })
+    }
+}
+
+/// Builds the source an app's configuration names.
+pub fn for_app(app: &crate::config::AppConfig) -> Box<dyn ReleaseSource> {
+    match &app.source {
+        crate::config::SourceConfig::Dir(d) => Box::new(LocalDirSource::new(d)),
+    }
+}

@@ -1,0 +1,299 @@
+//! Per-app state under `root/.switchyard/`: the exclusive operation lock, the
+//! journal of the operation in progress, the persistent state file, and the
+//! crash checkpoints tests use to stop the process at a named instant.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::fs::{self, FsError};
+use crate::layout::AppPaths;
+use crate::version::Version;
+
+/// Errors about state, lock and journal.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another operation holds the app's lock.
+    #[error(
+        "app {app} is busy: {holder}; wait for it to finish, or pass --wait to queue behind it"
+    )]
+    Busy {
+        /// The app.
+        app: String,
+        /// Who holds the lock, as recorded by the holder.
+        holder: String,
+    },
+    /// A state file could not be parsed.
+    #[error(
+        "{} is damaged ({reason}); move it aside and rerun, Switchyard rebuilds what it can",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// Who holds a lock, as written into the lock file by the holder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Process id.
+    pub pid: u32,
+    /// The operation ("install 1.2.0").
+    pub operation: String,
+    /// When it started, RFC 3339.
+    pub since: String,
+}
+
+/// The app's exclusive operation lock (`flock(2)` on `.switchyard/lock`).
+/// The kernel releases it when the holder dies, so a lock left by a killed
+/// process is recovered without any cleanup.
+pub struct AppLock {
+    _flock: Flock<std::fs::File>,
+}
+
+impl AppLock {
+    /// Takes the lock for `operation`; fails at once with the holder's pid and
+    /// operation if it is taken, unless `wait`.
+    pub fn acquire(
+        paths: &AppPaths,
+        app: &str,
+        operation: &str,
+        wait: bool,
+    ) -> Result<AppLock, StateError> {
+        let path = paths.lock();
+        let file = fs::open_rw(&path)?;
+        let arg = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        let mut flock = match Flock::lock(file, arg) {
+            Ok(l) => l,
+            Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                let holder = serde_json::from_str::<LockHolder>(&s)
+                    .map(|h| {
+                        format!(
+                            "pid {} is running '{}' since {}",
+                            h.pid, h.operation, h.since
+                        )
+                    })
+                    .unwrap_or_else(|_| "another process holds the lock".to_string());
+                return Err(StateError::Busy {
+                    app: app.to_string(),
+                    holder,
+                });
+            }
+            Err((_, errno)) => {
+                return Err(FsError::new("lock", &path, std::io::Error::from(errno)).into());
+            }
+        };
+        let holder = LockHolder {
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            since: now_rfc3339(),
+        };
+        // The lock file's content is advisory (for the Busy message); a crash
+        // while writing it only garbles that message.
+        let f: &mut std::fs::File = &mut flock;
+        let res = (|| {
+            f.set_len(0)?;
+            f.rewind()?;
+            f.write_all(
+                serde_json::to_string(&holder)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )
+        })();
+        res.map_err(|e| FsError::new("write lock holder", &path, e))?;
+        let _ = f.as_fd();
+        Ok(AppLock { _flock: flock })
+    }
+
+    /// The holder of an app's lock, if someone holds it right now.
+    pub fn holder(paths: &AppPaths) -> Result<Option<LockHolder>, StateError> {
+        let path = paths.lock();
+        if fs::metadata(&path)?.is_none() {
+            return Ok(None);
+        }
+        let file = fs::open_rw(&path)?;
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_free) => Ok(None),
+            Err((mut file, _)) => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                Ok(serde_json::from_str(&s).ok())
+            }
+        }
+    }
+}
+
+/// Persistent per-app state (`.switchyard/state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct AppState {
+    /// Highest version ever verified and installed: the downgrade floor.
+    pub highest_verified: Option<Version>,
+    /// Hash of the last audit line and how many lines there are, so a
+    /// deleted tail is detected.
+    pub audit_head: Option<AuditHead>,
+}
+
+/// The last link of the audit chain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Number of lines.
+    pub count: u64,
+    /// Hash of the last line.
+    pub hash: String,
+}
+
+impl AppState {
+    /// Loads the state; a missing file is the empty state.
+    pub fn load(paths: &AppPaths) -> Result<AppState, StateError> {
+        let path = paths.state_file();
+        match fs::read_optional(&path)? {
+            None => Ok(AppState::default()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, paths: &AppPaths) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(self).unwrap_or_default();
+        fs::write_atomic(&paths.state_file(), &data)?;
+        Ok(())
+    }
+}
+
+/// What an operation in progress intends, written before it changes anything
+/// so the next start can undo it after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    /// Operation id (shared with the history line).
+    pub id: String,
+    /// `install`, `promote` or `revert`.
+    pub op: String,
+    /// The process that wrote it.
+    pub pid: u32,
+    /// When it started.
+    pub started: String,
+    /// The release the operation installs or switches to.
+    pub target: Option<Version>,
+    /// `current` before the operation.
+    pub prev_current: Option<Version>,
+    /// `last-good` before the operation.
+    pub prev_last_good: Option<Version>,
+    /// True when the operation creates `releases/<target>` (install).
+    #[serde(default)]
+    pub creates_release: bool,
+}
+
+impl Journal {
+    /// Writes the journal durably.
+    pub fn write(&self, paths: &AppPaths) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(self).unwrap_or_default();
+        fs::write_atomic(&paths.journal(), &data)?;
+        Ok(())
+    }
+
+    /// Reads the journal left by an operation that did not finish.
+    pub fn read(paths: &AppPaths) -> Result<Option<Journal>, StateError> {
+        let path = paths.journal();
+        match fs::read_optional(&path)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Removes the journal: the operation is committed (or undone).
+    pub fn clear(paths: &AppPaths) -> Result<(), StateError> {
+        fs::remove_file(&paths.journal())?;
+        fs::fsync_dir(&paths.state_dir())?;
+        Ok(())
+    }
+}
+
+/// Stops the process with SIGKILL when `SWITCHYARD_CRASH_AT` names this
+/// checkpoint. Crash-consistency tests use it to kill at exact instants.
+pub fn checkpoint(name: &str) {
+    if let Some(want) = std::env::var_os("SWITCHYARD_CRASH_AT")
+        && want == name
+    {
+        tracing::warn!(checkpoint = name, "SWITCHYARD_CRASH_AT: killing myself");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
+}
+
+/// A short random operation id.
+pub fn new_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Removes temporary debris a crashed operation may have left: staging
+/// folders under `releases/`, temporary symlinks and files, and manifests of
+/// releases that never landed. Returns what was removed.
+pub fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
+    let mut removed = Vec::new();
+    let mut sweep = |dir: &Path, pred: &dyn Fn(&str) -> bool| -> Result<(), StateError> {
+        for n in fs::list_dir(dir)? {
+            let Some(n) = n.to_str() else { continue };
+            if pred(n) {
+                let p = dir.join(n);
+                fs::remove_any(&p)?;
+                removed.push(p);
+            }
+        }
+        Ok(())
+    };
+    let is_tmp = |n: &str| n.starts_with('.') && n.contains(".tmp-");
+    sweep(&paths.releases(), &|n| {
+        n.starts_with(crate::layout::STAGING_PREFIX) || is_tmp(n)
+    })?;
+    sweep(&paths.root, &is_tmp)?;
+    sweep(&paths.state_dir(), &is_tmp)?;
+    sweep(&paths.manifests(), &is_tmp)?;
+    let installed = paths.installed()?;
+    sweep(&paths.manifests(), &|n| {
+        n.strip_suffix(".json")
+            .and_then(|v| Version::parse(v).ok())
+            .is_some_and(|v| !installed.contains(&v))
+    })?;
+    if !removed.is_empty() {
+        for d in [
+            paths.releases(),
+            paths.root.clone(),
+            paths.state_dir(),
+            paths.manifests(),
+        ] {
+            fs::fsync_dir(&d)?;
+        }
+    }
+    Ok(removed)
+}

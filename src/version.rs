@@ -1,0 +1,157 @@
+//! Release versions: semver with an optional leading `v`, and the rule that a
+//! name used on disk must be a safe single path component.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a version or name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VersionError {
+    /// Not usable as a single directory name.
+    #[error(
+        "{what} {name:?} is not a safe single path component (no '/', '\\', NUL, control characters, '.' or '..', at most 200 bytes)"
+    )]
+    UnsafeName {
+        /// What the name was ("version", "asset name", ...).
+        what: &'static str,
+        /// The refused name.
+        name: String,
+    },
+    /// Not semver.
+    #[error(
+        "version {name:?} is not semver (expected MAJOR.MINOR.PATCH, optionally with a leading 'v'): {reason}"
+    )]
+    NotSemver {
+        /// The refused string.
+        name: String,
+        /// The parser's reason.
+        reason: String,
+    },
+}
+
+/// Checks that `name` can be used as exactly one directory entry name.
+pub fn check_component(what: &'static str, name: &str) -> Result<(), VersionError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > 200
+        || name.starts_with('.')
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(VersionError::UnsafeName {
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A release version. Displays without the `v` (that is its directory name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub semver::Version);
+
+impl Version {
+    /// Parses `1.2.3` or `v1.2.3`, refusing anything unsafe as a path component.
+    pub fn parse(s: &str) -> Result<Self, VersionError> {
+        check_component("version", s)?;
+        let bare = s.strip_prefix('v').unwrap_or(s);
+        let v = semver::Version::parse(bare).map_err(|e| VersionError::NotSemver {
+            name: s.to_string(),
+            reason: e.to_string(),
+        })?;
+        let out = Version(v);
+        // The canonical form is what lands on disk: check it too.
+        check_component("version", &out.to_string())?;
+        Ok(out)
+    }
+
+    /// The directory name under `releases/`.
+    pub fn dir_name(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// True for `-rc.1` style versions.
+    pub fn is_prerelease(&self) -> bool {
+        !self.0.pre.is_empty()
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Version {
+    type Err = VersionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Version::parse(s)
+    }
+}
+
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Version::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the operator asked to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRequest {
+    /// The highest version the source offers on the app's channel.
+    Latest,
+    /// One exact version.
+    Exact(Version),
+}
+
+impl FromStr for VersionRequest {
+    type Err = VersionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "latest" {
+            Ok(VersionRequest::Latest)
+        } else {
+            Version::parse(s).map(VersionRequest::Exact)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_v_is_stripped_for_the_directory() {
+        assert_eq!(Version::parse("v1.4.0").unwrap().dir_name(), "1.4.0");
+        assert_eq!(Version::parse("1.4.0").unwrap().dir_name(), "1.4.0");
+    }
+
+    #[test]
+    fn orders_by_semver_not_string() {
+        let a = Version::parse("v1.9.0").unwrap();
+        let b = Version::parse("v1.10.0").unwrap();
+        assert!(b > a);
+        assert!(Version::parse("1.0.0-rc.1").unwrap() < Version::parse("1.0.0").unwrap());
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [
+            "", ".", "..", "../1.0.0", "1.0.0/..", "a\\b", ".hidden", "1.0.0\n",
+        ] {
+            assert!(Version::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(
+            Version::parse("banana"),
+            Err(VersionError::NotSemver { .. })
+        ));
+    }
+}
