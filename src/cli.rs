@@ -192,6 +192,8 @@ pub enum AuditCmd {
 struct Failure {
     code: i32,
     err: anyhow::Error,
+    /// The JSON answer was already printed (it carries the details).
+    json_printed: bool,
 }
 
 impl From<DeployError> for Failure {
@@ -199,6 +201,7 @@ impl From<DeployError> for Failure {
         Failure {
             code: e.exit_code(),
             err: e.into(),
+            json_printed: false,
         }
     }
 }
@@ -212,6 +215,7 @@ impl From<ConfigError> for Failure {
         Failure {
             code,
             err: e.into(),
+            json_printed: false,
         }
     }
 }
@@ -221,6 +225,7 @@ impl From<anyhow::Error> for Failure {
         Failure {
             code: exit::FAILURE,
             err,
+            json_printed: false,
         }
     }
 }
@@ -229,6 +234,7 @@ fn usage(e: impl Into<anyhow::Error>) -> Failure {
     Failure {
         code: exit::USAGE,
         err: e.into(),
+        json_printed: false,
     }
 }
 
@@ -268,7 +274,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if json {
+            if json && !f.json_printed {
                 let v = serde_json::json!({"error": format!("{:#}", f.err), "exit_code": f.code});
                 println!("{v}");
             }
@@ -367,6 +373,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     return Err(Failure {
                         code: exit::USAGE,
                         err: anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                        json_printed: true,
                     });
                 }
                 for p in &problems {
@@ -375,6 +382,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(Failure {
                     code: exit::USAGE,
                     err: anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                    json_printed: false,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -553,6 +561,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let n = history::verify(&AppPaths::new(&a.root)).map_err(|e| Failure {
                 code: exit::VERIFY,
                 err: e.into(),
+                json_printed: false,
             })?;
             if out.json {
                 print_json(&serde_json::json!({"ok": true, "lines": n}));

@@ -90,7 +90,6 @@ pub struct Unpacked {
 #[derive(Debug, Clone)]
 enum Node {
     Dir {
-        explicit: bool,
         mode: u32,
     },
     File {
@@ -248,25 +247,13 @@ impl Unpacker<'_> {
             return match existing {
                 None => {
                     fs::create_dir(&target_path, 0o700)?;
-                    self.insert(
-                        key,
-                        Node::Dir {
-                            explicit: true,
-                            mode,
-                        },
-                    );
+                    self.insert(key, Node::Dir { mode });
                     Ok(())
                 }
-                Some(Node::Dir {
-                    explicit: false, ..
-                }) => {
-                    self.nodes.insert(
-                        key,
-                        Node::Dir {
-                            explicit: true,
-                            mode,
-                        },
-                    );
+                // A directory listed twice (GNU tar does this) overwrites
+                // nothing; any other duplicate is refused.
+                Some(Node::Dir { .. }) => {
+                    self.nodes.insert(key, Node::Dir { mode });
                     Ok(())
                 }
                 Some(_) => Err(refuse(&raw, "duplicate entry")),
@@ -405,13 +392,7 @@ impl Unpacker<'_> {
                 }
                 None => {
                     fs::create_dir(&self.dest.join(&key), 0o700)?;
-                    self.insert(
-                        key.clone(),
-                        Node::Dir {
-                            explicit: false,
-                            mode: 0o755,
-                        },
-                    );
+                    self.insert(key.clone(), Node::Dir { mode: 0o755 });
                 }
             }
         }

@@ -1,0 +1,321 @@
+//! The operator's commands, driven through the real binary on temporary roots.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+use common::World;
+
+#[test]
+fn install_promote_deploy_revert_prune() {
+    let w = World::new();
+    for v in ["v1.0.0", "v1.1.0", "v1.2.0", "1.3.0", "v1.4.0"] {
+        w.simple_release(v);
+    }
+    let r = w.json(&["install", "web", "1.0.0"]);
+    assert_eq!(r["installed"], true);
+    assert!(w.root.join("releases/1.0.0/VERSION").exists());
+    assert!(
+        w.link("current").is_none(),
+        "install must not touch current"
+    );
+    // Installing again is a no-op.
+    assert_eq!(w.json(&["install", "web", "v1.0.0"])["installed"], false);
+
+    w.ok(&["promote", "web", "1.0.0"]);
+    assert_eq!(w.link("current").as_deref(), Some("releases/1.0.0"));
+    assert!(w.link("last-good").is_none());
+
+    let d = w.json(&["deploy", "web", "1.1.0"]);
+    assert_eq!(d["promote"]["to"], "1.1.0");
+    assert_eq!(w.link("current").as_deref(), Some("releases/1.1.0"));
+    assert_eq!(w.link("last-good").as_deref(), Some("releases/1.0.0"));
+    assert_eq!(w.current_content(), "1.1.0\n");
+    // Shared paths are linked into every release, relative to it.
+    assert_eq!(
+        std::fs::read_link(w.root.join("releases/1.1.0/storage"))
+            .unwrap()
+            .to_str(),
+        Some("../../shared/storage")
+    );
+
+    let r = w.json(&["revert", "web"]);
+    assert_eq!(r["to"], "1.0.0");
+    assert_eq!(w.current_content(), "1.0.0\n");
+    assert_eq!(w.link("last-good").as_deref(), Some("releases/1.1.0"));
+
+    // latest is the highest by semver (1.4.0), and deploy prunes to keep 3.
+    w.ok(&["deploy", "web", "latest"]);
+    w.ok(&["install", "web", "1.2.0"]);
+    w.ok(&["install", "web", "1.3.0"]);
+    assert_eq!(w.current_content(), "1.4.0\n");
+    let pruned = w.json(&["prune", "web"]);
+    // Five installed, keep 3 newest (1.2, 1.3, 1.4); 1.0.0 is last-good, so kept.
+    assert_eq!(pruned["removed"], serde_json::json!(["1.1.0"]));
+    let list = w.json(&["list", "web"]);
+    let versions: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions, ["1.4.0", "1.3.0", "1.2.0", "1.0.0"]);
+    assert_eq!(list[0]["current"], true);
+    assert_eq!(list[3]["last_good"], true);
+    assert!(!w.root.join(".switchyard/manifests/1.1.0.json").exists());
+
+    let st = w.json(&["status", "web"]);
+    assert_eq!(st["current"], "1.4.0");
+    assert_eq!(st["last_good"], "1.0.0");
+    assert_eq!(st["highest_verified"], "1.4.0");
+
+    let h = w.json(&["history", "web"]);
+    let events: Vec<_> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "release.install.completed",
+            "release.promote.completed",
+            "release.install.completed",
+            "release.promote.completed",
+            "release.revert.completed",
+            "release.install.completed",
+            "release.promote.completed",
+            "release.install.completed",
+            "release.install.completed",
+            "release.prune.completed",
+        ]
+    );
+    assert!(
+        h[0]["actor"]["user"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
+    assert!(h[0]["actor"]["uid"].is_u64());
+    w.ok(&["audit", "verify", "web"]);
+    w.assert_no_debris();
+    w.assert_consistent();
+}
+
+#[test]
+fn revert_to_named_release_and_errors() {
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    w.simple_release("v2.0.0");
+    let (code, _, err) = w.run(&["revert", "web"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("last-good is not set"), "{err}");
+
+    w.ok(&["deploy", "web", "1.0.0"]);
+    w.ok(&["deploy", "web", "2.0.0"]);
+    w.ok(&["revert", "web", "--to", "1.0.0"]);
+    assert_eq!(w.current_content(), "1.0.0\n");
+
+    let (code, _, err) = w.run(&["promote", "web", "3.0.0"]);
+    assert_eq!(code, 5);
+    assert!(
+        err.contains("not installed") && err.contains("switchyard install web 3.0.0"),
+        "{err}"
+    );
+    let (code, _, err) = w.run(&["install", "web", "9.9.9"]);
+    assert_eq!(code, 5, "{err}");
+    let (code, _, err) = w.run(&["status", "nope"]);
+    assert_eq!(code, 5);
+    assert!(err.contains("configured apps: web"), "{err}");
+    let (code, _, err) = w.run(&["promote", "web", "../../etc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("safe single path component"), "{err}");
+}
+
+#[test]
+fn checksum_mismatch_removes_everything() {
+    let w = World::new();
+    let dir = w.simple_release("v1.0.0");
+    let sums = dir.join("SHA256SUMS");
+    let text = std::fs::read_to_string(&sums).unwrap();
+    let bad = format!("{}{}", "0".repeat(64), &text[64..]);
+    std::fs::write(&sums, bad).unwrap();
+    let (code, out, err) = w.run(&["install", "web", "1.0.0", "--json"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["exit_code"], 3);
+    assert!(!w.root.join("releases/1.0.0").exists());
+    assert!(!w.root.join(".switchyard/manifests/1.0.0.json").exists());
+    w.assert_no_debris();
+    let h = w.json(&["history", "web"]);
+    assert_eq!(h[0]["event"], "release.install.failed");
+    assert_eq!(h[0]["outcome"], "failed");
+
+    // A flipped byte in the asset, with the original sums, is caught too.
+    let w = World::new();
+    let dir = w.simple_release("v1.0.0");
+    let asset = dir.join("web-1.0.0.tar.gz");
+    let mut bytes = std::fs::read(&asset).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1; // the gzip trailer: unpacking alone might not notice
+    std::fs::write(&asset, bytes).unwrap();
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(!w.root.join("releases/1.0.0").exists());
+    w.assert_no_debris();
+}
+
+#[test]
+fn missing_sums_and_ambiguous_folders() {
+    let w = World::new();
+    let dir = w.simple_release("v1.0.0");
+    std::fs::remove_file(dir.join("SHA256SUMS")).unwrap();
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("has no SHA256SUMS"), "{err}");
+
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    w.simple_release("1.0.0");
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("both"), "{err}");
+}
+
+#[test]
+fn bsd_tag_sums_are_accepted() {
+    let w = World::new();
+    let dir = w.simple_release("v1.0.0");
+    let text = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let (sum, name) = text.trim().split_once("  ").unwrap();
+    std::fs::write(dir.join("SHA256SUMS"), format!("SHA256 ({name}) = {sum}\n")).unwrap();
+    w.ok(&["install", "web", "1.0.0"]);
+}
+
+#[test]
+fn missing_shared_file_is_explained() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(&w.config).unwrap().replace(
+        "dirs = [\"storage\"]",
+        "dirs = [\"storage\"]\nfiles = [\".env\"]",
+    );
+    std::fs::write(&w.config, cfg).unwrap();
+    w.simple_release("v1.0.0");
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("shared/.env does not exist"), "{err}");
+    w.assert_no_debris();
+    std::fs::create_dir_all(w.root.join("shared")).unwrap();
+    std::fs::write(w.root.join("shared/.env"), "SECRET=1\n").unwrap();
+    w.ok(&["deploy", "web", "1.0.0"]);
+    assert_eq!(
+        std::fs::read_to_string(w.root.join("current/.env")).unwrap(),
+        "SECRET=1\n"
+    );
+}
+
+#[test]
+fn config_check_locates_every_problem() {
+    let w = World::new();
+    w.ok(&["config", "check"]);
+    std::fs::write(
+        &w.config,
+        "[apps.web]\nroot = \"relative\"\nkeep_releases = 0\nsource.dir = \"/d\"\n[apps.web.shared]\ndirs = [\"../x\"]\n",
+    )
+    .unwrap();
+    let (code, out, _) = w.run(&["config", "check"]);
+    assert_eq!(code, 2);
+    for needle in ["line 2, column 8", "line 3, column 17", "line 6, column 9"] {
+        assert!(out.contains(needle), "missing {needle}:\n{out}");
+    }
+    std::fs::write(
+        &w.config,
+        "[apps.web]\nroot = \"/r\"\nsource.dir = \"/d\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let (code, out, _) = w.run(&["config", "check", "--json"]);
+    assert_eq!(code, 2);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["problems"][0]["line"], 4);
+    assert!(
+        j["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
+    // Syntax errors are located too.
+    std::fs::write(&w.config, "[apps.web\nroot = 1\n").unwrap();
+    let (code, out, _) = w.run(&["config", "check"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("line 1"), "{out}");
+    // A missing file says how to point at another.
+    let out = assert_cmd::Command::cargo_bin("switchyard")
+        .unwrap()
+        .args(["--config", "/nonexistent/s.toml", "config", "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("/nonexistent/s.toml") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_from_environment() {
+    let w = World::new();
+    let out = assert_cmd::Command::cargo_bin("switchyard")
+        .unwrap()
+        .env("SWITCHYARD_CONFIG", &w.config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_teaches() {
+    let w = World::new();
+    let out = w.ok(&["--help"]);
+    for needle in ["demo", "promote", "revert", "Exit codes"] {
+        assert!(out.contains(needle), "{needle} missing from --help");
+    }
+    let (code, _, _) = w.run(&["frobnicate"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn pack_is_reproducible_through_the_cli() {
+    let w = World::new();
+    let src = w.tmp.path().join("site");
+    std::fs::create_dir_all(src.join("public")).unwrap();
+    std::fs::write(src.join("public/a.txt"), "a").unwrap();
+    let out1 = w.tmp.path().join("o1");
+    let out2 = w.tmp.path().join("o2");
+    let a = w.json(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--version",
+        "v1.0.0",
+        "--out",
+        out1.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(src.join("public/a.txt"), "a").unwrap();
+    let b = w.json(&[
+        "pack",
+        src.to_str().unwrap(),
+        "--version",
+        "v1.0.0",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(a["sha256"], b["sha256"]);
+    // The output is a release folder install reads.
+    assert!(out1.join("v1.0.0/site-1.0.0.tar.gz").exists());
+    assert!(out1.join("v1.0.0/SHA256SUMS").exists());
+}

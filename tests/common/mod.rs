@@ -1,0 +1,330 @@
+//! Helpers shared by the integration tests: a temporary app root with a
+//! config, release fixtures generated on the fly, hostile-archive builders,
+//! and the on-disk invariant checker.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+/// A temporary world: `drop/` (release folder), `root/` (app root),
+/// `outside/` (must stay empty), and `switchyard.toml`.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub drop_dir: PathBuf,
+    pub root: PathBuf,
+    pub outside: PathBuf,
+    pub config: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with_extra("")
+    }
+
+    /// `extra` is appended inside `[apps.web]` (before any sub-table).
+    pub fn with_extra(extra: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let w = World {
+            drop_dir: base.join("drop"),
+            root: base.join("root"),
+            outside: base.join("outside"),
+            config: base.join("switchyard.toml"),
+            tmp,
+        };
+        std::fs::create_dir_all(&w.drop_dir).unwrap();
+        std::fs::create_dir_all(&w.outside).unwrap();
+        w.write_config(extra);
+        w
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n{extra}\n[apps.web.source]\ndir = \"{}\"\n\n[apps.web.shared]\ndirs = [\"storage\"]\n",
+            self.root.display(),
+            self.drop_dir.display()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("switchyard").unwrap();
+        c.arg("--config").arg(&self.config);
+        c.env_remove("SWITCHYARD_CRASH_AT");
+        c
+    }
+
+    /// Runs the binary and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "switchyard {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON {e}: {out}"))
+    }
+
+    /// Packs a release of generated files into `drop/<tag>/`.
+    pub fn release(&self, tag: &str, files: &[(&str, &str)]) -> PathBuf {
+        let src = self.tmp.path().join(format!("build-{tag}"));
+        for (p, content) in files {
+            let f = src.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, content).unwrap();
+        }
+        if files.is_empty() {
+            std::fs::create_dir_all(&src).unwrap();
+        }
+        switchyard::pack::pack(&src, tag, &self.drop_dir, Some("web-{version}.tar.gz"))
+            .unwrap()
+            .dir
+    }
+
+    /// A standard two-file release whose content names its version.
+    pub fn simple_release(&self, tag: &str) -> PathBuf {
+        let v = tag.trim_start_matches('v');
+        self.release(
+            tag,
+            &[
+                ("VERSION", &format!("{v}\n")),
+                ("public/index.html", &format!("<h1>{v}</h1>\n")),
+            ],
+        )
+    }
+
+    /// Puts raw `.tar.gz` bytes as release `tag` with a matching SHA256SUMS.
+    pub fn raw_release(&self, tag: &str, targz: &[u8]) -> PathBuf {
+        let dir = self.drop_dir.join(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = format!("web-{}.tar.gz", tag.trim_start_matches('v'));
+        std::fs::write(dir.join(&name), targz).unwrap();
+        std::fs::write(
+            dir.join("SHA256SUMS"),
+            format!("{}  {name}\n", switchyard::verify::sha256_hex(targz)),
+        )
+        .unwrap();
+        dir
+    }
+
+    pub fn link(&self, name: &str) -> Option<String> {
+        std::fs::read_link(self.root.join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    pub fn current_content(&self) -> String {
+        std::fs::read_to_string(self.root.join("current/VERSION")).unwrap()
+    }
+
+    /// Nothing may ever be written outside the app root and drop folder.
+    pub fn assert_outside_untouched(&self) {
+        let n = std::fs::read_dir(&self.outside).unwrap().count();
+        assert_eq!(n, 0, "something was written outside the release directory");
+    }
+
+    /// The crash-consistency invariant: `current` and `last-good`, when
+    /// present, are `releases/<v>` links to complete releases whose every
+    /// file matches the manifest written at install.
+    pub fn assert_consistent(&self) {
+        for link in ["current", "last-good"] {
+            let p = self.root.join(link);
+            let Ok(t) = std::fs::read_link(&p) else {
+                continue;
+            };
+            let t = t.to_string_lossy().into_owned();
+            let v = t
+                .strip_prefix("releases/")
+                .unwrap_or_else(|| panic!("{link} -> {t} is not releases/<v>"));
+            assert!(
+                self.root.join(&t).is_dir(),
+                "{link} -> {t} does not resolve to a directory"
+            );
+            check_against_manifest(&self.root, v);
+        }
+    }
+
+    /// No staging folders, temporary names or journal left behind.
+    pub fn assert_no_debris(&self) {
+        let mut found = Vec::new();
+        for dir in [
+            self.root.join("releases"),
+            self.root.clone(),
+            self.root.join(".switchyard"),
+        ] {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                if n.starts_with(".staging-") || n.contains(".tmp-") {
+                    found.push(dir.join(n));
+                }
+            }
+        }
+        assert!(found.is_empty(), "debris left: {found:?}");
+        assert!(
+            !self.root.join(".switchyard/journal.json").exists(),
+            "journal left behind"
+        );
+    }
+}
+
+/// Checks `releases/<v>` against `.switchyard/manifests/<v>.json`.
+pub fn check_against_manifest(root: &Path, v: &str) {
+    use sha2::Digest;
+    let meta_path = root.join(format!(".switchyard/manifests/{v}.json"));
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&meta_path).unwrap_or_else(|e| panic!("{}: {e}", meta_path.display())),
+    )
+    .unwrap();
+    let rel = root.join("releases").join(v);
+    for e in meta["entries"].as_array().unwrap() {
+        let p = rel.join(e["path"].as_str().unwrap());
+        match e["kind"].as_str().unwrap() {
+            "file" => {
+                let data = std::fs::read(&p).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+                assert_eq!(
+                    hex::encode(sha2::Sha256::digest(&data)),
+                    e["sha256"].as_str().unwrap(),
+                    "{} differs from its manifest",
+                    p.display()
+                );
+            }
+            "dir" => assert!(p.is_dir(), "{} missing", p.display()),
+            _ => assert!(
+                std::fs::symlink_metadata(&p).is_ok(),
+                "{} missing",
+                p.display()
+            ),
+        }
+    }
+}
+
+/// Builds a tar.gz from raw entries, bypassing every safety check of the
+/// `tar` crate's builder so hostile names and links can be written.
+pub struct RawTar {
+    b: tar::Builder<GzEncoder<Vec<u8>>>,
+}
+
+pub enum Kind<'a> {
+    File(&'a [u8]),
+    Dir,
+    Symlink(&'a str),
+    Hardlink(&'a str),
+    Char,
+    Block,
+    Fifo,
+}
+
+impl RawTar {
+    pub fn new() -> RawTar {
+        RawTar {
+            b: tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast())),
+        }
+    }
+
+    pub fn entry(mut self, name: &[u8], kind: Kind<'_>, mode: u32) -> Self {
+        let mut h = tar::Header::new_gnu();
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.name = [0; 100];
+            g.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_mode(mode);
+        h.set_mtime(946_684_800);
+        let data: &[u8] = match kind {
+            Kind::File(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                d
+            }
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                &[]
+            }
+            Kind::Symlink(t) | Kind::Hardlink(t) => {
+                h.set_entry_type(if matches!(kind, Kind::Symlink(_)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                let g = h.as_gnu_mut().unwrap();
+                g.linkname = [0; 100];
+                g.linkname[..t.len()].copy_from_slice(t.as_bytes());
+                &[]
+            }
+            Kind::Char => {
+                h.set_entry_type(tar::EntryType::Char);
+                &[]
+            }
+            Kind::Block => {
+                h.set_entry_type(tar::EntryType::Block);
+                &[]
+            }
+            Kind::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                &[]
+            }
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
+    }
+
+    pub fn file(self, name: &str, data: &[u8]) -> Self {
+        self.entry(name.as_bytes(), Kind::File(data), 0o644)
+    }
+
+    /// Appends raw bytes after the archive's end-of-archive marker.
+    pub fn finish_with_trailer(self, trailer_zeros: usize) -> Vec<u8> {
+        let mut gz = self.b.into_inner().unwrap();
+        let zeros = vec![0u8; 1 << 16];
+        let mut left = trailer_zeros;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            gz.write_all(&zeros[..n]).unwrap();
+            left -= n;
+        }
+        gz.finish().unwrap()
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.finish_with_trailer(0)
+    }
+}
+
+/// gzips bytes (for the corpus's plain `.tar` files).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// `../shared/testdata` beside the repository, if present.
+pub fn testdata() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
+    if p.is_dir() {
+        Some(p)
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but {} is missing", p.display());
+    } else {
+        eprintln!("SKIP: {} not found", p.display());
+        None
+    }
+}
