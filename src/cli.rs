@@ -37,6 +37,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options of commands that install.
+#[derive(Debug, Clone, Args)]
+pub struct InstallFlags {
+    /// Accept a version older than the highest already verified (recorded in history).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
 /// Options shared by commands that change an app.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
@@ -68,6 +76,8 @@ pub enum Command {
         #[arg(default_value = "latest")]
         version: String,
         #[command(flatten)]
+        flags: InstallFlags,
+        #[command(flatten)]
         common: Common,
     },
     /// Make an installed release live: swap `current` atomically; the old one becomes `last-good`.
@@ -86,6 +96,8 @@ pub enum Command {
         /// A version or `latest`.
         #[arg(default_value = "latest")]
         version: String,
+        #[command(flatten)]
+        flags: InstallFlags,
         #[command(flatten)]
         common: Common,
     },
@@ -153,8 +165,39 @@ pub enum Command {
         /// Asset file name; {version} and {tag} are replaced. Default: <dir name>-<version>.tar.gz.
         #[arg(long)]
         asset: Option<String>,
+        /// Sign the asset and SHA256SUMS with this minisign secret key (password from
+        /// SWITCHYARD_KEY_PASSWORD or the terminal if the key is encrypted).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// owner/repo named in the signatures' trusted comment (with tag and file), so a
+        /// signed file cannot be replayed under another release.
+        #[arg(long)]
+        repo: Option<String>,
         #[command(flatten)]
         out_fmt: Output,
+    },
+    /// Generate a minisign-compatible signing key pair: <out>/switchyard.pub and switchyard.key.
+    Keygen {
+        /// Directory to write the keys into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Encrypt the secret key with a password (SWITCHYARD_KEY_PASSWORD or a prompt).
+        #[arg(long)]
+        password: bool,
+        #[command(flatten)]
+        out_fmt: Output,
+    },
+    /// Sign files: writes FILE.minisig, which `minisign -V` accepts.
+    Sign {
+        /// Files to sign.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The secret key (password from SWITCHYARD_KEY_PASSWORD or the terminal if encrypted).
+        #[arg(long)]
+        key: PathBuf,
+        /// The trusted comment (signed). Default: "file=<name>".
+        #[arg(long)]
+        trusted_comment: Option<String>,
     },
     /// Run a local demo: deploy, promote and revert a tiny app, with no network.
     Demo {
@@ -300,7 +343,8 @@ fn wants_json(c: &Command) -> bool {
         | Command::Audit {
             cmd: AuditCmd::Verify { out, .. },
         } => out.json,
-        Command::Pack { out_fmt, .. } => out_fmt.json,
+        Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
+        Command::Sign { .. } => false,
         Command::Demo { .. } => false,
     }
 }
@@ -331,10 +375,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             version,
             out,
             asset,
+            key,
+            repo,
             out_fmt,
         } => {
-            let p =
-                crate::pack::pack(dir, version, out, asset.as_deref()).map_err(|e| match e {
+            let signing = key.as_ref().map(|k| crate::pack::Signing {
+                key: k.clone(),
+                password: crate::trust::key_password_from_env_or_tty(
+                    "Password for the signing key: ",
+                ),
+                repo: repo.clone(),
+            });
+            let p = crate::pack::pack_signed(dir, version, out, asset.as_deref(), signing.as_ref())
+                .map_err(|e| match e {
                     crate::pack::PackError::Version(_) | crate::pack::PackError::Exists(_) => {
                         usage(e)
                     }
@@ -345,6 +398,59 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 println!("packed {} ({})", p.asset.display(), p.sha256);
                 println!("wrote  {}", p.sums.display());
+                for s in &p.signatures {
+                    println!("signed {}", s.display());
+                }
+            }
+        }
+        Command::Keygen {
+            out,
+            password,
+            out_fmt,
+        } => {
+            let pw = if *password {
+                let p = crate::trust::key_password_from_env_or_tty("Password for the new key: ");
+                if p.is_none() {
+                    return Err(usage(anyhow::anyhow!(
+                        "--password needs SWITCHYARD_KEY_PASSWORD or a terminal to read it from"
+                    )));
+                }
+                p
+            } else {
+                None
+            };
+            let (pk, sk, id) = crate::trust::keygen(out, pw).map_err(anyhow::Error::from)?;
+            let public = crate::fs::read_to_string(&pk)
+                .ok()
+                .and_then(|t| t.lines().nth(1).map(String::from))
+                .unwrap_or_default();
+            if out_fmt.json {
+                print_json(&serde_json::json!({
+                    "public_key_file": pk, "secret_key_file": sk, "key_id": id.to_string(), "public_key": public
+                }));
+            } else {
+                println!("public key: {}  (key id {id})", pk.display());
+                println!("secret key: {}  (keep it secret; mode 0600)", sk.display());
+                println!("\nPin it on every host:\n  [apps.<name>.trust]\n  keys = [\"{public}\"]");
+            }
+        }
+        Command::Sign {
+            files,
+            key,
+            trusted_comment,
+        } => {
+            let pw = crate::trust::key_password_from_env_or_tty("Password for the signing key: ");
+            for f in files {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let comment = trusted_comment
+                    .clone()
+                    .unwrap_or_else(|| format!("file={name}"));
+                let sig = crate::trust::sign_file(key, pw.clone(), f, Some(&comment))
+                    .map_err(anyhow::Error::from)?;
+                println!("signed {}", sig.display());
             }
         }
         Command::Config {
@@ -390,6 +496,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Install {
             app,
             version,
+            flags,
             common,
         } => {
             let req = parse_request(version)?;
@@ -402,7 +509,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 common.wait,
             )?;
             let src = crate::source::for_app(a);
-            let r = s.install(src.as_ref(), &req)?;
+            let r = s.install(src.as_ref(), &req, install_opts(flags))?;
             if common.json {
                 print_json(&r);
             } else if r.installed {
@@ -435,6 +542,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Deploy {
             app,
             version,
+            flags,
             common,
         } => {
             let req = parse_request(version)?;
@@ -447,7 +555,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 common.wait,
             )?;
             let src = crate::source::for_app(a);
-            let inst = s.install(src.as_ref(), &req)?;
+            let inst = s.install(src.as_ref(), &req, install_opts(flags))?;
             let sw = s.promote(&inst.version)?;
             let pruned = s.prune()?;
             if common.json {
@@ -550,6 +658,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         e.actor.user,
                         e.error.map(|m| format!("\n    {m}")).unwrap_or_default()
                     );
+                    if let Some(sigs) = e.details.get("signatures").and_then(|v| v.as_array()) {
+                        for sig in sigs {
+                            println!(
+                                "    signed {} by key {}: {}",
+                                sig["file"].as_str().unwrap_or(""),
+                                sig["key_id"].as_str().unwrap_or(""),
+                                sig["trusted_comment"].as_str().unwrap_or("")
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -571,6 +689,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn install_opts(f: &InstallFlags) -> deploy::InstallOptions {
+    deploy::InstallOptions {
+        allow_downgrade: f.allow_downgrade,
+    }
 }
 
 fn print_switch(app: &str, r: &deploy::SwitchReport, json: bool) {
@@ -617,6 +741,19 @@ pub fn render_status(st: &deploy::Status) -> String {
                 .join(", ")
         }
     );
+    for sig in &st.current_signatures {
+        s.push_str(&format!(
+            "signed:     {} by key {}: {}{}\n",
+            sig.file,
+            sig.key_id,
+            sig.trusted_comment,
+            if sig.legacy {
+                " (legacy signature)"
+            } else {
+                ""
+            }
+        ));
+    }
     if let Some(h) = &st.highest_verified {
         s.push_str(&format!("highest verified: {h}\n"));
     }

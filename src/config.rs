@@ -85,6 +85,35 @@ pub struct AppConfig {
     pub shared: SharedConfig,
     /// Limits applied while unpacking.
     pub unpack: UnpackLimits,
+    /// Signature policy.
+    pub trust: TrustConfig,
+}
+
+/// Which keys may sign an app's releases (`[apps.<name>.trust]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// Trusted minisign public keys (the base64 `RW...` line).
+    pub keys: Vec<String>,
+    /// Files holding trusted minisign public keys.
+    pub key_files: Vec<PathBuf>,
+    /// Key ids (16 hex digits) refused even when listed as trusted.
+    pub revoked_keys: Vec<String>,
+    /// Refuse releases without a valid signature (default true).
+    pub require_signature: bool,
+    /// Accept legacy (non-prehashed `Ed`) signatures (default false).
+    pub allow_legacy_signatures: bool,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            keys: Vec::new(),
+            key_files: Vec::new(),
+            revoked_keys: Vec::new(),
+            require_signature: true,
+            allow_legacy_signatures: false,
+        }
+    }
 }
 
 /// Where an app's releases come from.
@@ -139,6 +168,20 @@ struct RawApp {
     shared: RawShared,
     #[serde(default)]
     unpack: RawUnpack,
+    trust: Option<Spanned<RawTrust>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default)]
+    keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    key_files: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    revoked_keys: Vec<Spanned<String>>,
+    require_signature: Option<bool>,
+    allow_legacy_signatures: Option<bool>,
 }
 
 fn default_keep() -> Spanned<i64> {
@@ -223,6 +266,70 @@ fn check_shared_path(p: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn check_trust(ck: &mut Checker<'_>, name: &str, raw: Option<Spanned<RawTrust>>) -> TrustConfig {
+    let mut t = TrustConfig::default();
+    let Some(raw) = raw else {
+        ck.at(
+            0..0,
+            format!(
+                "apps.{name} has no [apps.{name}.trust] table: releases must be signed by default; add keys = [\"RW...\"] (the public key from `switchyard keygen` or `minisign -G`), or set require_signature = false to accept unsigned releases"
+            ),
+        );
+        return t;
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    for k in raw.keys {
+        let key = k.get_ref().trim();
+        // A minisign public key is 42 bytes, 56 base64 characters, "RW" first.
+        let ok = key.len() == 56
+            && key.starts_with("RW")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+        if !ok {
+            ck.at(
+                k.span(),
+                format!("apps.{name}.trust.keys: {key:?} is not a minisign public key (the 56-character line starting with RW in the .pub file)"),
+            );
+        } else {
+            t.keys.push(key.to_string());
+        }
+    }
+    for f in raw.key_files {
+        if !f.get_ref().is_absolute() {
+            ck.at(
+                f.span(),
+                format!(
+                    "apps.{name}.trust.key_files: {} must be an absolute path",
+                    f.get_ref().display()
+                ),
+            );
+        } else {
+            t.key_files.push(f.into_inner());
+        }
+    }
+    for r in raw.revoked_keys {
+        let id = r.get_ref().trim();
+        // `minisign` prints key ids without leading zeros: accept and pad.
+        if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            ck.at(r.span(), format!("apps.{name}.trust.revoked_keys: {id:?} is not a key id (up to 16 hex digits, as `minisign` prints it)"));
+        } else {
+            t.revoked_keys
+                .push(format!("{:0>16}", id.to_ascii_uppercase()));
+        }
+    }
+    t.require_signature = raw.require_signature.unwrap_or(true);
+    t.allow_legacy_signatures = raw.allow_legacy_signatures.unwrap_or(false);
+    if t.require_signature && t.keys.is_empty() && t.key_files.is_empty() {
+        ck.at(
+            span,
+            format!("apps.{name}.trust: require_signature is true but no keys are configured: add keys = [\"RW...\"] or key_files = [\"/etc/switchyard/keys/{name}.pub\"]"),
+        );
+    }
+    t
 }
 
 impl Config {
@@ -358,6 +465,7 @@ impl Config {
                     unpack.max_entries = *me.get_ref() as u64;
                 }
             }
+            let trust = check_trust(&mut ck, &name, app.trust);
             if let Some(source) = source {
                 apps.insert(
                     name.clone(),
@@ -368,6 +476,7 @@ impl Config {
                         source,
                         shared,
                         unpack,
+                        trust,
                     },
                 );
             }
@@ -421,7 +530,7 @@ mod tests {
 
     #[test]
     fn minimal_app_gets_defaults() {
-        let c = parse("[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/srv/drop\"\n").unwrap();
+        let c = parse("[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/srv/drop\"\ntrust.require_signature = false\n").unwrap();
         let a = c.app("web").unwrap();
         assert_eq!(a.keep_releases, 5);
         assert_eq!(a.unpack, UnpackLimits::default());
@@ -439,15 +548,26 @@ mod tests {
     #[test]
     fn every_semantic_problem_is_reported() {
         let p = problems(
-            "[apps.web]\nroot = \"srv/web\"\nkeep_releases = 0\nsource.dir = \"/d\"\n[apps.web.shared]\ndirs = [\"../etc\", \"/abs\"]\n",
+            "[apps.web]\nroot = \"srv/web\"\nkeep_releases = 0\nsource.dir = \"/d\"\ntrust.require_signature = false\n[apps.web.shared]\ndirs = [\"../etc\", \"/abs\"]\n",
         );
         let lines: Vec<_> = p.iter().map(|p| p.line.unwrap()).collect();
-        assert_eq!(lines, vec![2, 3, 6, 6], "{p:?}");
+        assert_eq!(lines, vec![2, 3, 7, 7], "{p:?}");
+    }
+
+    #[test]
+    fn trust_is_required_by_default() {
+        let p = problems("[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\n");
+        assert!(p[0].message.contains("require_signature = false"), "{p:?}");
+        let p = problems(
+            "[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\n[apps.web.trust]\nkeys = [\"nope\"]\nrevoked_keys = [\"xyz\"]\n",
+        );
+        let lines: Vec<_> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(5), Some(6), Some(4)], "{p:?}");
     }
 
     #[test]
     fn unknown_app_lists_known_ones() {
-        let c = parse("[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\n").unwrap();
+        let c = parse("[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\ntrust.require_signature = false\n").unwrap();
         let e = c.app("api").unwrap_err().to_string();
         assert!(e.contains("web"), "{e}");
     }

@@ -79,26 +79,45 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let mut n = 0;
     println!("Switchyard demo in {}", base.display());
 
+    step(&mut n, "generate a signing key (switchyard keygen)");
+    let (pk, sk, key_id) = crate::trust::keygen(&base.join("keys"), None)?;
+    let public = fs::read_to_string(&pk)?
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    println!("   key id {key_id}; public key {}", pk.display());
+
     step(
         &mut n,
-        "build two versions of a tiny app and pack them as releases",
+        "build three versions of a tiny app, pack and sign them",
     );
-    for v in ["1.0.0", "1.1.0"] {
+    let signing = crate::pack::Signing {
+        key: sk.clone(),
+        password: None,
+        repo: Some("acme/demo".into()),
+    };
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
         let src = build.join(format!("demo-{v}"));
         build_app(&src, v)?;
-        let p = crate::pack::pack(
+        let p = crate::pack::pack_signed(
             &src,
             &format!("v{v}"),
             &drop_dir,
             Some("demo-{version}.tar.gz"),
+            Some(&signing),
         )?;
-        println!("   packed {} sha256 {}", p.asset.display(), &p.sha256[..16]);
+        println!(
+            "   packed {} sha256 {}..., signed the asset and SHA256SUMS",
+            p.asset.display(),
+            &p.sha256[..16]
+        );
     }
 
-    step(&mut n, "write the configuration");
+    step(&mut n, "write the configuration (the public key is pinned)");
     let cfg_path = base.join("switchyard.toml");
     let cfg_text = format!(
-        "[apps.demo]\nroot = \"{}\"\nkeep_releases = 3\n\n[apps.demo.source]\ndir = \"{}\"\n\n[apps.demo.shared]\ndirs = [\"storage\"]\n",
+        "[apps.demo]\nroot = \"{}\"\nkeep_releases = 3\n\n[apps.demo.source]\ndir = \"{}\"\n\n[apps.demo.shared]\ndirs = [\"storage\"]\n\n[apps.demo.trust]\nkeys = [\"{public}\"]\n",
         root.display(),
         drop_dir.display()
     );
@@ -111,12 +130,16 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
 
     step(
         &mut n,
-        "install 1.0.0 (stream once: SHA-256 while unpacking)",
+        "install 1.0.0 (stream once: SHA-256 and signature while unpacking)",
     );
     let v1 = Version::parse("1.0.0")?;
     {
         let s = Session::open(app, actor.clone(), "demo install", false)?;
-        let r = s.install(&source, &VersionRequest::Exact(v1.clone()))?;
+        let r = s.install(
+            &source,
+            &VersionRequest::Exact(v1.clone()),
+            Default::default(),
+        )?;
         println!("   installed at {}", r.path.display());
     }
 
@@ -127,10 +150,32 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     }
     print!("{}", render_layout(&root)?);
 
+    step(
+        &mut n,
+        "tamper with 1.2.0 (one flipped byte) and try to install it",
+    );
+    {
+        let asset = drop_dir.join("v1.2.0/demo-1.2.0.tar.gz");
+        let mut bytes = fs::read(&asset)?;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        fs::write_atomic(&asset, &bytes)?;
+        let s = Session::open(app, actor.clone(), "demo install", false)?;
+        match s.install(
+            &source,
+            &VersionRequest::Exact(Version::parse("1.2.0")?),
+            Default::default(),
+        ) {
+            Ok(_) => anyhow::bail!("the tampered release was accepted"),
+            Err(e) => println!("   refused, nothing installed:\n   {e}"),
+        }
+        fs::remove_dir_all(&drop_dir.join("v1.2.0"))?;
+    }
+
     step(&mut n, "deploy latest (install 1.1.0, then promote)");
     {
         let s = Session::open(app, actor.clone(), "demo deploy", false)?;
-        let r = s.install(&source, &VersionRequest::Latest)?;
+        let r = s.install(&source, &VersionRequest::Latest, Default::default())?;
         s.promote(&r.version)?;
     }
     print!("{}", render_layout(&root)?);

@@ -18,8 +18,9 @@ use crate::source::{ReleaseSource, SUMS_NAME, SourceError};
 use crate::state::{
     AppLock, AppState, Journal, StateError, checkpoint, new_id, now_rfc3339, remove_debris,
 };
+use crate::trust::{self, SigCheck, TrustError, TrustPolicy, Verified};
 use crate::unpack::{ManifestEntry, UnpackError, unpack_tar_gz};
-use crate::verify::{HashingReader, Sha256Sums, VerifyError, check_digest};
+use crate::verify::{HashingReader, Sha256Sums, StreamCheck, VerifyError, check_digest};
 use crate::version::{Version, VersionRequest};
 
 /// Errors of an operation. Each maps to a documented exit code.
@@ -68,6 +69,49 @@ pub enum DeployError {
         /// What is installed.
         installed: String,
     },
+    /// A signature was refused.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// No signature while the policy requires one.
+    #[error(
+        "release {version} is not signed: neither {asset}.minisig nor SHA256SUMS.minisig was published, and [apps.{app}.trust] require_signature = true; sign it with `switchyard sign` or `minisign -S` (or `switchyard pack --key`)"
+    )]
+    Unsigned {
+        /// The app.
+        app: String,
+        /// The release.
+        version: String,
+        /// The asset's name.
+        asset: String,
+    },
+    /// A valid signature whose trusted comment names another release or file.
+    #[error(
+        "{file}: the signature is valid, but its trusted comment {comment:?} names {field} {found:?} where {expected:?} was expected: a signed file from another release was replayed; nothing was installed"
+    )]
+    Replayed {
+        /// The signature file.
+        file: String,
+        /// The trusted comment.
+        comment: String,
+        /// `tag` or `file`.
+        field: String,
+        /// What the comment says.
+        found: String,
+        /// What it should say.
+        expected: String,
+    },
+    /// An older version than the highest ever verified.
+    #[error(
+        "refusing to install {app} {version}: it is older than {highest}, the highest version already verified here (downgrade protection); pass --allow-downgrade if you mean it, or use `switchyard revert`/`promote` to return to an installed release"
+    )]
+    Downgrade {
+        /// The app.
+        app: String,
+        /// The release asked for.
+        version: String,
+        /// The floor.
+        highest: String,
+    },
     /// `revert` with no rollback target.
     #[error(
         "{app} has no release to revert to: last-good is not set; name one with `switchyard revert {app} --to <version>`"
@@ -100,7 +144,11 @@ impl DeployError {
         match self {
             DeployError::Verify(_)
             | DeployError::Unpack(_)
-            | DeployError::MissingSidecar { .. } => exit::VERIFY,
+            | DeployError::MissingSidecar { .. }
+            | DeployError::Trust(_)
+            | DeployError::Unsigned { .. }
+            | DeployError::Replayed { .. }
+            | DeployError::Downgrade { .. } => exit::VERIFY,
             DeployError::State(StateError::Busy { .. }) => exit::BUSY,
             DeployError::Source(SourceError::NotFound { .. })
             | DeployError::NotInstalled { .. }
@@ -130,8 +178,91 @@ pub struct ReleaseMeta {
     pub installed_at: String,
     /// The operation that installed it.
     pub install_id: String,
+    /// The signatures that verified it.
+    #[serde(default)]
+    pub signatures: Vec<SignatureInfo>,
+    /// Installed with --allow-downgrade below the highest verified version.
+    #[serde(default)]
+    pub downgrade: bool,
     /// Every entry of the release as unpacked.
     pub entries: Vec<ManifestEntry>,
+}
+
+/// One verified signature of a release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignatureInfo {
+    /// The signed file (`<asset>` or `SHA256SUMS`).
+    pub file: String,
+    /// The key id that signed it (16 hex digits).
+    pub key_id: String,
+    /// The signed trusted comment.
+    pub trusted_comment: String,
+    /// A legacy (non-prehashed) signature.
+    pub legacy: bool,
+}
+
+impl SignatureInfo {
+    fn new(file: &str, v: Verified) -> Self {
+        SignatureInfo {
+            file: file.to_string(),
+            key_id: v.key_id,
+            trusted_comment: v.trusted_comment,
+            legacy: v.legacy,
+        }
+    }
+}
+
+/// Options of an install.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    /// Accept a version older than the highest already verified.
+    pub allow_downgrade: bool,
+}
+
+/// Feeds the streamed asset to a signature check the caller gets back.
+struct SharedSig(std::sync::Arc<std::sync::Mutex<SigCheck>>);
+
+impl StreamCheck for SharedSig {
+    fn update(&mut self, chunk: &[u8]) {
+        if let Ok(mut c) = self.0.lock() {
+            c.update(chunk);
+        }
+    }
+}
+
+/// Checks the `tag=` and `file=` fields of a trusted comment, when present,
+/// against the release being installed: a valid signature of another
+/// release's file is a replay.
+fn check_comment(
+    sig_file: &str,
+    signed_file: &str,
+    info: &crate::source::ReleaseInfo,
+    v: &Verified,
+) -> Result<(), DeployError> {
+    for field in v.trusted_comment.split_whitespace() {
+        let Some((k, val)) = field.split_once('=') else {
+            continue;
+        };
+        let replay = |expected: &str| DeployError::Replayed {
+            file: sig_file.to_string(),
+            comment: v.trusted_comment.clone(),
+            field: k.to_string(),
+            found: val.to_string(),
+            expected: expected.to_string(),
+        };
+        match k {
+            "tag" | "version" => {
+                let same =
+                    val == info.tag || val.trim_start_matches('v') == info.version.to_string();
+                if !same {
+                    return Err(replay(&info.tag));
+                }
+            }
+            "file" if val != signed_file => return Err(replay(signed_file)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl ReleaseMeta {
@@ -403,12 +534,34 @@ impl<'a> Session<'a> {
         &self,
         source: &dyn ReleaseSource,
         req: &VersionRequest,
+        opts: InstallOptions,
     ) -> Result<InstallReport, DeployError> {
         let started = Instant::now();
         let info = source.resolve(req, false)?;
         let v = info.version.clone();
         let span = tracing::info_span!("install", app = %self.cfg.name, version = %v);
         let _g = span.enter();
+        let floor = AppState::load(&self.paths)?.highest_verified;
+        if let Some(h) = floor.as_ref().filter(|h| *h > &v)
+            && !opts.allow_downgrade
+        {
+            let e = DeployError::Downgrade {
+                app: self.cfg.name.clone(),
+                version: v.to_string(),
+                highest: h.to_string(),
+            };
+            self.record(
+                "release.install.failed",
+                &new_id(),
+                None,
+                Some(v.to_string()),
+                "failed",
+                started,
+                Some(e.to_string()),
+                Default::default(),
+            )?;
+            return Err(e);
+        }
         if self.paths.is_installed(&v)? {
             info!(step = "install", "already installed; nothing to do");
             return Ok(InstallReport {
@@ -419,7 +572,8 @@ impl<'a> Session<'a> {
             });
         }
         let id = new_id();
-        let res = self.install_inner(source, &info, &id);
+        let downgrade = floor.is_some_and(|h| h > v);
+        let res = self.install_inner(source, &info, &id, downgrade);
         match res {
             Ok(rep) => Ok(rep),
             Err(e) => {
@@ -445,24 +599,68 @@ impl<'a> Session<'a> {
         source: &dyn ReleaseSource,
         info: &crate::source::ReleaseInfo,
         id: &str,
+        downgrade: bool,
     ) -> Result<InstallReport, DeployError> {
         let started = Instant::now();
         let v = &info.version;
+        let t = &self.cfg.trust;
+        let policy = TrustPolicy::new(
+            &t.keys,
+            &t.key_files,
+            &t.revoked_keys,
+            t.require_signature,
+            t.allow_legacy_signatures,
+        )?;
         info!(step = "fetch", source = %source.describe(), "fetching");
         let fetched = source.fetch(info)?;
-        let sums_text =
-            fetched
-                .sidecars
-                .get(SUMS_NAME)
-                .ok_or_else(|| DeployError::MissingSidecar {
+        let asset = fetched.asset_name.clone();
+        let mut signatures = Vec::new();
+
+        // The checksum manifest, and its signature, are checked before a
+        // byte of the asset is read.
+        let sums_sig_name = format!("{SUMS_NAME}.minisig");
+        let sums = match fetched.sidecars.get(SUMS_NAME) {
+            Some(text) => {
+                if let Some(sig) = fetched.sidecars.get(&sums_sig_name) {
+                    let ver = trust::verify_bytes(&policy, sig, text, SUMS_NAME)?;
+                    check_comment(&sums_sig_name, SUMS_NAME, info, &ver)?;
+                    info!(step = "verify", file = SUMS_NAME, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                    signatures.push(SignatureInfo::new(SUMS_NAME, ver));
+                }
+                Some(Sha256Sums::parse(
+                    &String::from_utf8_lossy(text),
+                    SUMS_NAME,
+                )?)
+            }
+            None => None,
+        };
+        let sums_signed = !signatures.is_empty();
+        let asset_sig_name = format!("{asset}.minisig");
+        // The key id is checked here, before the asset streams.
+        let asset_sig = match fetched.sidecars.get(&asset_sig_name) {
+            Some(sig) => Some(trust::begin(&policy, sig, &asset_sig_name)?),
+            None => None,
+        };
+        if policy.require_signature() && asset_sig.is_none() && !sums_signed {
+            return Err(DeployError::Unsigned {
+                app: self.cfg.name.clone(),
+                version: v.to_string(),
+                asset,
+            });
+        }
+        let expected = match &sums {
+            Some(s) => Some(s.expect(&asset, SUMS_NAME)?),
+            None if asset_sig.is_some() => None,
+            None => {
+                return Err(DeployError::MissingSidecar {
                     version: v.to_string(),
                     file: SUMS_NAME.into(),
                     hint:
                         "publish one with `sha256sum <asset> > SHA256SUMS` (or `switchyard pack`)"
                             .into(),
-                })?;
-        let sums = Sha256Sums::parse(&String::from_utf8_lossy(sums_text), SUMS_NAME)?;
-        let expected = sums.expect(&fetched.asset_name, SUMS_NAME)?;
+                });
+            }
+        };
 
         let txn = Txn::begin(
             &self.paths,
@@ -481,14 +679,36 @@ impl<'a> Session<'a> {
         let staging = Staging::new(&self.paths, v)?;
         let tree = staging.dir.join("tree");
         fs::create_dir(&tree, 0o755)?;
-        info!(step = "unpack", asset = %fetched.asset_name, "streaming: hashing and unpacking in one pass");
-        let mut reader = HashingReader::new(fetched.asset);
-        let unpacked = unpack_tar_gz(&mut reader, &tree, &self.cfg.unpack)?;
-        reader
-            .drain()
-            .map_err(|e| FsError::new("read asset", &fetched.asset_name, e))?;
-        let (digest, _checks, asset_bytes) = reader.finish();
-        check_digest(&fetched.asset_name, SUMS_NAME, &expected, &digest)?;
+        info!(step = "unpack", asset = %asset, "streaming: hashing, verifying and unpacking in one pass");
+        let shared_sig = asset_sig.map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
+        let input = fetched.asset;
+        let mut reader = HashingReader::new(input);
+        if let Some(c) = &shared_sig {
+            reader = reader.with_check(Box::new(SharedSig(c.clone())));
+        }
+        let unpacked = unpack_tar_gz(&mut reader, &tree, &self.cfg.unpack);
+        // Whatever unpacking said, a bad signature or checksum is the
+        // more useful message: finish reading, then check those first.
+        let drained = reader.drain();
+        let (digest, checks, asset_bytes) = reader.finish();
+        drop(checks);
+        if let Some(c) = shared_sig {
+            let check = std::sync::Arc::try_unwrap(c)
+                .ok()
+                .and_then(|m| m.into_inner().ok())
+                .expect("the reader released the signature check");
+            if drained.is_ok() {
+                let ver = check.finish()?;
+                check_comment(&asset_sig_name, &asset, info, &ver)?;
+                info!(step = "verify", file = %asset, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                signatures.push(SignatureInfo::new(&asset, ver));
+            }
+        }
+        if let (Some(exp), Ok(_)) = (&expected, &drained) {
+            check_digest(&asset, SUMS_NAME, exp, &digest)?;
+        }
+        let unpacked = unpacked?;
+        drained.map_err(|e| FsError::new("read asset", &asset, e))?;
         checkpoint("install.unpacked");
 
         link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
@@ -504,6 +724,8 @@ impl<'a> Session<'a> {
             content_bytes: unpacked.content_bytes,
             installed_at: now_rfc3339(),
             install_id: id.to_string(),
+            signatures,
+            downgrade,
             entries: unpacked.manifest,
         };
         fs::write_atomic(
@@ -525,6 +747,13 @@ impl<'a> Session<'a> {
         details.insert("asset".into(), meta.asset.clone().into());
         details.insert("sha256".into(), meta.sha256.clone().into());
         details.insert("source".into(), source.describe().into());
+        details.insert(
+            "signatures".into(),
+            serde_json::to_value(&meta.signatures).unwrap_or_default(),
+        );
+        if downgrade {
+            details.insert("allow_downgrade".into(), true.into());
+        }
         self.record(
             "release.install.completed",
             id,
@@ -691,6 +920,8 @@ pub struct Status {
     pub last_good: Option<Version>,
     /// Installed releases.
     pub installed: Vec<Version>,
+    /// Signatures that verified the live release (key id, trusted comment).
+    pub current_signatures: Vec<SignatureInfo>,
     /// The downgrade floor.
     pub highest_verified: Option<Version>,
     /// The operation running now, if any.
@@ -743,7 +974,14 @@ pub fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
         None
     };
     let last_event = history::read(&paths)?.pop().map(|s| s.event);
+    let current_signatures = match &current {
+        Some(v) => ReleaseMeta::load(&paths, v)?
+            .map(|m| m.signatures)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(Status {
+        current_signatures,
         app: cfg.name.clone(),
         root: cfg.root.clone(),
         current,

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod pack;
 pub mod source;
 pub mod state;
+pub mod trust;
 pub mod unpack;
 pub mod verify;
 pub mod version;

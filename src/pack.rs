@@ -36,6 +36,9 @@ pub enum PackError {
     /// File-system failure.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// Signing failed.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because
@@ -53,6 +56,19 @@ pub struct Packed {
     pub sha256: String,
     /// The checksum manifest.
     pub sums: PathBuf,
+    /// Signatures written (`<asset>.minisig`, `SHA256SUMS.minisig`).
+    pub signatures: Vec<PathBuf>,
+}
+
+/// How `pack` signs what it writes.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The minisign secret key.
+    pub key: PathBuf,
+    /// Its password, when encrypted.
+    pub password: Option<String>,
+    /// `owner/repo`, named in the trusted comment.
+    pub repo: Option<String>,
 }
 
 /// Packs `input` as release `version` into `out/<version>/<asset_name>`,
@@ -63,6 +79,18 @@ pub fn pack(
     version: &str,
     out: &Path,
     asset_name: Option<&str>,
+) -> Result<Packed, PackError> {
+    pack_signed(input, version, out, asset_name, None)
+}
+
+/// [`pack`], then signs the asset and `SHA256SUMS` with a trusted comment
+/// naming the repository (if given), the tag and the file.
+pub fn pack_signed(
+    input: &Path,
+    version: &str,
+    out: &Path,
+    asset_name: Option<&str>,
+    signing: Option<&Signing>,
 ) -> Result<Packed, PackError> {
     let v = Version::parse(version)?;
     let name = match asset_name {
@@ -90,11 +118,32 @@ pub fn pack(
     sums.insert(name, sha);
     let sums_path = dir.join(SUMS_NAME);
     fs::write_atomic(&sums_path, sums.render().as_bytes())?;
+    let mut signatures = Vec::new();
+    if let Some(s) = signing {
+        for f in [&asset, &sums_path] {
+            let fname = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut comment = String::new();
+            if let Some(r) = &s.repo {
+                comment.push_str(&format!("repo={r} "));
+            }
+            comment.push_str(&format!("tag={version} file={fname}"));
+            signatures.push(crate::trust::sign_file(
+                &s.key,
+                s.password.clone(),
+                f,
+                Some(&comment),
+            )?);
+        }
+    }
     Ok(Packed {
         dir,
         asset,
         sha256: hex::encode(sha),
         sums: sums_path,
+        signatures,
     })
 }
 

@@ -44,8 +44,12 @@ fn install_promote_deploy_revert_prune() {
 
     // latest is the highest by semver (1.4.0), and deploy prunes to keep 3.
     w.ok(&["deploy", "web", "latest"]);
-    w.ok(&["install", "web", "1.2.0"]);
-    w.ok(&["install", "web", "1.3.0"]);
+    // Older than the highest verified: refused unless asked for.
+    let (code, _, err) = w.run(&["install", "web", "1.2.0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("downgrade protection"), "{err}");
+    w.ok(&["install", "web", "1.2.0", "--allow-downgrade"]);
+    w.ok(&["install", "web", "1.3.0", "--allow-downgrade"]);
     assert_eq!(w.current_content(), "1.4.0\n");
     let pruned = w.json(&["prune", "web"]);
     // Five installed, keep 3 newest (1.2, 1.3, 1.4); 1.0.0 is last-good, so kept.
@@ -84,10 +88,21 @@ fn install_promote_deploy_revert_prune() {
             "release.revert.completed",
             "release.install.completed",
             "release.promote.completed",
+            "release.install.failed",
             "release.install.completed",
             "release.install.completed",
             "release.prune.completed",
         ]
+    );
+    assert_eq!(h[8]["details"]["allow_downgrade"], true);
+    // The signature that verified each install is recorded.
+    let sig = &h[0]["details"]["signatures"];
+    assert_eq!(sig.as_array().unwrap().len(), 2, "{sig}");
+    assert!(
+        sig[0]["trusted_comment"]
+            .as_str()
+            .unwrap()
+            .contains("tag=v1.0.0")
     );
     assert!(
         h[0]["actor"]["user"]
@@ -130,10 +145,21 @@ fn revert_to_named_release_and_errors() {
     assert!(err.contains("safe single path component"), "{err}");
 }
 
+fn unsign(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "minisig") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 #[test]
 fn checksum_mismatch_removes_everything() {
     let w = World::new();
+    w.allow_unsigned();
     let dir = w.simple_release("v1.0.0");
+    unsign(&dir);
     let sums = dir.join("SHA256SUMS");
     let text = std::fs::read_to_string(&sums).unwrap();
     let bad = format!("{}{}", "0".repeat(64), &text[64..]);
@@ -152,7 +178,9 @@ fn checksum_mismatch_removes_everything() {
 
     // A flipped byte in the asset, with the original sums, is caught too.
     let w = World::new();
+    w.allow_unsigned();
     let dir = w.simple_release("v1.0.0");
+    unsign(&dir);
     let asset = dir.join("web-1.0.0.tar.gz");
     let mut bytes = std::fs::read(&asset).unwrap();
     let n = bytes.len();
@@ -166,8 +194,17 @@ fn checksum_mismatch_removes_everything() {
 
 #[test]
 fn missing_sums_and_ambiguous_folders() {
+    // A per-asset signature is enough on its own.
     let w = World::new();
     let dir = w.simple_release("v1.0.0");
+    std::fs::remove_file(dir.join("SHA256SUMS")).unwrap();
+    std::fs::remove_file(dir.join("SHA256SUMS.minisig")).unwrap();
+    w.ok(&["install", "web", "1.0.0"]);
+    // Without a signature or checksums there is nothing to verify against.
+    let w = World::new();
+    w.allow_unsigned();
+    let dir = w.simple_release("v1.0.0");
+    unsign(&dir);
     std::fs::remove_file(dir.join("SHA256SUMS")).unwrap();
     let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
     assert_eq!(code, 3);
@@ -185,6 +222,7 @@ fn missing_sums_and_ambiguous_folders() {
 fn bsd_tag_sums_are_accepted() {
     let w = World::new();
     let dir = w.simple_release("v1.0.0");
+    std::fs::remove_file(dir.join("SHA256SUMS.minisig")).unwrap();
     let text = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     let (sum, name) = text.trim().split_once("  ").unwrap();
     std::fs::write(dir.join("SHA256SUMS"), format!("SHA256 ({name}) = {sum}\n")).unwrap();

@@ -142,11 +142,7 @@ fn bad_names_are_refused() {
 
 #[test]
 fn entry_limit_stops_the_stream() {
-    let w = World::with_extra("");
-    w.write_config("");
-    let cfg =
-        std::fs::read_to_string(&w.config).unwrap() + "\n[apps.web.unpack]\nmax_entries = 10\n";
-    std::fs::write(&w.config, cfg).unwrap();
+    let w = World::with_extra("unpack.max_entries = 10");
     let mut t = RawTar::new();
     for i in 0..20 {
         t = t.file(&format!("f{i}"), b"x");
@@ -155,11 +151,7 @@ fn entry_limit_stops_the_stream() {
 }
 
 fn limited_world() -> World {
-    let w = World::new();
-    let cfg = std::fs::read_to_string(&w.config).unwrap()
-        + "\n[apps.web.unpack]\nmax_bytes = 1048576\nmax_entries = 100\n";
-    std::fs::write(&w.config, cfg).unwrap();
-    w
+    World::with_extra("unpack.max_bytes = 1048576\nunpack.max_entries = 100")
 }
 
 #[test]

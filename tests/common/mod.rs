@@ -18,6 +18,13 @@ pub struct World {
     pub root: PathBuf,
     pub outside: PathBuf,
     pub config: PathBuf,
+    /// The signing key pair pinned in the config.
+    pub secret_key: PathBuf,
+    pub public_key: PathBuf,
+    /// The public key's base64 line.
+    pub public_b64: String,
+    /// Extra TOML inside [apps.web], kept so the trust table can be rewritten.
+    pub extra: std::cell::RefCell<String>,
 }
 
 impl World {
@@ -29,12 +36,24 @@ impl World {
     pub fn with_extra(extra: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().canonicalize().unwrap();
+        let keys = base.join("keys");
+        let (public_key, secret_key, _) = switchyard::trust::keygen(&keys, None).unwrap();
+        let public_b64 = std::fs::read_to_string(&public_key)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
         let w = World {
             drop_dir: base.join("drop"),
             root: base.join("root"),
             outside: base.join("outside"),
             config: base.join("switchyard.toml"),
             tmp,
+            secret_key,
+            public_key,
+            public_b64,
+            extra: std::cell::RefCell::new(String::new()),
         };
         std::fs::create_dir_all(&w.drop_dir).unwrap();
         std::fs::create_dir_all(&w.outside).unwrap();
@@ -42,13 +61,26 @@ impl World {
         w
     }
 
+    /// Rewrites the config; `extra` goes inside [apps.web]. The trust table
+    /// pins this world's key unless `trust` overrides it.
     pub fn write_config(&self, extra: &str) {
+        self.write_config_with_trust(extra, &format!("keys = [\"{}\"]\n", self.public_b64));
+    }
+
+    pub fn write_config_with_trust(&self, extra: &str, trust: &str) {
+        *self.extra.borrow_mut() = extra.to_string();
         let text = format!(
-            "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n{extra}\n[apps.web.source]\ndir = \"{}\"\n\n[apps.web.shared]\ndirs = [\"storage\"]\n",
+            "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n{extra}\n[apps.web.source]\ndir = \"{}\"\n\n[apps.web.shared]\ndirs = [\"storage\"]\n\n[apps.web.trust]\n{trust}",
             self.root.display(),
             self.drop_dir.display()
         );
         std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Accept unsigned releases (for tests about something else).
+    pub fn allow_unsigned(&self) {
+        let extra = self.extra.borrow().clone();
+        self.write_config_with_trust(&extra, "require_signature = false\n");
     }
 
     pub fn cmd(&self) -> Command {
@@ -94,9 +126,20 @@ impl World {
         if files.is_empty() {
             std::fs::create_dir_all(&src).unwrap();
         }
-        switchyard::pack::pack(&src, tag, &self.drop_dir, Some("web-{version}.tar.gz"))
-            .unwrap()
-            .dir
+        let signing = switchyard::pack::Signing {
+            key: self.secret_key.clone(),
+            password: None,
+            repo: Some("acme/web".into()),
+        };
+        switchyard::pack::pack_signed(
+            &src,
+            tag,
+            &self.drop_dir,
+            Some("web-{version}.tar.gz"),
+            Some(&signing),
+        )
+        .unwrap()
+        .dir
     }
 
     /// A standard two-file release whose content names its version.
@@ -111,8 +154,10 @@ impl World {
         )
     }
 
-    /// Puts raw `.tar.gz` bytes as release `tag` with a matching SHA256SUMS.
+    /// Puts raw `.tar.gz` bytes as release `tag` with a matching SHA256SUMS,
+    /// unsigned (the world is switched to accept unsigned releases).
     pub fn raw_release(&self, tag: &str, targz: &[u8]) -> PathBuf {
+        self.allow_unsigned();
         let dir = self.drop_dir.join(tag);
         std::fs::create_dir_all(&dir).unwrap();
         let name = format!("web-{}.tar.gz", tag.trim_start_matches('v'));
