@@ -86,10 +86,15 @@ pub enum Command {
         app: String,
         /// An installed version.
         version: String,
+        /// Promote a quarantined release anyway.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
-    /// Install, then promote.
+    /// The full lifecycle: pre-checks, install, warm, staging health, backup, migrate,
+    /// swap, activate, live health; reverts at once (restoring the backup where
+    /// migrations ran) if anything after the swap fails.
     Deploy {
         /// App name.
         app: String,
@@ -98,6 +103,12 @@ pub enum Command {
         version: String,
         #[command(flatten)]
         flags: InstallFlags,
+        /// Accept a major (breaking) upgrade; the release notes are shown otherwise.
+        #[arg(long)]
+        allow_major: bool,
+        /// Deploy a quarantined release anyway.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -141,6 +152,37 @@ pub enum Command {
         app: String,
         #[command(flatten)]
         common: Common,
+    },
+    /// Compare the live release with the newest one the source offers on the app's channel.
+    Check {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Clear the block left by a failed revert or an unknown migrate outcome, and
+    /// turn the maintenance flag off (after you have put the app in order).
+    Resolve {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Turn the maintenance flag (root/shared/maintenance.json) on or off.
+    Maintenance {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// App name.
+        app: String,
+        /// Message for users (with `on`).
+        #[arg(long, default_value = "Maintenance in progress")]
+        message: String,
+    },
+    /// Backups: create, list, verify, restore.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
     },
     /// Check the configuration file.
     Config {
@@ -204,6 +246,44 @@ pub enum Command {
         /// Work in this directory (kept afterwards) instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `backup` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Take a backup now (backup hook and, with backup_shared, the shared paths).
+    Create {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List backups, oldest first.
+    List {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Re-check a backup's SHA-256.
+    Verify {
+        /// App name.
+        app: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore a backup: verify it, run the restore hook, put shared paths back.
+    Restore {
+        /// App name.
+        app: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -334,9 +414,10 @@ fn wants_json(c: &Command) -> bool {
         | Command::Deploy { common, .. }
         | Command::Revert { common, .. }
         | Command::Prune { common, .. } => common.json,
-        Command::Status { out, .. } | Command::List { out, .. } | Command::History { out, .. } => {
-            out.json
-        }
+        Command::Status { out, .. }
+        | Command::List { out, .. }
+        | Command::History { out, .. }
+        | Command::Check { out, .. } => out.json,
         Command::Config {
             cmd: ConfigCmd::Check { out },
         }
@@ -345,7 +426,12 @@ fn wants_json(c: &Command) -> bool {
         } => out.json,
         Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
         Command::Sign { .. } => false,
-        Command::Demo { .. } => false,
+        Command::Demo { .. } | Command::Maintenance { .. } => false,
+        Command::Resolve { common, .. } => common.json,
+        Command::Backup { cmd } => match cmd {
+            BackupCmd::Create { common, .. } | BackupCmd::Restore { common, .. } => common.json,
+            BackupCmd::List { out, .. } | BackupCmd::Verify { out, .. } => out.json,
+        },
     }
 }
 
@@ -525,6 +611,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Promote {
             app,
             version,
+            force,
             common,
         } => {
             let v = parse_version(version)?;
@@ -536,13 +623,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 &format!("promote {v}"),
                 common.wait,
             )?;
-            let r = s.promote(&v)?;
+            let r = s.promote_checked(&v, *force)?;
             print_switch(app, &r, common.json);
         }
         Command::Deploy {
             app,
             version,
             flags,
+            allow_major,
+            force,
             common,
         } => {
             let req = parse_request(version)?;
@@ -555,18 +644,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 common.wait,
             )?;
             let src = crate::source::for_app(a);
-            let inst = s.install(src.as_ref(), &req, install_opts(flags))?;
-            let sw = s.promote(&inst.version)?;
-            let pruned = s.prune()?;
+            let out = s.deploy(
+                src.as_ref(),
+                &req,
+                crate::lifecycle::DeployOptions {
+                    allow_downgrade: flags.allow_downgrade,
+                    allow_major: *allow_major,
+                    force: *force,
+                },
+            )?;
             if common.json {
-                print_json(&serde_json::json!({"install": inst, "promote": sw, "pruned": pruned}));
+                print_json(&out);
             } else {
-                if inst.installed {
-                    println!("installed {app} {}", inst.version);
+                println!(
+                    "{app}: deployed {} (was {}); deploy id {}",
+                    out.to,
+                    out.from.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                    out.id
+                );
+                if let Some(b) = &out.backup_id {
+                    println!("backup {b} taken before migrating");
                 }
-                print_switch(app, &sw, false);
-                for v in pruned {
-                    println!("pruned {app} {v}");
+                for h in &out.health {
+                    println!(
+                        "{} health: passed after {} round(s) in {} ms",
+                        h.phase,
+                        h.report.attempts,
+                        h.report.elapsed.as_millis()
+                    );
                 }
             }
         }
@@ -575,9 +680,41 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let cfg = load()?;
             let a = cfg.app(app)?;
             let s = Session::open(a, Actor::current_user(), "revert", common.wait)?;
-            let r = s.revert(to.as_ref())?;
+            let r = s.revert_checked(to.as_ref())?;
             print_switch(app, &r, common.json);
         }
+        Command::Resolve { app, common } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let s = Session::open(a, Actor::current_user(), "resolve", common.wait)?;
+            let cleared = s.resolve()?;
+            if common.json {
+                print_json(&serde_json::json!({"cleared": cleared}));
+            } else {
+                match cleared {
+                    Some(a) => println!("{app}: cleared {} ({}); deploys are allowed again", a.kind, a.reason),
+                    None => println!("{app}: nothing was blocked; the maintenance flag is off"),
+                }
+            }
+        }
+        Command::Maintenance {
+            state,
+            app,
+            message,
+        } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let paths = AppPaths::new(&a.root);
+            if state == "on" {
+                crate::layout::maintenance::on(&paths, message, "operator")
+                    .map_err(|e| Failure::from(DeployError::from(e)))?;
+                println!("{app}: maintenance on ({})", crate::layout::maintenance::path(&paths).display());
+            } else {
+                crate::layout::maintenance::off(&paths).map_err(|e| Failure::from(DeployError::from(e)))?;
+                println!("{app}: maintenance off");
+            }
+        }
+        Command::Backup { cmd } => run_backup(load, cmd)?,
         Command::Prune { app, common } => {
             let cfg = load()?;
             let a = cfg.app(app)?;
@@ -591,6 +728,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for v in removed {
                     println!("pruned {app} {v}");
                 }
+            }
+        }
+        Command::Check { app, out } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let current = AppPaths::new(&a.root)
+                .current_version()
+                .map_err(DeployError::from)?;
+            let src = crate::source::for_app(a);
+            let r = crate::source::check_updates(a, src.as_ref(), current)
+                .map_err(DeployError::from)?;
+            if out.json {
+                print_json(&r);
+            } else {
+                print!("{}", render_check(&r));
             }
         }
         Command::Status { app, out } => {
@@ -691,6 +843,95 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+fn run_backup(
+    load: impl Fn() -> Result<Config, ConfigError>,
+    cmd: &BackupCmd,
+) -> Result<(), Failure> {
+    let bfail = |e: crate::backup::BackupError| {
+        let code = match e {
+            crate::backup::BackupError::NotFound { .. } => exit::NOT_FOUND,
+            crate::backup::BackupError::Damaged { .. } => exit::VERIFY,
+            _ => exit::FAILURE,
+        };
+        Failure {
+            code,
+            err: e.into(),
+            json_printed: false,
+        }
+    };
+    let newest = |paths: &AppPaths, id: &Option<String>| -> Result<String, Failure> {
+        match id {
+            Some(i) => Ok(i.clone()),
+            None => crate::backup::list(paths)
+                .map_err(bfail)?
+                .pop()
+                .map(|m| m.id)
+                .ok_or_else(|| bfail(crate::backup::BackupError::NotFound { id: "(newest)".into() })),
+        }
+    };
+    let cfg = load()?;
+    match cmd {
+        BackupCmd::Create { app, common } => {
+            let a = cfg.app(app)?;
+            let s = Session::open(a, Actor::current_user(), "backup create", common.wait)?;
+            let m = s.backup_now()?;
+            if common.json {
+                print_json(&m);
+            } else {
+                println!("backup {} ({}, sha256 {})", m.id, human_bytes(m.size), m.sha256);
+            }
+        }
+        BackupCmd::List { app, out } => {
+            let a = cfg.app(app)?;
+            let all = crate::backup::list(&AppPaths::new(&a.root)).map_err(bfail)?;
+            if out.json {
+                print_json(&all);
+            } else if all.is_empty() {
+                println!("no backups of {app}");
+            } else {
+                for m in all {
+                    println!(
+                        "{}  {:>10}  version {:<10} deploy {:<16} {}",
+                        m.id,
+                        human_bytes(m.size),
+                        m.app_version.unwrap_or_else(|| "-".into()),
+                        if m.deploy_id.is_empty() { "-".to_string() } else { m.deploy_id },
+                        m.time
+                    );
+                }
+            }
+        }
+        BackupCmd::Verify { app, id, out } => {
+            let a = cfg.app(app)?;
+            let paths = AppPaths::new(&a.root);
+            let id = newest(&paths, id)?;
+            let m = crate::backup::verify(&paths, &id).map_err(bfail)?;
+            if out.json {
+                print_json(&serde_json::json!({"ok": true, "backup": m}));
+            } else {
+                println!("backup {}: checksum ok ({})", m.id, m.sha256);
+            }
+        }
+        BackupCmd::Restore { app, id, common } => {
+            let a = cfg.app(app)?;
+            let s = Session::open(a, Actor::current_user(), "backup restore", common.wait)?;
+            let id = newest(&s.paths, id)?;
+            let v = s
+                .paths
+                .current_version()
+                .map_err(DeployError::from)?
+                .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
+            s.restore_backup(&id, &v, &crate::state::new_id())?;
+            if common.json {
+                print_json(&serde_json::json!({"restored": id}));
+            } else {
+                println!("{app}: restored backup {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn install_opts(f: &InstallFlags) -> deploy::InstallOptions {
     deploy::InstallOptions {
         allow_downgrade: f.allow_downgrade,
@@ -716,6 +957,58 @@ fn print_switch(app: &str, r: &deploy::SwitchReport, json: bool) {
                 .unwrap_or_else(|| "none".into())
         );
     }
+}
+
+/// Renders an update check for people.
+pub fn render_check(r: &crate::source::UpdateCheck) -> String {
+    let current = r
+        .current
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "none".into());
+    let mut s = format!(
+        "app:        {}\nsource:     {}\nchannel:    {}\ncurrent:    {current}\n",
+        r.app, r.source, r.channel
+    );
+    match (&r.latest, &r.latest_tag) {
+        (Some(v), Some(tag)) => {
+            s.push_str(&format!("latest:     {v} (tag {tag})\n"));
+            if let Some(p) = &r.published_at {
+                s.push_str(&format!("published:  {p}\n"));
+            }
+        }
+        _ => s.push_str(&format!("latest:     none on the {} channel\n", r.channel)),
+    }
+    if r.update_available {
+        let newer = r
+            .newer
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.push_str(&format!(
+            "status:     {} version{} behind ({newer}){}\n",
+            r.behind,
+            if r.behind == 1 { "" } else { "s" },
+            if r.major_upgrade {
+                "; a MAJOR (breaking) upgrade: read the notes first"
+            } else {
+                ""
+            }
+        ));
+        if let Some(v) = &r.latest {
+            s.push_str(&format!("upgrade:    switchyard deploy {} {v}\n", r.app));
+        }
+    } else {
+        s.push_str("status:     up to date\n");
+    }
+    if let Some(n) = &r.notes {
+        s.push_str("\nrelease notes:\n");
+        for line in n.lines() {
+            s.push_str(&format!("  {line}\n"));
+        }
+    }
+    s
 }
 
 /// Renders a status for people.
@@ -753,6 +1046,29 @@ pub fn render_status(st: &deploy::Status) -> String {
                 ""
             }
         ));
+    }
+    if let Some(d) = &st.deploy {
+        s.push_str(&format!(
+            "deploy:     {} {} -> {}: {} ({}), updated {}\n",
+            d.id,
+            d.from.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+            d.to.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
+            serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            d.step,
+            d.updated
+        ));
+        if let Some(e) = &d.last_error {
+            s.push_str(&format!("last error: {e}\n"));
+        }
+    }
+    if let Some(a) = &st.attention {
+        s.push_str(&format!("BLOCKED:    {} since {}: {}\n", a.kind, a.since, a.reason));
+    }
+    if let Some(m) = &st.maintenance {
+        s.push_str(&format!("maintenance: on since {} ({}): {}\n", m.since, m.reason, m.message));
+    }
+    for (v, q) in &st.quarantined {
+        s.push_str(&format!("quarantined: {v} since {}: {}\n", q.time, q.reason));
     }
     if let Some(h) = &st.highest_verified {
         s.push_str(&format!("highest verified: {h}\n"));

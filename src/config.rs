@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -87,6 +88,79 @@ pub struct AppConfig {
     pub unpack: UnpackLimits,
     /// Signature policy.
     pub trust: TrustConfig,
+    /// Deploy hooks.
+    pub hooks: HooksConfig,
+    /// Health checks before and after the swap.
+    pub health: HealthChecks,
+    /// Deploy policy knobs.
+    pub policy: Policy,
+}
+
+/// `[apps.<name>.hooks]`, each optional.
+#[derive(Debug, Clone, Default)]
+pub struct HooksConfig {
+    /// In the staging release before the swap.
+    pub warm: Option<crate::hooks::HookSpec>,
+    /// Writes a backup to `$SWITCHYARD_BACKUP_FILE` before `migrate`.
+    pub backup: Option<crate::hooks::HookSpec>,
+    /// After the backup, before the swap.
+    pub migrate: Option<crate::hooks::HookSpec>,
+    /// After the swap, and again after a revert.
+    pub activate: Option<crate::hooks::HookSpec>,
+    /// Restores `$SWITCHYARD_BACKUP_FILE` when a revert must restore data.
+    pub restore: Option<crate::hooks::HookSpec>,
+    /// After any failed deploy.
+    pub on_failure: Option<crate::hooks::HookSpec>,
+}
+
+/// `[apps.<name>.health.staging]` and `[apps.<name>.health.live]`.
+#[derive(Debug, Clone, Default)]
+pub struct HealthChecks {
+    /// Before the swap, on the staging tree.
+    pub staging: Option<crate::health::HealthConfig>,
+    /// After `activate`, on the live app.
+    pub live: Option<crate::health::HealthConfig>,
+}
+
+/// What to do with this deploy's backup when a revert follows migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePolicy {
+    /// Restore it.
+    Auto,
+    /// Leave it; an operator decides (the app is marked needs_attention).
+    Ask,
+    /// Never restore.
+    Never,
+}
+
+/// Per-app deploy policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Accept major upgrades without --allow-major.
+    pub allow_major: bool,
+    /// Free disk required before a download (default 2 × asset + 512 MiB).
+    pub min_free_bytes: Option<u64>,
+    /// Keep a release that failed before the swap, for inspection.
+    pub keep_failed: bool,
+    /// Restore the backup on a revert after migrations.
+    pub restore_on_revert: RestorePolicy,
+    /// Backups kept (at least 1).
+    pub keep_backups: usize,
+    /// Include the shared paths in every backup.
+    pub backup_shared: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_major: false,
+            min_free_bytes: None,
+            keep_failed: false,
+            restore_on_revert: RestorePolicy::Auto,
+            keep_backups: 3,
+            backup_shared: false,
+        }
+    }
 }
 
 /// Which keys may sign an app's releases (`[apps.<name>.trust]`).
@@ -116,11 +190,107 @@ impl Default for TrustConfig {
     }
 }
 
-/// Where an app's releases come from.
+/// Where an app's releases come from (`[apps.<name>.source]`): exactly one
+/// of `dir` or `github`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
     /// A local release folder (also the offline drop folder).
-    Dir(PathBuf),
+    Dir(DirSourceConfig),
+    /// The releases of a GitHub (or GitHub Enterprise) repository.
+    Github(GithubSourceConfig),
+}
+
+impl SourceConfig {
+    /// The channel `latest` picks from.
+    pub fn channel(&self) -> Channel {
+        match self {
+            SourceConfig::Dir(d) => d.channel,
+            SourceConfig::Github(g) => g.channel,
+        }
+    }
+}
+
+/// Which releases `latest` may pick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// Only releases that are not prereleases (neither by semver, `-rc.1`,
+    /// nor flagged as such on GitHub).
+    #[default]
+    Stable,
+    /// Every release, prereleases included.
+    Prerelease,
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Stable => "stable",
+            Channel::Prerelease => "prerelease",
+        })
+    }
+}
+
+/// A local release folder source (`dir = "/srv/drop/web"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSourceConfig {
+    /// The folder holding `<version>/` directories.
+    pub dir: PathBuf,
+    /// Which releases `latest` may pick.
+    pub channel: Channel,
+}
+
+/// The API base used when `api_url` is not set.
+pub const GITHUB_API_URL: &str = "https://api.github.com";
+
+/// How long a GitHub rate limit may be waited out before failing, when
+/// `rate_limit_max_wait_secs` is not set.
+pub const DEFAULT_RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A GitHub Releases source (`github = "owner/repo"`).
+///
+/// The token itself is never part of the configuration: only where to read
+/// it from (`token_env` or `token_file`), so this type can be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GithubSourceConfig {
+    /// Owner and repository name.
+    pub repo: (String, String),
+    /// The asset to install: a template with `{version}`, `{tag}` and
+    /// `{target}`, optionally with `*`/`?` wildcards (see `crate::github`).
+    /// Default `*.tar.gz`: the release's only `.tar.gz` asset.
+    pub asset: String,
+    /// Which releases `latest` may pick.
+    pub channel: Channel,
+    /// Environment variable holding the API token.
+    pub token_env: Option<String>,
+    /// Absolute path of a file holding the API token (trimmed).
+    pub token_file: Option<PathBuf>,
+    /// API base URL without a trailing slash: `https://api.github.com`, or
+    /// `https://ghe.example/api/v3` for GitHub Enterprise.
+    pub api_url: String,
+    /// The longest rate-limit reset worth waiting for before failing.
+    pub rate_limit_max_wait: Duration,
+}
+
+impl GithubSourceConfig {
+    /// A config for `owner/repo` on github.com with every default (the
+    /// `*.tar.gz` asset, the stable channel, no token).
+    pub fn new(owner: &str, repo: &str) -> Self {
+        GithubSourceConfig {
+            repo: (owner.to_string(), repo.to_string()),
+            asset: "*.tar.gz".to_string(),
+            channel: Channel::Stable,
+            token_env: None,
+            token_file: None,
+            api_url: GITHUB_API_URL.to_string(),
+            rate_limit_max_wait: DEFAULT_RATE_LIMIT_MAX_WAIT,
+        }
+    }
+
+    /// `owner/repo`.
+    pub fn slug(&self) -> String {
+        format!("{}/{}", self.repo.0, self.repo.1)
+    }
 }
 
 /// Persistent paths under `root/shared/`.
@@ -169,6 +339,34 @@ struct RawApp {
     #[serde(default)]
     unpack: RawUnpack,
     trust: Option<Spanned<RawTrust>>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    health: RawHealth,
+    allow_major: Option<bool>,
+    min_free_bytes: Option<Spanned<i64>>,
+    keep_failed: Option<bool>,
+    restore_on_revert: Option<Spanned<String>>,
+    keep_backups: Option<Spanned<i64>>,
+    backup_shared: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    warm: Option<Spanned<crate::hooks::HookConfig>>,
+    backup: Option<Spanned<crate::hooks::HookConfig>>,
+    migrate: Option<Spanned<crate::hooks::HookConfig>>,
+    activate: Option<Spanned<crate::hooks::HookConfig>>,
+    restore: Option<Spanned<crate::hooks::HookConfig>>,
+    on_failure: Option<Spanned<crate::hooks::HookConfig>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    staging: Option<Spanned<toml::Value>>,
+    live: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +390,16 @@ fn default_keep() -> Spanned<i64> {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     dir: Option<Spanned<PathBuf>>,
+    github: Option<Spanned<String>>,
+    asset: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+    api_url: Option<Spanned<String>>,
+    rate_limit_max_wait_secs: Option<Spanned<i64>>,
+    // Known only so that a token written into the file is refused with a
+    // located message that says where tokens go instead.
+    token: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -332,6 +540,169 @@ fn check_trust(ck: &mut Checker<'_>, name: &str, raw: Option<Spanned<RawTrust>>)
     t
 }
 
+/// Validates `[apps.<name>.source]`: exactly one of `dir` or `github`, and
+/// only the keys that source understands.
+fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Option<SourceConfig> {
+    let span = raw.span();
+    let src = raw.into_inner();
+    if let Some(t) = &src.token {
+        ck.at(
+            t.span(),
+            format!(
+                "apps.{name}.source.token: a token must never be written into the configuration; put it in an environment variable and set token_env = \"NAME\", or in a root-only file and set token_file = \"/etc/switchyard/{name}.token\""
+            ),
+        );
+    }
+    let channel = match &src.channel {
+        None => Channel::Stable,
+        Some(c) => match c.get_ref().as_str() {
+            "stable" => Channel::Stable,
+            "prerelease" => Channel::Prerelease,
+            other => {
+                ck.at(
+                    c.span(),
+                    format!("apps.{name}.source.channel must be \"stable\" or \"prerelease\", got {other:?}"),
+                );
+                Channel::Stable
+            }
+        },
+    };
+    match (src.dir, src.github) {
+        (Some(d), Some(g)) => {
+            let first = d.span().start.min(g.span().start);
+            ck.at(
+                first..first + 1,
+                format!("apps.{name}.source sets both dir and github; an app has exactly one source: keep one of them"),
+            );
+            None
+        }
+        (None, None) => {
+            ck.at(
+                span,
+                format!("apps.{name}.source needs exactly one source: dir = \"/path\" or github = \"owner/repo\""),
+            );
+            None
+        }
+        (Some(d), None) => {
+            if !d.get_ref().is_absolute() {
+                ck.at(
+                    d.span(),
+                    format!(
+                        "apps.{name}.source.dir must be an absolute path, got {:?}",
+                        d.get_ref().display().to_string()
+                    ),
+                );
+            }
+            let github_only = [
+                ("asset", src.asset.as_ref().map(|s| s.span())),
+                ("token_env", src.token_env.as_ref().map(|s| s.span())),
+                ("token_file", src.token_file.as_ref().map(|s| s.span())),
+                ("api_url", src.api_url.as_ref().map(|s| s.span())),
+                (
+                    "rate_limit_max_wait_secs",
+                    src.rate_limit_max_wait_secs.as_ref().map(|s| s.span()),
+                ),
+            ];
+            for (key, at) in github_only {
+                if let Some(at) = at {
+                    ck.at(
+                        at,
+                        format!("apps.{name}.source.{key} applies only to a github source; a dir source reads <dir>/<version>/ (remove {key})"),
+                    );
+                }
+            }
+            Some(SourceConfig::Dir(DirSourceConfig {
+                dir: d.into_inner(),
+                channel,
+            }))
+        }
+        (None, Some(g)) => {
+            let mut cfg = GithubSourceConfig::new("", "");
+            cfg.channel = channel;
+            match parse_repo(g.get_ref()) {
+                Ok(repo) => cfg.repo = repo,
+                Err(m) => ck.at(g.span(), format!("apps.{name}.source.github: {m}")),
+            }
+            if let Some(a) = src.asset {
+                match crate::github::check_asset_pattern(a.get_ref()) {
+                    Ok(()) => cfg.asset = a.into_inner(),
+                    Err(m) => ck.at(a.span(), format!("apps.{name}.source.asset: {m}")),
+                }
+            }
+            if let (Some(e), Some(_)) = (&src.token_env, &src.token_file) {
+                ck.at(
+                    e.span(),
+                    format!(
+                        "apps.{name}.source sets both token_env and token_file; keep one of them"
+                    ),
+                );
+            }
+            if let Some(e) = src.token_env {
+                let v = e.get_ref();
+                let ok = !v.is_empty()
+                    && !v.starts_with(|c: char| c.is_ascii_digit())
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if ok {
+                    cfg.token_env = Some(e.into_inner());
+                } else {
+                    ck.at(
+                        e.span(),
+                        format!("apps.{name}.source.token_env must name an environment variable (letters, digits and '_', e.g. \"GITHUB_TOKEN\"), not hold the token itself"),
+                    );
+                }
+            }
+            if let Some(f) = src.token_file {
+                if f.get_ref().is_absolute() {
+                    cfg.token_file = Some(f.into_inner());
+                } else {
+                    ck.at(
+                        f.span(),
+                        format!(
+                            "apps.{name}.source.token_file must be an absolute path, got {:?}",
+                            f.get_ref().display().to_string()
+                        ),
+                    );
+                }
+            }
+            if let Some(u) = src.api_url {
+                match crate::github::check_api_url(u.get_ref()) {
+                    Ok(url) => cfg.api_url = url,
+                    Err(m) => ck.at(u.span(), format!("apps.{name}.source.api_url: {m}")),
+                }
+            }
+            if let Some(w) = src.rate_limit_max_wait_secs {
+                if *w.get_ref() < 0 {
+                    ck.at(
+                        w.span(),
+                        format!("apps.{name}.source.rate_limit_max_wait_secs must be 0 (never wait) or more"),
+                    );
+                } else {
+                    cfg.rate_limit_max_wait = Duration::from_secs(*w.get_ref() as u64);
+                }
+            }
+            Some(SourceConfig::Github(cfg))
+        }
+    }
+}
+
+/// Splits `owner/repo`, refusing anything GitHub would not accept as a name.
+fn parse_repo(s: &str) -> Result<(String, String), String> {
+    let valid = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.len() <= 100
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match s.split_once('/') {
+        Some((o, r)) if valid(o) && valid(r) => Ok((o.to_string(), r.to_string())),
+        _ => Err(format!(
+            "{s:?} is not \"owner/repo\" (letters, digits, '-', '_' and '.'), e.g. github = \"acme/web\""
+        )),
+    }
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -396,29 +767,7 @@ impl Config {
                     format!("apps.{name}.keep_releases must be at least 1, got {keep}"),
                 );
             }
-            let source_span = app.source.span();
-            let src = app.source.into_inner();
-            let source = match src.dir {
-                Some(d) => {
-                    if !d.get_ref().is_absolute() {
-                        ck.at(
-                            d.span(),
-                            format!(
-                                "apps.{name}.source.dir must be an absolute path, got {:?}",
-                                d.get_ref().display().to_string()
-                            ),
-                        );
-                    }
-                    Some(SourceConfig::Dir(d.into_inner()))
-                }
-                None => {
-                    ck.at(
-                        source_span,
-                        format!("apps.{name}.source needs exactly one source: dir = \"/path\""),
-                    );
-                    None
-                }
-            };
+            let source = check_source(&mut ck, &name, app.source);
             let mut shared = SharedConfig::default();
             let mut seen: Vec<PathBuf> = Vec::new();
             for (list, out) in [
@@ -466,6 +815,76 @@ impl Config {
                 }
             }
             let trust = check_trust(&mut ck, &name, app.trust);
+            let mut hook = |h: Option<Spanned<crate::hooks::HookConfig>>, which: &str| {
+                let h = h?;
+                match h.get_ref().to_spec() {
+                    Ok(spec) => Some(spec),
+                    Err(m) => {
+                        ck.at(h.span(), format!("apps.{name}.hooks.{which}: {m}"));
+                        None
+                    }
+                }
+            };
+            let hooks = HooksConfig {
+                warm: hook(app.hooks.warm, "warm"),
+                backup: hook(app.hooks.backup, "backup"),
+                migrate: hook(app.hooks.migrate, "migrate"),
+                activate: hook(app.hooks.activate, "activate"),
+                restore: hook(app.hooks.restore, "restore"),
+                on_failure: hook(app.hooks.on_failure, "on_failure"),
+            };
+            let mut health_of = |h: Option<Spanned<toml::Value>>, which: &str| {
+                let h = h?;
+                let span = h.span();
+                match crate::health::HealthConfig::from_toml(h.into_inner()) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        ck.at(span, format!("apps.{name}.health.{which}: {m}"));
+                        None
+                    }
+                }
+            };
+            let health = HealthChecks {
+                staging: health_of(app.health.staging, "staging"),
+                live: health_of(app.health.live, "live"),
+            };
+            let mut policy = Policy {
+                allow_major: app.allow_major.unwrap_or(false),
+                keep_failed: app.keep_failed.unwrap_or(false),
+                backup_shared: app.backup_shared.unwrap_or(false),
+                ..Policy::default()
+            };
+            if let Some(m) = app.min_free_bytes {
+                if *m.get_ref() < 0 {
+                    ck.at(m.span(), format!("apps.{name}.min_free_bytes must not be negative"));
+                } else {
+                    policy.min_free_bytes = Some(*m.get_ref() as u64);
+                }
+            }
+            if let Some(k) = app.keep_backups {
+                if *k.get_ref() < 1 {
+                    ck.at(k.span(), format!("apps.{name}.keep_backups must be at least 1 (a deploy needs its backup)"));
+                } else {
+                    policy.keep_backups = *k.get_ref() as usize;
+                }
+            }
+            if let Some(r) = app.restore_on_revert {
+                policy.restore_on_revert = match r.get_ref().as_str() {
+                    "auto" => RestorePolicy::Auto,
+                    "ask" => RestorePolicy::Ask,
+                    "never" => RestorePolicy::Never,
+                    other => {
+                        ck.at(r.span(), format!("apps.{name}.restore_on_revert must be \"auto\", \"ask\" or \"never\", got {other:?}"));
+                        RestorePolicy::Auto
+                    }
+                };
+            }
+            if hooks.migrate.is_some() && hooks.backup.is_none() && !policy.backup_shared {
+                ck.at(
+                    0..0,
+                    format!("apps.{name}: a migrate hook without a backup (hooks.backup or backup_shared = true) could not be undone; add one"),
+                );
+            }
             if let Some(source) = source {
                 apps.insert(
                     name.clone(),
@@ -477,6 +896,9 @@ impl Config {
                         shared,
                         unpack,
                         trust,
+                        hooks,
+                        health,
+                        policy,
                     },
                 );
             }
@@ -534,7 +956,13 @@ mod tests {
         let a = c.app("web").unwrap();
         assert_eq!(a.keep_releases, 5);
         assert_eq!(a.unpack, UnpackLimits::default());
-        assert_eq!(a.source, SourceConfig::Dir("/srv/drop".into()));
+        assert_eq!(
+            a.source,
+            SourceConfig::Dir(DirSourceConfig {
+                dir: "/srv/drop".into(),
+                channel: Channel::Stable
+            })
+        );
     }
 
     #[test]
@@ -571,4 +999,33 @@ mod tests {
         let e = c.app("api").unwrap_err().to_string();
         assert!(e.contains("web"), "{e}");
     }
+    // --- github source tests ---
+    #[test]
+    fn github_source_gets_defaults() {
+        let c = parse(
+            "[apps.web]\nroot = \"/srv/web\"\ntrust.require_signature = false\n[apps.web.source]\ngithub = \"acme/web\"\napi_url = \"https://ghe.example/api/v3/\"\ntoken_env = \"GH_TOKEN\"\n",
+        )
+        .unwrap();
+        let SourceConfig::Github(g) = &c.app("web").unwrap().source else {
+            panic!("not a github source");
+        };
+        assert_eq!(g.repo, ("acme".to_string(), "web".to_string()));
+        assert_eq!(g.asset, "*.tar.gz");
+        assert_eq!(g.channel, Channel::Stable);
+        assert_eq!(g.api_url, "https://ghe.example/api/v3");
+        assert_eq!(g.token_env.as_deref(), Some("GH_TOKEN"));
+        assert_eq!(g.rate_limit_max_wait, DEFAULT_RATE_LIMIT_MAX_WAIT);
+    }
+
+    #[test]
+    fn github_source_problems_are_located() {
+        let p = problems(
+            "[apps.web]\nroot = \"/srv/web\"\ntrust.require_signature = false\n[apps.web.source]\ngithub = \"acme/web/x\"\ntoken_env = \"ghp_123 456\"\ntoken_file = \"/t\"\n",
+        );
+        let lines: Vec<_> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(5), Some(6), Some(6)], "{p:?}");
+        assert!(p[2].message.contains("not hold the token"), "{p:?}");
+        assert!(!p.iter().any(|p| p.message.contains("ghp_123")), "{p:?}");
+    }
+    // --- end github source tests ---
 }

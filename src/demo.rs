@@ -56,6 +56,22 @@ pub fn render_layout(root: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// A plain HTTP GET (the demo has no client of its own to show).
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return "(no answer)".into();
+    };
+    let _ = write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.lines().next().unwrap_or("").to_string();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    format!("{status} | {body}")
+}
+
 /// Runs the demo in `dir` (kept) or in a temporary directory (removed).
 pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let tmp;
@@ -88,18 +104,20 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .to_string();
     println!("   key id {key_id}; public key {}", pk.display());
 
-    step(
-        &mut n,
-        "build three versions of a tiny app, pack and sign them",
-    );
+    step(&mut n, "build four versions of a tiny app, pack and sign them");
     let signing = crate::pack::Signing {
         key: sk.clone(),
         password: None,
         repo: Some("acme/demo".into()),
     };
-    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+    for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] {
         let src = build.join(format!("demo-{v}"));
         build_app(&src, v)?;
+        if v == "1.3.0" {
+            // This release passes every check before the swap, then fails
+            // its live health check.
+            fs::write_atomic(&src.join("BROKEN"), b"this release answers 500 on /health\n")?;
+        }
         let p = crate::pack::pack_signed(
             &src,
             &format!("v{v}"),
@@ -114,12 +132,44 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         );
     }
 
-    step(&mut n, "write the configuration (the public key is pinned)");
+    step(&mut n, "start the app (a tiny HTTP server serving root/current) and write the configuration");
+    let app_server = app::DemoApp::start(&root)?;
+    fs::create_dir_all(&root.join("shared/data"))?;
+    fs::write_atomic(&root.join("shared/data/db.txt"), b"users table\n")?;
     let cfg_path = base.join("switchyard.toml");
     let cfg_text = format!(
-        "[apps.demo]\nroot = \"{}\"\nkeep_releases = 3\n\n[apps.demo.source]\ndir = \"{}\"\n\n[apps.demo.shared]\ndirs = [\"storage\"]\n\n[apps.demo.trust]\nkeys = [\"{public}\"]\n",
-        root.display(),
-        drop_dir.display()
+        r#"[apps.demo]
+root = "{root}"
+keep_releases = 3
+
+[apps.demo.source]
+dir = "{drop}"
+
+[apps.demo.shared]
+dirs = ["storage", "data"]
+
+[apps.demo.trust]
+keys = ["{public}"]
+
+[apps.demo.hooks]
+backup = 'cp "$SWITCHYARD_ROOT/shared/data/db.txt" "$SWITCHYARD_BACKUP_FILE"'
+migrate = 'echo "column added by $SWITCHYARD_VERSION" >> "$SWITCHYARD_ROOT/shared/data/db.txt"'
+restore = 'cp "$SWITCHYARD_BACKUP_FILE" "$SWITCHYARD_ROOT/shared/data/db.txt"'
+activate = 'touch "$SWITCHYARD_ROOT/shared/.reload"'
+
+[apps.demo.health.live]
+retries = 2
+interval = "100ms"
+deadline = "10s"
+expect_version = "body"
+
+[[apps.demo.health.live.checks]]
+kind = "http"
+url = "{url}/health"
+"#,
+        root = root.display(),
+        drop = drop_dir.display(),
+        url = app_server.url(),
     );
     fs::write_atomic(&cfg_path, cfg_text.as_bytes())?;
     print!("{}", indent(&cfg_text));
@@ -127,33 +177,22 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let app = cfg.app("demo")?;
     let actor = Actor::current_user();
     let source = LocalDirSource::new(&drop_dir);
-
-    step(
-        &mut n,
-        "install 1.0.0 (stream once: SHA-256 and signature while unpacking)",
-    );
-    let v1 = Version::parse("1.0.0")?;
-    {
-        let s = Session::open(app, actor.clone(), "demo install", false)?;
-        let r = s.install(
+    let deploy_v = |v: &str| -> anyhow::Result<Result<crate::lifecycle::DeployOutcome, crate::deploy::DeployError>> {
+        let s = Session::open(app, actor.clone(), "demo deploy", false)?;
+        Ok(s.deploy(
             &source,
-            &VersionRequest::Exact(v1.clone()),
+            &VersionRequest::Exact(Version::parse(v)?),
             Default::default(),
-        )?;
-        println!("   installed at {}", r.path.display());
-    }
+        ))
+    };
+    let db = || fs::read_to_string(&root.join("shared/data/db.txt")).unwrap_or_default();
 
-    step(&mut n, "promote 1.0.0 (atomic symlink swap)");
-    {
-        let s = Session::open(app, actor.clone(), "demo promote", false)?;
-        s.promote(&v1)?;
-    }
+    step(&mut n, "deploy 1.0.0: verify while streaming, back up, migrate, swap, activate, check health");
+    deploy_v("1.0.0")??;
     print!("{}", render_layout(&root)?);
+    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
 
-    step(
-        &mut n,
-        "tamper with 1.2.0 (one flipped byte) and try to install it",
-    );
+    step(&mut n, "tamper with 1.2.0 (one flipped byte) and try to install it");
     {
         let asset = drop_dir.join("v1.2.0/demo-1.2.0.tar.gz");
         let mut bytes = fs::read(&asset)?;
@@ -172,35 +211,33 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         fs::remove_dir_all(&drop_dir.join("v1.2.0"))?;
     }
 
-    step(&mut n, "deploy latest (install 1.1.0, then promote)");
-    {
-        let s = Session::open(app, actor.clone(), "demo deploy", false)?;
-        let r = s.install(&source, &VersionRequest::Latest, Default::default())?;
-        s.promote(&r.version)?;
-    }
-    print!("{}", render_layout(&root)?);
-    let live = fs::read_to_string(&root.join("current/public/index.html"))?;
-    println!("   current/public/index.html: {}", live.trim());
+    step(&mut n, "deploy 1.1.0");
+    deploy_v("1.1.0")??;
+    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
 
-    step(&mut n, "revert (current -> last-good, instantly)");
+    step(&mut n, "revert (current -> last-good, instantly), then promote 1.1.0 again");
     {
         let s = Session::open(app, actor.clone(), "demo revert", false)?;
-        let r = s.revert(None)?;
-        println!(
-            "   current -> {} (was {})",
-            r.to,
-            r.from.map(|v| v.to_string()).unwrap_or_default()
-        );
+        let r = s.revert_checked(None)?;
+        println!("   current -> {} (was {})", r.to, r.from.map(|v| v.to_string()).unwrap_or_default());
+        println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+        let r = s.promote_checked(&Version::parse("1.1.0")?, false)?;
+        println!("   current -> {}", r.to);
     }
     print!("{}", render_layout(&root)?);
-    let live = fs::read_to_string(&root.join("current/public/index.html"))?;
-    println!("   current/public/index.html: {}", live.trim());
 
-    step(&mut n, "status and history");
-    print!(
-        "{}",
-        indent(&crate::cli::render_status(&deploy::status(app)?))
-    );
+    step(&mut n, "deploy 1.3.0, whose live health check fails");
+    println!("   shared/data/db.txt before:\n{}", indent(&db()));
+    match deploy_v("1.3.0")? {
+        Ok(_) => anyhow::bail!("the broken release was kept live"),
+        Err(e) => println!("   {e}"),
+    }
+    println!("   shared/data/db.txt after the automatic revert and restore:\n{}", indent(&db()));
+    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+    print!("{}", render_layout(&root)?);
+
+    step(&mut n, "status and history (the audit log)");
+    print!("{}", indent(&crate::cli::render_status(&deploy::status(app)?)));
     for e in crate::history::read(&AppPaths::new(&root))? {
         println!(
             "   {}  {:<28} {:<8} {}",
@@ -212,6 +249,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     }
     let lines = crate::history::verify(&AppPaths::new(&root))?;
     println!("   audit chain verified: {lines} lines");
+    drop(app_server);
 
     println!("\nDemo complete.");
     if dir.is_some() {
@@ -226,4 +264,120 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("   {l}\n")).collect()
+}
+
+/// A tiny app for the demo and the tests: an HTTP server on 127.0.0.1 that
+/// serves the release it loaded from `root/current`, like a real process
+/// would. It reloads only when `root/shared/.reload` appears (what an
+/// `activate` hook such as `touch $SWITCHYARD_ROOT/shared/.reload` does), so
+/// a release that was swapped in without activation keeps the old version
+/// running, and `expect_version` catches it. A release holding a file named
+/// `BROKEN` answers 500 on `/health`.
+pub mod app {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A running demo app; stops when dropped.
+    pub struct DemoApp {
+        /// The port it listens on.
+        pub port: u16,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    struct Loaded {
+        version: String,
+        broken: bool,
+    }
+
+    fn load(root: &Path) -> Loaded {
+        let cur = root.join("current");
+        Loaded {
+            version: crate::fs::read_to_string(&cur.join("VERSION"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "none".into()),
+            broken: crate::fs::symlink_metadata(&cur.join("BROKEN"))
+                .ok()
+                .flatten()
+                .is_some(),
+        }
+    }
+
+    impl DemoApp {
+        /// Starts serving `root/current` on a free port.
+        pub fn start(root: impl Into<PathBuf>) -> std::io::Result<DemoApp> {
+            let root = root.into();
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            let port = listener.local_addr()?.port();
+            let stop = Arc::new(AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let state = Arc::new(Mutex::new(load(&root)));
+            let thread = std::thread::spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            let _ = serve(s, &root, &state);
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    }
+                }
+            });
+            Ok(DemoApp {
+                port,
+                stop,
+                thread: Some(thread),
+            })
+        }
+
+        /// `http://127.0.0.1:<port>`.
+        pub fn url(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for DemoApp {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn serve(mut s: TcpStream, root: &Path, state: &Mutex<Loaded>) -> std::io::Result<()> {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let marker = root.join("shared/.reload");
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if crate::fs::symlink_metadata(&marker).ok().flatten().is_some() {
+            *st = load(root);
+            let _ = crate::fs::remove_file(&marker);
+        }
+        let (code, body) = match path.as_str() {
+            "/health" if st.broken => ("500 Internal Server Error", format!("broken {}\n", st.version)),
+            "/health" => ("200 OK", format!("ok {}\n", st.version)),
+            _ => ("200 OK", format!("<h1>demo app {}</h1>\n", st.version)),
+        };
+        write!(
+            s,
+            "HTTP/1.1 {code}\r\nContent-Type: text/plain\r\nX-App-Version: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            st.version,
+            body.len()
+        )?;
+        s.flush()
+    }
 }

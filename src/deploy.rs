@@ -112,6 +112,37 @@ pub enum DeployError {
         /// The floor.
         highest: String,
     },
+    /// A pre-check refused the deploy; nothing changed.
+    #[error("pre-check failed: {0}")]
+    Precheck(String),
+    /// Deploys are blocked until an operator runs `switchyard resolve`.
+    #[error(
+        "deploys of {app} are blocked ({kind}): {reason}\nWhen the app is back in order, run `switchyard resolve {app}`"
+    )]
+    Blocked {
+        /// The app.
+        app: String,
+        /// `needs_attention` or `rollback_failed`.
+        kind: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The deploy failed (and was undone where anything had changed).
+    #[error("deploy failed ({state}): {reason}")]
+    Failed {
+        /// The state it ended in.
+        state: String,
+        /// What failed and what was done about it.
+        reason: String,
+        /// The live release was swapped back.
+        rolled_back: bool,
+    },
+    /// Switchyard stopped rather than guess; an operator must look.
+    #[error("the app needs an operator: {reason}")]
+    NeedsAttention {
+        /// What happened and what to do.
+        reason: String,
+    },
     /// `revert` with no rollback target.
     #[error(
         "{app} has no release to revert to: last-good is not set; name one with `switchyard revert {app} --to <version>`"
@@ -136,6 +167,13 @@ pub mod exit {
     pub const BUSY: i32 = 4;
     /// The app, release or version was not found.
     pub const NOT_FOUND: i32 = 5;
+    /// A pre-check refused the deploy, or deploys are blocked; nothing changed.
+    pub const PRECHECK: i32 = 6;
+    /// The deploy failed; the live release was kept or reverted to.
+    pub const DEPLOY_FAILED: i32 = 7;
+    /// Switchyard stopped rather than guess (unknown migrate outcome, failed
+    /// revert): the maintenance flag is on, `switchyard resolve` unblocks.
+    pub const NEEDS_ATTENTION: i32 = 8;
 }
 
 impl DeployError {
@@ -154,6 +192,9 @@ impl DeployError {
             | DeployError::NotInstalled { .. }
             | DeployError::NothingToRevert { .. } => exit::NOT_FOUND,
             DeployError::Source(SourceError::Version(_)) => exit::USAGE,
+            DeployError::Precheck(_) | DeployError::Blocked { .. } => exit::PRECHECK,
+            DeployError::Failed { .. } => exit::DEPLOY_FAILED,
+            DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,
         }
     }
@@ -376,7 +417,7 @@ fn undo(paths: &AppPaths, j: &Journal) -> Result<(), DeployError> {
 }
 
 /// Points `link` at `releases/<v>`, or removes it for `None`.
-fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> {
+pub(crate) fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> {
     match v {
         Some(v) => fs::replace_symlink(&AppPaths::link_target(v), link),
         None => {
@@ -391,7 +432,7 @@ fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> {
 
 /// Removes an installed release so that no partial `releases/<v>` is ever
 /// visible: rename it aside first, then delete.
-fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), FsError> {
+pub(crate) fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), FsError> {
     let dir = paths.release(v);
     if fs::symlink_metadata(&dir)?.is_some() {
         let aside = paths.releases().join(format!(
@@ -478,6 +519,7 @@ impl<'a> Session<'a> {
                 Default::default(),
             )?;
         }
+        self.resume_interrupted_deploy()?;
         let removed = remove_debris(&self.paths)?;
         for p in removed {
             info!(app = %self.cfg.name, path = %p.display(), "removed debris of an interrupted operation");
@@ -486,7 +528,7 @@ impl<'a> Session<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    pub(crate) fn record(
         &self,
         event: &str,
         id: &str,
@@ -613,6 +655,21 @@ impl<'a> Session<'a> {
         )?;
         info!(step = "fetch", source = %source.describe(), "fetching");
         let fetched = source.fetch(info)?;
+        if let Some(size) = fetched.asset_size {
+            let need = self
+                .cfg
+                .policy
+                .min_free_bytes
+                .unwrap_or(size.saturating_mul(2).saturating_add(512 << 20));
+            let free = fs::free_bytes(&self.paths.root)?;
+            if free < need {
+                return Err(DeployError::Precheck(format!(
+                    "only {free} bytes free under {}, {need} needed (min_free_bytes, by default twice the asset plus 512 MiB); free some space or run `switchyard prune {}`",
+                    self.paths.root.display(),
+                    self.cfg.name
+                )));
+            }
+        }
         let asset = fetched.asset_name.clone();
         let mut signatures = Vec::new();
 
@@ -930,6 +987,14 @@ pub struct Status {
     pub interrupted: Option<String>,
     /// The last history event.
     pub last_event: Option<Event>,
+    /// The last (or running) deploy: state, step, last error.
+    pub deploy: Option<crate::state::DeployRecord>,
+    /// Set when deploys are blocked until `switchyard resolve`.
+    pub attention: Option<crate::state::Attention>,
+    /// The maintenance flag, when on.
+    pub maintenance: Option<crate::layout::maintenance::Maintenance>,
+    /// Quarantined releases.
+    pub quarantined: std::collections::BTreeMap<String, crate::state::Quarantine>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
 }
@@ -980,7 +1045,12 @@ pub fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
+    let maintenance = crate::layout::maintenance::get(&paths)?;
     Ok(Status {
+        deploy: st.deploy.clone(),
+        attention: st.attention.clone(),
+        maintenance,
+        quarantined: st.quarantined.clone(),
         current_signatures,
         app: cfg.name.clone(),
         root: cfg.root.clone(),

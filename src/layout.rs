@@ -259,3 +259,52 @@ mod tests {
         );
     }
 }
+
+/// The maintenance flag a web server can test: `root/shared/maintenance.json`.
+pub mod maintenance {
+    use super::AppPaths;
+    use crate::fs::{self, FsError};
+    use serde::{Deserialize, Serialize};
+
+    /// The flag's content.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct Maintenance {
+        /// Shown to users.
+        pub message: String,
+        /// Since when, RFC 3339.
+        pub since: String,
+        /// Why (`rollback`, `needs_attention`, `operator`).
+        pub reason: String,
+    }
+
+    /// Where the flag lives.
+    pub fn path(paths: &AppPaths) -> std::path::PathBuf {
+        paths.shared().join("maintenance.json")
+    }
+
+    /// Turns the flag on (atomically; web servers never see half a file).
+    pub fn on(paths: &AppPaths, message: &str, reason: &str) -> Result<Maintenance, FsError> {
+        let m = Maintenance {
+            message: message.to_string(),
+            since: crate::state::now_rfc3339(),
+            reason: reason.to_string(),
+        };
+        fs::create_dir_all(&paths.shared())?;
+        fs::write_atomic(
+            &path(paths),
+            &serde_json::to_vec_pretty(&m).expect("serializes"),
+        )?;
+        Ok(m)
+    }
+
+    /// Turns the flag off.
+    pub fn off(paths: &AppPaths) -> Result<(), FsError> {
+        fs::remove_file(&path(paths))?;
+        fs::fsync_dir(&paths.shared())
+    }
+
+    /// The flag, if on.
+    pub fn get(paths: &AppPaths) -> Result<Option<Maintenance>, FsError> {
+        Ok(fs::read_optional(&path(paths))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+}

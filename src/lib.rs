@@ -4,13 +4,18 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod deploy;
 pub mod fs;
+pub mod github;
+pub mod health;
 pub mod history;
+pub mod hooks;
 pub mod layout;
+pub mod lifecycle;
 pub mod pack;
 pub mod source;
 pub mod state;

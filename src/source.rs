@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::config::{AppConfig, Channel, SourceConfig};
 use crate::fs::{self, FsError};
 use crate::version::{Version, VersionError, VersionRequest, check_component};
 
@@ -37,6 +38,21 @@ pub enum SourceError {
         /// Why.
         reason: String,
     },
+    /// The source offered something unsafe or inconsistent: a name that is
+    /// not a safe path component, an asset whose upload did not finish, a
+    /// file that does not match the digest the source lists for it.
+    #[error("release {version} in {source_desc} refused: {reason}")]
+    Refused {
+        /// The release.
+        version: String,
+        /// Which source.
+        source_desc: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The GitHub API failed (network, server, rate limit, token).
+    #[error(transparent)]
+    Github(Box<crate::github::GithubError>),
     /// A name was unsafe or not semver.
     #[error(transparent)]
     Version(#[from] VersionError),
@@ -73,6 +89,10 @@ pub struct FetchedRelease {
     /// Sidecar files by name (`SHA256SUMS`, `*.minisig`, ...), each at most
     /// [`MAX_SIDECAR_BYTES`].
     pub sidecars: BTreeMap<String, Vec<u8>>,
+    /// The asset's SHA-256 as the source lists it (GitHub's `digest`), to be
+    /// compared with the digest computed while streaming; `None` when the
+    /// source does not say (the local folder).
+    pub asset_digest: Option<[u8; 32]>,
 }
 
 /// A place releases come from.
@@ -247,13 +267,107 @@ impl ReleaseSource for LocalDirSource {
             asset_size: size,
             asset: Box::new(f),
             sidecars,
+            asset_digest: None,
         })
     }
 }
 
-/// Builds the source an app's configuration names.
-pub fn for_app(app: &crate::config::AppConfig) -> Box<dyn ReleaseSource> {
+/// Builds the source an app's configuration names. Nothing is read or
+/// connected until it is used.
+pub fn for_app(app: &AppConfig) -> Box<dyn ReleaseSource> {
     match &app.source {
-        crate::config::SourceConfig::Dir(d) => Box::new(LocalDirSource::new(d)),
+        SourceConfig::Dir(d) => Box::new(LocalDirSource::new(&d.dir)),
+        SourceConfig::Github(g) => Box::new(crate::github::GithubSource::new(&app.name, g.clone())),
     }
+}
+
+/// Whether `latest` may pick a prerelease for this app (`channel = "prerelease"`).
+pub fn include_prereleases(app: &AppConfig) -> bool {
+    app.source.channel() == Channel::Prerelease
+}
+
+/// What `switchyard check` reports: the live release against the newest one
+/// the source offers on the app's channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpdateCheck {
+    /// The app.
+    pub app: String,
+    /// The source asked.
+    pub source: String,
+    /// The channel compared against.
+    pub channel: Channel,
+    /// The live release (`current`), if any.
+    pub current: Option<Version>,
+    /// The newest release on the channel, if any.
+    pub latest: Option<Version>,
+    /// Its tag as published.
+    pub latest_tag: Option<String>,
+    /// `latest` is newer than `current` (or nothing is live).
+    pub update_available: bool,
+    /// How many releases on the channel are newer than `current` (all of
+    /// them when nothing is live).
+    pub behind: usize,
+    /// The newer releases, newest first.
+    pub newer: Vec<Version>,
+    /// Going to `latest` is a breaking upgrade by semver: a higher major
+    /// version, or for `0.y.z` a higher minor (for `0.0.z`, any change).
+    pub major_upgrade: bool,
+    /// When `latest` was published (RFC 3339), when the source knows it.
+    pub published_at: Option<String>,
+    /// `latest`'s release notes, when the source has them.
+    pub notes: Option<String>,
+}
+
+/// True when going from `from` to `to` may break things, by semver rules.
+pub fn is_breaking(from: &Version, to: &Version) -> bool {
+    let (a, b) = (&from.0, &to.0);
+    if b <= a {
+        return false;
+    }
+    if a.major != b.major {
+        return true;
+    }
+    if a.major == 0 {
+        return a.minor != b.minor || (a.minor == 0 && a.patch != b.patch);
+    }
+    false
+}
+
+/// Compares `current` with what `source` offers on the app's channel.
+pub fn check_updates(
+    app: &AppConfig,
+    source: &dyn ReleaseSource,
+    current: Option<Version>,
+) -> Result<UpdateCheck, SourceError> {
+    let include = include_prereleases(app);
+    let mut on_channel: Vec<ReleaseInfo> = source
+        .releases()?
+        .into_iter()
+        .filter(|r| include || !r.prerelease)
+        .collect();
+    on_channel.sort_by(|a, b| b.version.cmp(&a.version));
+    on_channel.dedup_by(|a, b| a.version == b.version);
+    let newest = on_channel.first().cloned();
+    let newer: Vec<Version> = on_channel
+        .iter()
+        .map(|r| r.version.clone())
+        .filter(|v| current.as_ref().is_none_or(|c| v > c))
+        .collect();
+    Ok(UpdateCheck {
+        app: app.name.clone(),
+        source: source.describe(),
+        channel: app.source.channel(),
+        major_upgrade: match (&current, &newest) {
+            (Some(c), Some(n)) => is_breaking(c, &n.version),
+            _ => false,
+        },
+        update_available: !newer.is_empty(),
+        behind: newer.len(),
+        newer,
+        latest: newest.as_ref().map(|n| n.version.clone()),
+        latest_tag: newest.as_ref().map(|n| n.tag.clone()),
+        published_at: newest.as_ref().and_then(|n| n.published_at.clone()),
+        notes: newest.and_then(|n| n.notes),
+        current,
+    })
 }

@@ -147,6 +147,120 @@ pub struct AppState {
     /// Hash of the last audit line and how many lines there are, so a
     /// deleted tail is detected.
     pub audit_head: Option<AuditHead>,
+    /// Releases that failed a deploy: never installed again automatically;
+    /// promote and deploy need --force.
+    pub quarantined: std::collections::BTreeMap<String, Quarantine>,
+    /// Set when the app is in a state Switchyard will not guess its way out
+    /// of (a migrate with unknown outcome, a failed rollback): deploys are
+    /// blocked until `switchyard resolve`.
+    pub attention: Option<Attention>,
+    /// The last (or running) deploy's state machine. Each transition is
+    /// saved before the step it names runs.
+    pub deploy: Option<DeployRecord>,
+}
+
+/// Why a release is quarantined.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quarantine {
+    /// What failed.
+    pub reason: String,
+    /// When.
+    pub time: String,
+    /// The deploy that failed.
+    pub deploy_id: String,
+}
+
+/// Why the app needs an operator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attention {
+    /// `needs_attention` or `rollback_failed`.
+    pub kind: String,
+    /// What happened and what to do.
+    pub reason: String,
+    /// Since when.
+    pub since: String,
+    /// The deploy concerned.
+    pub deploy_id: String,
+}
+
+/// States of a deploy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    /// Nothing running.
+    Idle,
+    /// Pre-checks.
+    Checking,
+    /// A pre-check failed; nothing changed.
+    PrecheckFailed,
+    /// The backup is being taken.
+    BackupRunning,
+    /// The backup failed; nothing changed.
+    BackupFailed,
+    /// Fetching, verifying and unpacking.
+    Downloading,
+    /// Warm hook, swap, activate.
+    Applying,
+    /// The migrate hook runs.
+    Migrating,
+    /// A health check (staging or live) runs.
+    HealthCheck,
+    /// Reverting to the previous release.
+    RollbackRunning,
+    /// The revert failed: the app needs an operator.
+    RollbackFailed,
+    /// Deployed and healthy.
+    Completed,
+    /// Failed (and undone where anything had changed).
+    Failed,
+}
+
+impl DeployState {
+    /// True when nothing is in progress.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            DeployState::Idle
+                | DeployState::PrecheckFailed
+                | DeployState::BackupFailed
+                | DeployState::RollbackFailed
+                | DeployState::Completed
+                | DeployState::Failed
+        )
+    }
+}
+
+/// One deploy's progress, persisted in `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeployRecord {
+    /// Deploy id (shared by its audit events and hook logs).
+    pub id: String,
+    /// Current state.
+    pub state: DeployState,
+    /// The step within the state (`warm`, `staging`, `swap`, `live`, ...).
+    pub step: String,
+    /// Release live when it started.
+    pub from: Option<Version>,
+    /// Release being deployed.
+    pub to: Option<Version>,
+    /// Started at.
+    pub started: String,
+    /// Last transition at.
+    pub updated: String,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The backup taken by this deploy.
+    pub backup_id: Option<String>,
+    /// The migrate hook was started.
+    pub migrate_started: bool,
+    /// The migrate hook finished successfully.
+    pub migrate_done: bool,
+    /// `current` was swapped to `to`.
+    pub swapped: bool,
+    /// `last-good` when the deploy started: a rollback puts it back, so the
+    /// failed release never becomes the rollback target.
+    #[serde(default)]
+    pub prev_last_good: Option<Version>,
 }
 
 /// The last link of the audit chain.
@@ -245,10 +359,10 @@ pub fn checkpoint(name: &str) {
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
+    // Fixed width (milliseconds always shown), so logs and history line up.
     jiff::Timestamp::now()
-        .round(jiff::Unit::Millisecond)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// A short random operation id.

@@ -25,7 +25,8 @@ fn install_promote_deploy_revert_prune() {
     assert!(w.link("last-good").is_none());
 
     let d = w.json(&["deploy", "web", "1.1.0"]);
-    assert_eq!(d["promote"]["to"], "1.1.0");
+    assert_eq!(d["to"], "1.1.0");
+    assert_eq!(d["state"], "completed");
     assert_eq!(w.link("current").as_deref(), Some("releases/1.1.0"));
     assert_eq!(w.link("last-good").as_deref(), Some("releases/1.0.0"));
     assert_eq!(w.current_content(), "1.1.0\n");
@@ -83,18 +84,22 @@ fn install_promote_deploy_revert_prune() {
         [
             "release.install.completed",
             "release.promote.completed",
+            "system.update.started",
             "release.install.completed",
             "release.promote.completed",
+            "system.update.completed",
             "release.revert.completed",
+            "system.update.started",
             "release.install.completed",
             "release.promote.completed",
+            "system.update.completed",
             "release.install.failed",
             "release.install.completed",
             "release.install.completed",
             "release.prune.completed",
         ]
     );
-    assert_eq!(h[8]["details"]["allow_downgrade"], true);
+    assert_eq!(h[12]["details"]["allow_downgrade"], true);
     // The signature that verified each install is recorded.
     let sig = &h[0]["details"]["signatures"];
     assert_eq!(sig.as_array().unwrap().len(), 2, "{sig}");
@@ -125,7 +130,11 @@ fn revert_to_named_release_and_errors() {
     assert!(err.contains("last-good is not set"), "{err}");
 
     w.ok(&["deploy", "web", "1.0.0"]);
-    w.ok(&["deploy", "web", "2.0.0"]);
+    // A major upgrade needs --allow-major.
+    let (code, _, err) = w.run(&["deploy", "web", "2.0.0"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("--allow-major"), "{err}");
+    w.ok(&["deploy", "web", "2.0.0", "--allow-major"]);
     w.ok(&["revert", "web", "--to", "1.0.0"]);
     assert_eq!(w.current_content(), "1.0.0\n");
 

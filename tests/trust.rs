@@ -97,7 +97,7 @@ fn releases_signed_by_the_minisign_cli_install() {
     w.write_config_with_trust("", &format!("key_files = [\"{}\"]\n", pubfile.display()));
     w.ok(&["install", "web", "1.0.0"]);
     let st = w.json(&["deploy", "web", "1.0.0"]);
-    assert_eq!(st["promote"]["to"], "1.0.0");
+    assert_eq!(st["to"], "1.0.0");
     let status = w.json(&["status", "web"]);
     let sig = &status["current_signatures"][0];
     assert_eq!(sig["legacy"], false);
@@ -428,7 +428,7 @@ fn older_version_needs_allow_downgrade() {
     let w = World::new();
     w.simple_release("v1.0.0");
     w.simple_release("v2.0.0");
-    w.ok(&["deploy", "web", "2.0.0"]);
+    w.ok(&["deploy", "web", "2.0.0", "--allow-major"]);
     refused(&w, "1.0.0", "downgrade protection");
     let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
     assert_eq!(code, 3, "{err}");

@@ -373,3 +373,31 @@ pub fn testdata() -> Option<PathBuf> {
         None
     }
 }
+
+/// Helpers for sources other than the release folder (the GitHub tests).
+impl World {
+    /// Rewrites the config with `source` as the body of `[apps.web.source]`;
+    /// the trust table pins this world's key.
+    pub fn write_config_source(&self, source: &str) {
+        let text = format!(
+            "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n\n[apps.web.source]\n{source}\n\n[apps.web.shared]\ndirs = [\"storage\"]\n\n[apps.web.trust]\nkeys = [\"{}\"]\n",
+            self.root.display(),
+            self.public_b64
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Runs the binary with extra environment variables; returns (exit code, stdout, stderr).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut c = self.cmd();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

@@ -1,0 +1,485 @@
+//! Backups of what a release may change: the output of the `backup` hook (a
+//! database dump, say) and, with `backup_shared = true`, the configured shared
+//! paths. Each backup is one gzip-compressed tar under `.switchyard/backups/`,
+//! checksummed (SHA-256) and described by a JSON metadata file beside it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{SharedConfig, UnpackLimits};
+use crate::fs::{self, FsError};
+use crate::layout::AppPaths;
+
+/// Runs a hook with `$SWITCHYARD_BACKUP_FILE` set to the path given.
+pub type HookFn<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
+
+/// Name of the hook's dump inside a backup archive.
+const HOOK_ENTRY: &str = "hook/backup";
+
+/// Errors of backup operations.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The backup hook failed.
+    #[error("the backup hook failed: {0}; nothing was changed, fix the hook and deploy again")]
+    Hook(String),
+    /// The hook exited 0 but wrote nothing.
+    #[error(
+        "the backup hook exited 0 but wrote nothing to $SWITCHYARD_BACKUP_FILE ({}); it must write its dump there",
+        .0.display()
+    )]
+    HookWroteNothing(PathBuf),
+    /// No such backup.
+    #[error("no backup {id} for this app; `switchyard backup list <app>` shows them")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The archive does not match its recorded checksum.
+    #[error(
+        "backup {id} is damaged: {file} hashes to {actual}, its metadata says {expected}; restore another backup"
+    )]
+    Damaged {
+        /// The backup.
+        id: String,
+        /// Its archive.
+        file: String,
+        /// Recorded digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// A dump exists but no restore hook is configured.
+    #[error(
+        "backup {id} holds a hook dump but no restore hook is configured; add [apps.<name>.hooks] restore, or restore {} by hand",
+        file.display()
+    )]
+    NoRestoreHook {
+        /// The backup.
+        id: String,
+        /// Where the dump was extracted.
+        file: PathBuf,
+    },
+    /// The restore hook failed.
+    #[error("the restore hook failed for backup {id}: {reason}")]
+    RestoreHook {
+        /// The backup.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The archive could not be unpacked.
+    #[error("backup {id} could not be unpacked: {reason}")]
+    Unpack {
+        /// The backup.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// What a backup holds and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupMeta {
+    /// Sortable id (`<UTC time>-<random>`).
+    pub id: String,
+    /// When it was taken, RFC 3339.
+    pub time: String,
+    /// The app.
+    pub app: String,
+    /// The release live when it was taken.
+    pub app_version: Option<String>,
+    /// The deploy that took it (empty for `backup create`).
+    pub deploy_id: String,
+    /// Size of the archive in bytes.
+    pub size: u64,
+    /// SHA-256 of the archive.
+    pub sha256: String,
+    /// It holds the backup hook's dump.
+    pub has_hook_dump: bool,
+    /// Shared paths it holds.
+    pub shared: Vec<String>,
+}
+
+/// `.switchyard/backups`.
+pub fn dir(paths: &AppPaths) -> PathBuf {
+    paths.state_dir().join("backups")
+}
+
+fn archive_path(paths: &AppPaths, id: &str) -> PathBuf {
+    dir(paths).join(format!("{id}.tar.gz"))
+}
+
+fn meta_path(paths: &AppPaths, id: &str) -> PathBuf {
+    dir(paths).join(format!("{id}.json"))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What to back up.
+pub struct BackupRequest<'a> {
+    /// The app.
+    pub app: &'a str,
+    /// The live release.
+    pub app_version: Option<String>,
+    /// The deploy taking it.
+    pub deploy_id: &'a str,
+    /// Runs the backup hook with `$SWITCHYARD_BACKUP_FILE` set to the path
+    /// given; None when no hook is configured.
+    pub run_hook: Option<HookFn<'a>>,
+    /// Shared paths to include (empty unless `backup_shared = true`).
+    pub shared: &'a SharedConfig,
+    /// Backups to keep (at least 1).
+    pub keep: usize,
+}
+
+/// Takes a backup, then prunes old ones. Nothing is left behind on failure.
+pub fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, BackupError> {
+    let bdir = dir(paths);
+    fs::create_dir_all(&bdir)?;
+    let now = jiff::Timestamp::now();
+    let id = format!(
+        "{}-{:06x}",
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        fastrand::u32(..0x100_0000)
+    );
+    let work = bdir.join(format!(".tmp-work-{id}"));
+    fs::create_dir(&work, 0o700)?;
+    let res = create_in(paths, req, &id, &work);
+    let _ = fs::remove_dir_all(&work);
+    if res.is_err() {
+        let _ = fs::remove_file(&bdir.join(format!(".tmp-{id}.tar.gz")));
+    }
+    let meta = res?;
+    prune(paths, req.keep.max(1))?;
+    Ok(meta)
+}
+
+fn create_in(
+    paths: &AppPaths,
+    req: &BackupRequest<'_>,
+    id: &str,
+    work: &Path,
+) -> Result<BackupMeta, BackupError> {
+    let dump = work.join("dump");
+    if let Some(run) = req.run_hook {
+        run(&dump).map_err(BackupError::Hook)?;
+        if fs::symlink_metadata(&dump)?.is_none() {
+            return Err(BackupError::HookWroteNothing(dump));
+        }
+    }
+    let tmp = dir(paths).join(format!(".tmp-{id}.tar.gz"));
+    let file = fs::create_new(&tmp, 0o600)?;
+    let werr = |e: io::Error| FsError::new("write", &tmp, e);
+    let hw = HashingWriter {
+        inner: io::BufWriter::new(file),
+        sha: Sha256::new(),
+        n: 0,
+    };
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        hw,
+        flate2::Compression::default(),
+    ));
+    tar.follow_symlinks(false);
+    // A top-level marker keeps the archive from having a single top
+    // directory, which unpacking would strip.
+    let marker = serde_json::json!({"id": id, "app": req.app}).to_string();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(marker.len() as u64);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "backup.json", marker.as_bytes())
+        .map_err(werr)?;
+    let has_hook_dump = req.run_hook.is_some();
+    if has_hook_dump {
+        tar.append_path_with_name(&dump, HOOK_ENTRY)
+            .map_err(werr)?;
+    }
+    let mut shared = Vec::new();
+    for p in req.shared.dirs.iter().chain(req.shared.files.iter()) {
+        let src = paths.shared().join(p);
+        let Some(m) = fs::symlink_metadata(&src)? else {
+            continue;
+        };
+        let name = Path::new("shared").join(p);
+        if m.is_dir() {
+            tar.append_dir_all(&name, &src).map_err(werr)?;
+        } else {
+            tar.append_path_with_name(&src, &name).map_err(werr)?;
+        }
+        shared.push(p.display().to_string());
+    }
+    let gz = tar.into_inner().map_err(werr)?;
+    let hw = gz.finish().map_err(werr)?;
+    let HashingWriter { inner, sha, n } = hw;
+    let file = inner.into_inner().map_err(|e| werr(e.into_error()))?;
+    fs::fsync_file(&file, &tmp)?;
+    drop(file);
+    let meta = BackupMeta {
+        id: id.to_string(),
+        time: crate::state::now_rfc3339(),
+        app: req.app.to_string(),
+        app_version: req.app_version.clone(),
+        deploy_id: req.deploy_id.to_string(),
+        size: n,
+        sha256: hex::encode(sha.finalize()),
+        has_hook_dump,
+        shared,
+    };
+    // The archive lands first; metadata published last marks it complete.
+    fs::rename(&tmp, &archive_path(paths, id))?;
+    fs::write_atomic(
+        &meta_path(paths, id),
+        &serde_json::to_vec_pretty(&meta).expect("metadata serializes"),
+    )?;
+    Ok(meta)
+}
+
+/// Every complete backup, oldest first.
+pub fn list(paths: &AppPaths) -> Result<Vec<BackupMeta>, BackupError> {
+    let mut out = Vec::new();
+    for n in fs::list_dir(&dir(paths))? {
+        let Some(n) = n.to_str() else { continue };
+        if n.starts_with('.') || !n.ends_with(".json") {
+            continue;
+        }
+        let Some(b) = fs::read_optional(&dir(paths).join(n))? else {
+            continue;
+        };
+        if let Ok(m) = serde_json::from_slice::<BackupMeta>(&b) {
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// One backup's metadata.
+pub fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
+    if crate::version::check_component("backup id", id).is_err() {
+        return Err(BackupError::NotFound { id: id.to_string() });
+    }
+    let b = fs::read_optional(&meta_path(paths, id))?
+        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
+    serde_json::from_slice(&b).map_err(|_| BackupError::NotFound { id: id.to_string() })
+}
+
+/// Re-checks a backup's checksum.
+pub fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
+    let meta = get(paths, id)?;
+    let path = archive_path(paths, id);
+    let mut f = fs::open(&path)?;
+    let mut sha = Sha256::new();
+    io::copy(&mut f, &mut sha).map_err(|e| FsError::new("read", &path, e))?;
+    let actual = hex::encode(sha.finalize());
+    if actual != meta.sha256 {
+        return Err(BackupError::Damaged {
+            id: id.to_string(),
+            file: path.display().to_string(),
+            expected: meta.sha256,
+            actual,
+        });
+    }
+    Ok(meta)
+}
+
+/// Restores a backup: verifies it, runs the restore hook on the dump, and
+/// puts the shared paths back (each swapped in by rename).
+pub fn restore(
+    paths: &AppPaths,
+    id: &str,
+    run_restore_hook: Option<HookFn<'_>>,
+) -> Result<BackupMeta, BackupError> {
+    let meta = verify(paths, id)?;
+    let work = dir(paths).join(format!(".tmp-restore-{id}-{:06x}", fastrand::u32(..)));
+    fs::create_dir(&work, 0o700)?;
+    let res = restore_in(paths, &meta, &work, run_restore_hook);
+    let _ = fs::remove_dir_all(&work);
+    res.map(|()| meta)
+}
+
+fn restore_in(
+    paths: &AppPaths,
+    meta: &BackupMeta,
+    work: &Path,
+    run_restore_hook: Option<HookFn<'_>>,
+) -> Result<(), BackupError> {
+    let id = &meta.id;
+    let f = fs::open(&archive_path(paths, id))?;
+    // Our own archive, but unpacked with the same rules as any other.
+    let limits = UnpackLimits {
+        max_bytes: u64::MAX / 4,
+        max_entries: u64::MAX / 4,
+    };
+    let un = crate::unpack::unpack_tar_gz(f, work, &limits).map_err(|e| BackupError::Unpack {
+        id: id.clone(),
+        reason: e.to_string(),
+    })?;
+    let root = un.content_root;
+    if meta.has_hook_dump {
+        let dump = root.join(HOOK_ENTRY);
+        match run_restore_hook {
+            Some(run) => run(&dump).map_err(|reason| BackupError::RestoreHook {
+                id: id.clone(),
+                reason,
+            })?,
+            None => {
+                return Err(BackupError::NoRestoreHook {
+                    id: id.clone(),
+                    file: dump,
+                });
+            }
+        }
+    }
+    for p in &meta.shared {
+        let from = root.join("shared").join(p);
+        let to = paths.shared().join(p);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let aside = fs::temp_sibling(&to);
+        let had = fs::symlink_metadata(&to)?.is_some();
+        if had {
+            fs::rename(&to, &aside)?;
+        }
+        fs::rename(&from, &to)?;
+        fs::fsync_dir(fs::parent_of(&to))?;
+        if had {
+            fs::remove_any(&aside)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the newest `keep` backups.
+pub fn prune(paths: &AppPaths, keep: usize) -> Result<Vec<String>, BackupError> {
+    let all = list(paths)?;
+    let cut = all.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for m in &all[..cut] {
+        // Metadata first: without it the archive is not a backup any more.
+        fs::remove_file(&meta_path(paths, &m.id))?;
+        fs::remove_file(&archive_path(paths, &m.id))?;
+        removed.push(m.id.clone());
+    }
+    // Leftovers of interrupted backups.
+    for n in fs::list_dir(&dir(paths))? {
+        if let Some(n) = n.to_str()
+            && n.starts_with(".tmp-")
+        {
+            fs::remove_any(&dir(paths).join(n))?;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, AppPaths, SharedConfig) {
+        let d = tempfile::tempdir().unwrap();
+        let p = AppPaths::new(d.path());
+        p.ensure().unwrap();
+        fs::create_dir_all(&p.shared().join("uploads")).unwrap();
+        fs::write_atomic(&p.shared().join("uploads/a.txt"), b"original").unwrap();
+        let shared = SharedConfig {
+            dirs: vec!["uploads".into()],
+            files: vec![],
+        };
+        (d, p, shared)
+    }
+
+    #[test]
+    fn create_verify_restore_prune() {
+        let (_d, p, shared) = setup();
+        let hook = |f: &Path| fs::write_atomic(f, b"db dump v1").map_err(|e| e.to_string());
+        let req = BackupRequest {
+            app: "web",
+            app_version: Some("1.0.0".into()),
+            deploy_id: "d1",
+            run_hook: Some(&hook),
+            shared: &shared,
+            keep: 2,
+        };
+        let m = create(&p, &req).unwrap();
+        assert!(m.has_hook_dump && m.shared == ["uploads"]);
+        verify(&p, &m.id).unwrap();
+
+        fs::write_atomic(&p.shared().join("uploads/a.txt"), b"changed").unwrap();
+        let restored = std::cell::RefCell::new(Vec::new());
+        let rhook = |f: &Path| {
+            restored.borrow_mut().push(fs::read(f).unwrap());
+            Ok(())
+        };
+        restore(&p, &m.id, Some(&rhook)).unwrap();
+        assert_eq!(restored.borrow()[0], b"db dump v1");
+        assert_eq!(fs::read(&p.shared().join("uploads/a.txt")).unwrap(), b"original");
+
+        for _ in 0..3 {
+            create(&p, &req).unwrap();
+        }
+        assert_eq!(list(&p).unwrap().len(), 2, "retention keeps 2");
+    }
+
+    #[test]
+    fn damage_is_detected_and_blocks_restore() {
+        let (_d, p, shared) = setup();
+        let req = BackupRequest {
+            app: "web",
+            app_version: None,
+            deploy_id: "",
+            run_hook: None,
+            shared: &shared,
+            keep: 3,
+        };
+        let m = create(&p, &req).unwrap();
+        let a = archive_path(&p, &m.id);
+        let mut b = fs::read(&a).unwrap();
+        let n = b.len() / 2;
+        b[n] ^= 1;
+        fs::write_atomic(&a, &b).unwrap();
+        assert!(matches!(verify(&p, &m.id), Err(BackupError::Damaged { .. })));
+        assert!(restore(&p, &m.id, None).is_err());
+    }
+
+    #[test]
+    fn failing_or_silent_hook_leaves_nothing() {
+        let (_d, p, shared) = setup();
+        let bad = |_: &Path| Err("exit 1".to_string());
+        let silent = |_: &Path| Ok(());
+        for h in [&bad as HookFn<'_>, &silent] {
+            let req = BackupRequest {
+                app: "web",
+                app_version: None,
+                deploy_id: "",
+                run_hook: Some(h),
+                shared: &shared,
+                keep: 3,
+            };
+            assert!(create(&p, &req).is_err());
+        }
+        assert!(list(&p).unwrap().is_empty());
+        assert!(fs::list_dir(&dir(&p)).unwrap().is_empty(), "no debris");
+    }
+}

@@ -1,0 +1,1384 @@
+//! Deploy hooks: the commands an app runs at fixed points of a deploy
+//! (`warm`, `backup`, `migrate`, `activate`, `restore`, `on_failure`),
+//! configured under `[apps.<name>.hooks]`.
+//!
+//! A hook runs in the release directory, in a process group of its own, with
+//! the agent's environment plus `SWITCHYARD_*` variables describing the
+//! deploy. Its output is streamed line by line to `tracing` and to
+//! `<log_dir>/<hook>.log`; only the last lines stay in memory, for the error.
+//! When it overruns its timeout the whole group is killed, grandchildren
+//! included, so a hung `npm` or `php` leaves nothing behind.
+//!
+//! The runner here (`supervise`) is also what `health` uses for `command`
+//! checks.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{self, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::fs::{self, FsError};
+
+/// How long a hook may run when its configuration names no timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Lines of output kept in memory for an error message.
+const TAIL_LINES: usize = 20;
+/// Longest line kept; the rest of a longer line is dropped so that a hook
+/// printing megabytes without a newline cannot exhaust the agent's memory.
+const MAX_LINE: usize = 4096;
+/// Lines in flight between the reader threads and the supervisor: bounds
+/// memory while still letting a burst of output through without blocking.
+const CHANNEL_LINES: usize = 256;
+/// How often a running child is polled; short enough that a timeout is
+/// precise to a few tens of milliseconds, long enough to cost nothing.
+const POLL: Duration = Duration::from_millis(25);
+/// After the hook itself exits, how long processes it left behind may keep its
+/// output open before they are killed.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// After killing a group, how long to wait for the output already written.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
+
+/// What a hook runs: a shell string or an argv array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run with `/bin/sh -c`.
+    Shell(String),
+    /// Run directly, without a shell; the first element is looked up in `PATH`.
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// Checks the command can be started at all.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Shell(s) => {
+                if s.trim().is_empty() {
+                    return Err("the command is empty: write a shell command such as \"npm ci\" or an array such as [\"systemctl\", \"reload\", \"myapp\"]".into());
+                }
+                if s.contains('\0') {
+                    return Err("the command contains a NUL character".into());
+                }
+            }
+            Command::Argv(argv) => {
+                match argv.first() {
+                    None => return Err("the command array is empty: its first element must name the program to run".into()),
+                    Some(p) if p.is_empty() => {
+                        return Err("the command array starts with an empty string: its first element must name the program to run".into());
+                    }
+                    Some(_) => {}
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return Err("an argument of the command contains a NUL character".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The program that will be executed (for messages).
+    pub fn program(&self) -> &str {
+        match self {
+            Command::Shell(_) => "/bin/sh",
+            Command::Argv(argv) => argv.first().map(String::as_str).unwrap_or(""),
+        }
+    }
+
+    pub(crate) fn to_process(&self) -> process::Command {
+        match self {
+            Command::Shell(s) => {
+                let mut c = process::Command::new("/bin/sh");
+                c.arg("-c").arg(s);
+                c
+            }
+            Command::Argv(argv) => {
+                let mut c = process::Command::new(self.program());
+                c.args(argv.iter().skip(1));
+                c
+            }
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Shell(s) => f.write_str(s),
+            Command::Argv(argv) => {
+                for (i, a) in argv.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    // Quote so that the operator can tell where arguments start and end.
+                    let plain = !a.is_empty()
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+                    if plain {
+                        f.write_str(a)?;
+                    } else {
+                        write!(f, "'{}'", a.replace('\'', r"'\''"))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a shell command string or an array of strings (program and arguments)")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Command, E> {
+        Ok(Command::Shell(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Command, E> {
+        Ok(Command::Shell(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+        let mut argv = Vec::new();
+        while let Some(a) = seq.next_element::<String>()? {
+            argv.push(a);
+        }
+        Ok(Command::Argv(argv))
+    }
+}
+
+// Hand-written rather than `#[serde(untagged)]`: untagged enums answer every
+// mistake with "data did not match any variant", which tells the operator
+// nothing; a visitor keeps serde's precise messages (unknown field, wrong type).
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
+/// A hook as written in TOML: a shell string, an argv array, or a table.
+///
+/// ```toml
+/// warm = "npm ci && npm run build"            # run with /bin/sh -c
+/// activate = ["systemctl", "reload", "myapp"]  # argv, no shell
+/// migrate = { command = "php artisan migrate --force", timeout = "15m", env = { APP_ENV = "production" } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookConfig {
+    /// A shell string, run with `/bin/sh -c`.
+    Shell(String),
+    /// Program and arguments, run without a shell.
+    Argv(Vec<String>),
+    /// The long form, with a timeout and extra environment.
+    Table(HookTable),
+}
+
+/// The table form of a hook.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookTable {
+    /// What to run.
+    pub command: Command,
+    /// How long it may run, e.g. `"15m"` (default 10 minutes).
+    pub timeout: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+struct HookConfigVisitor;
+
+impl<'de> Visitor<'de> for HookConfigVisitor {
+    type Value = HookConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a shell command string, an array of strings (program and arguments), or a table { command = ..., timeout = \"10m\", env = { ... } }")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<HookConfig, E> {
+        Ok(HookConfig::Shell(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<HookConfig, E> {
+        Ok(HookConfig::Shell(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HookConfig, A::Error> {
+        match CommandVisitor.visit_seq(seq)? {
+            Command::Argv(argv) => Ok(HookConfig::Argv(argv)),
+            Command::Shell(s) => Ok(HookConfig::Shell(s)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HookConfig, A::Error> {
+        HookTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(HookConfig::Table)
+    }
+}
+
+impl<'de> Deserialize<'de> for HookConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HookConfig, D::Error> {
+        d.deserialize_any(HookConfigVisitor)
+    }
+}
+
+/// A validated hook, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// What to run.
+    pub command: Command,
+    /// How long it may run before its process group is killed.
+    pub timeout: Duration,
+    /// Extra environment variables, on top of the agent's and `SWITCHYARD_*`.
+    pub env: BTreeMap<String, String>,
+}
+
+impl HookConfig {
+    /// Validates the hook: a non-empty command, a timeout that parses and is
+    /// not zero, and environment variable names a shell accepts.
+    pub fn to_spec(&self) -> Result<HookSpec, String> {
+        let (command, timeout, env) = match self {
+            HookConfig::Shell(s) => (Command::Shell(s.clone()), None, BTreeMap::new()),
+            HookConfig::Argv(a) => (Command::Argv(a.clone()), None, BTreeMap::new()),
+            HookConfig::Table(t) => (t.command.clone(), t.timeout.as_deref(), t.env.clone()),
+        };
+        command.validate()?;
+        let timeout = match timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => parse_duration(t).map_err(|e| format!("timeout: {e}"))?,
+        };
+        if timeout.is_zero() {
+            return Err("timeout must be longer than zero, e.g. \"10m\"".into());
+        }
+        for (k, v) in &env {
+            check_env_name(k)?;
+            if v.contains('\0') {
+                return Err(format!("env.{k}: the value contains a NUL character"));
+            }
+        }
+        Ok(HookSpec {
+            command,
+            timeout,
+            env,
+        })
+    }
+}
+
+fn check_env_name(k: &str) -> Result<(), String> {
+    let mut bytes = k.bytes();
+    let ok = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(format!(
+            "env: {k:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+        ));
+    }
+    // These describe the deploy; letting configuration override them would
+    // make a hook act on the wrong release.
+    if k.starts_with("SWITCHYARD_") {
+        return Err(format!(
+            "env: {k} is set by switchyard itself (SWITCHYARD_* variables describe the deploy); use another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a duration: `"500ms"`, `"30s"`, `"10m"`, `"1h30m"`, or a bare
+/// integer meaning seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("the duration is empty: write e.g. \"30s\", \"10m\" or \"1h30m\"".into());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {s:?} is too large"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "invalid duration {s:?} ({e}): write a number with a unit, e.g. \"500ms\", \"30s\", \"10m\" or \"1h30m\", or a bare number of seconds"
+        )
+    })
+}
+
+/// Formats a duration as the configuration writes it (`"1m 30s"`, `"250ms"`).
+pub(crate) fn show_duration(d: Duration) -> String {
+    // Sub-millisecond noise only makes messages harder to read.
+    let d = Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX));
+    humantime::format_duration(d).to_string()
+}
+
+/// What a hook needs to know about the deploy it is part of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookContext {
+    /// The app's name.
+    pub app: String,
+    /// The version being deployed.
+    pub version: String,
+    /// The version live before this deploy, if any.
+    pub previous_version: Option<String>,
+    /// The new release's directory; hooks run there.
+    pub release_dir: PathBuf,
+    /// The app's root.
+    pub root: PathBuf,
+    /// The deploy's id (as in history and the journal).
+    pub deploy_id: String,
+    /// Where the `backup` hook writes and `restore` reads, if the deploy has one.
+    pub backup_file: Option<PathBuf>,
+    /// Where hook logs go, e.g. `root/.switchyard/logs/<deploy_id>`.
+    pub log_dir: PathBuf,
+}
+
+impl HookContext {
+    fn env_vars(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("SWITCHYARD_APP", self.app.clone()),
+            ("SWITCHYARD_VERSION", self.version.clone()),
+            (
+                "SWITCHYARD_PREVIOUS_VERSION",
+                self.previous_version.clone().unwrap_or_default(),
+            ),
+            (
+                "SWITCHYARD_RELEASE_DIR",
+                self.release_dir.display().to_string(),
+            ),
+            ("SWITCHYARD_ROOT", self.root.display().to_string()),
+            ("SWITCHYARD_DEPLOY_ID", self.deploy_id.clone()),
+        ];
+        if let Some(b) = &self.backup_file {
+            v.push(("SWITCHYARD_BACKUP_FILE", b.display().to_string()));
+        }
+        v
+    }
+}
+
+/// A hook that ran and exited 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookOutcome {
+    /// The hook's name.
+    pub name: String,
+    /// Always 0 (a non-zero exit is an error), kept for reports.
+    pub exit_code: i32,
+    /// How long it ran.
+    #[serde(rename = "duration_ms", serialize_with = "serialize_ms")]
+    pub duration: Duration,
+    /// Its full output.
+    pub log_file: PathBuf,
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// Errors running a hook.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The program could not be started; nothing ran.
+    #[error(
+        "hook {name}: cannot start {program} in {}: {source}; check that the program exists and is executable, and that the release directory exists",
+        dir.display()
+    )]
+    Spawn {
+        /// The hook.
+        name: String,
+        /// The program that failed to start.
+        program: String,
+        /// The working directory it was to run in.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The hook exited with a non-zero code.
+    #[error(
+        "hook {name} failed with exit code {code}; its last output:\n{}\nfull output in {}; fix the cause and deploy again",
+        show_tail(tail),
+        log_file.display()
+    )]
+    Failed {
+        /// The hook.
+        name: String,
+        /// Its exit code.
+        code: i32,
+        /// Its last lines of output.
+        tail: String,
+        /// Its full output.
+        log_file: PathBuf,
+    },
+    /// The hook was killed by a signal that switchyard did not send.
+    #[error(
+        "hook {name} was killed by {signal} (not by switchyard: a crash, the OOM killer or an operator), so it may have done only part of its work; its last output:\n{}\nfull output in {}; check the system log, and whether the hook is safe to run again, before deploying again",
+        show_tail(tail),
+        log_file.display()
+    )]
+    Crashed {
+        /// The hook.
+        name: String,
+        /// The signal's name, e.g. `SIGSEGV`.
+        signal: String,
+        /// Its last lines of output.
+        tail: String,
+        /// Its full output.
+        log_file: PathBuf,
+    },
+    /// The hook overran its timeout; its whole process group was killed.
+    #[error(
+        "hook {name} did not finish within {} and was killed with all its processes, so it may have done only part of its work; its last output:\n{}\nfull output in {}; raise its timeout in [apps.<app>.hooks] or make it faster, and check whether it is safe to run again",
+        show_duration(*timeout),
+        show_tail(tail),
+        log_file.display()
+    )]
+    TimedOut {
+        /// The hook.
+        name: String,
+        /// The timeout it overran.
+        timeout: Duration,
+        /// Its last lines of output.
+        tail: String,
+        /// Its full output.
+        log_file: PathBuf,
+    },
+    /// Waiting for the hook failed; it was killed, but what it did is unknown.
+    #[error(
+        "hook {name}: lost track of the process ({source}); it was killed, so it may have done only part of its work; check whether it is safe to run again"
+    )]
+    Wait {
+        /// The hook.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The hook's log could not be created; the hook did not run.
+    #[error(
+        "cannot create the hook log: {0}; check that the log directory is writable and has free space"
+    )]
+    Fs(#[from] FsError),
+}
+
+impl HookError {
+    /// True when the hook may have done part of its work (it timed out or was
+    /// killed mid-way), so neither "it ran" nor "it did not run" can be assumed.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            HookError::TimedOut { .. } | HookError::Crashed { .. } | HookError::Wait { .. }
+        )
+    }
+}
+
+fn show_tail(tail: &str) -> String {
+    if tail.is_empty() {
+        "  (no output)".to_string()
+    } else {
+        tail.lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Runs one hook to completion in `ctx.release_dir` and returns how it went.
+///
+/// Blocking: it returns when the hook has exited (or was killed) and its
+/// output is drained. Output goes to `tracing` (stdout at info, stderr at warn,
+/// with fields `hook`, `app`, `version`) and to `<ctx.log_dir>/<name>.log`,
+/// appended to, so a hook run twice in one deploy keeps both runs.
+///
+/// Processes the hook leaves behind are killed with its group if they still
+/// hold its output open 2 s after it exited; a hook that must start something
+/// long-lived should hand it to the service manager (`systemctl`), not fork it.
+///
+/// A failure to write the log once the hook runs does not stop the hook (a
+/// half-done migration is worse than a missing log): it is warned about, and
+/// the output still goes to `tracing`.
+pub fn run_hook(name: &str, spec: &HookSpec, ctx: &HookContext) -> Result<HookOutcome, HookError> {
+    fs::create_dir_all(&ctx.log_dir)?;
+    let log_file = ctx.log_dir.join(format!("{}.log", file_stem(name)));
+    let file = fs::open_append(&log_file)?;
+    let mut log = HookLog {
+        name,
+        app: &ctx.app,
+        version: &ctx.version,
+        path: &log_file,
+        out: Some(BufWriter::new(file)),
+    };
+    log.note(&format!(
+        "=== {} hook {name} started: {} (timeout {})",
+        jiff::Timestamp::now(),
+        spec.command,
+        show_duration(spec.timeout)
+    ));
+    log.idle();
+
+    let mut cmd = spec.command.to_process();
+    cmd.current_dir(&ctx.release_dir)
+        .envs(ctx.env_vars())
+        .envs(&spec.env);
+    if ctx.backup_file.is_none() {
+        // A value inherited from the agent's own environment would point the
+        // hook at some other deploy's backup.
+        cmd.env_remove("SWITCHYARD_BACKUP_FILE");
+    }
+    info!(hook = name, app = %ctx.app, version = %ctx.version, command = %spec.command,
+        timeout = %show_duration(spec.timeout), "running hook");
+
+    let fin = match supervise(&mut cmd, spec.timeout, &mut log) {
+        Ok(f) => f,
+        Err(SuperviseError::Spawn(source)) => {
+            log.note(&format!("=== not started: {source}"));
+            log.finish();
+            return Err(HookError::Spawn {
+                name: name.to_string(),
+                program: spec.command.program().to_string(),
+                dir: ctx.release_dir.clone(),
+                source,
+            });
+        }
+        Err(SuperviseError::Wait(source)) => {
+            log.note(&format!("=== lost track of the process: {source}"));
+            log.finish();
+            return Err(HookError::Wait {
+                name: name.to_string(),
+                source,
+            });
+        }
+    };
+    if fin.left_running {
+        warn!(hook = name, app = %ctx.app, version = %ctx.version,
+            "the hook exited but processes it started still held its output open; killed them");
+    }
+    let secs = fin.duration.as_secs_f64();
+    let tail = fin.tail.join("\n");
+    let result = match fin.ending {
+        Ending::Exited(0) => {
+            log.note(&format!("=== exited with code 0 after {secs:.3}s"));
+            info!(hook = name, app = %ctx.app, version = %ctx.version, duration_ms = fin.duration.as_millis() as u64, "hook succeeded");
+            Ok(HookOutcome {
+                name: name.to_string(),
+                exit_code: 0,
+                duration: fin.duration,
+                log_file: log_file.clone(),
+            })
+        }
+        Ending::Exited(code) => {
+            log.note(&format!("=== exited with code {code} after {secs:.3}s"));
+            Err(HookError::Failed {
+                name: name.to_string(),
+                code,
+                tail,
+                log_file: log_file.clone(),
+            })
+        }
+        Ending::Signaled(sig) => {
+            let signal = signal_name(sig);
+            log.note(&format!("=== killed by {signal} after {secs:.3}s"));
+            Err(HookError::Crashed {
+                name: name.to_string(),
+                signal,
+                tail,
+                log_file: log_file.clone(),
+            })
+        }
+        Ending::TimedOut => {
+            log.note(&format!(
+                "=== timed out after {secs:.3}s; killed its process group"
+            ));
+            Err(HookError::TimedOut {
+                name: name.to_string(),
+                timeout: spec.timeout,
+                tail,
+                log_file: log_file.clone(),
+            })
+        }
+    };
+    log.finish();
+    if let Err(e) = &result {
+        warn!(hook = name, app = %ctx.app, version = %ctx.version, outcome_unknown = e.outcome_unknown(), error = %e, "hook failed");
+    }
+    result
+}
+
+/// A hook name made safe as a file name (the names are fixed keys, but this
+/// is a public function and a `/` must not escape the log directory).
+fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() { "hook".to_string() } else { s }
+}
+
+pub(crate) fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
+}
+
+/// Where a hook's output lines go: `tracing` and its log file.
+struct HookLog<'a> {
+    name: &'a str,
+    app: &'a str,
+    version: &'a str,
+    path: &'a Path,
+    out: Option<BufWriter<File>>,
+}
+
+impl HookLog<'_> {
+    fn note(&mut self, text: &str) {
+        let Some(w) = &mut self.out else { return };
+        if let Err(e) = writeln!(w, "{text}") {
+            self.give_up(e);
+        }
+    }
+
+    fn give_up(&mut self, e: io::Error) {
+        let e = FsError::new("append", self.path, e);
+        warn!(hook = self.name, app = self.app, version = self.version, error = %e,
+            "cannot write the hook log; its output goes on to the agent log only");
+        self.out = None;
+    }
+
+    fn finish(&mut self) {
+        let Some(mut w) = self.out.take() else { return };
+        if let Err(e) = w.flush() {
+            self.give_up(e);
+            return;
+        }
+        // Durable so the log of a deploy that crashed the host can still be read.
+        if let Ok(f) = w.into_inner()
+            && let Err(e) = fs::fsync_file(&f, self.path)
+        {
+            warn!(hook = self.name, app = self.app, version = self.version, error = %e, "cannot sync the hook log");
+        }
+    }
+}
+
+impl LineSink for HookLog<'_> {
+    fn line(&mut self, stream: Stream, text: &str) {
+        match stream {
+            Stream::Out => {
+                info!(
+                    hook = self.name,
+                    app = self.app,
+                    version = self.version,
+                    "{text}"
+                )
+            }
+            Stream::Err => {
+                warn!(
+                    hook = self.name,
+                    app = self.app,
+                    version = self.version,
+                    "{text}"
+                )
+            }
+        }
+        self.note(&format!("{}: {text}", stream.prefix()));
+    }
+
+    fn idle(&mut self) {
+        // Flushing when the hook goes quiet lets `tail -f` follow a long
+        // migration while a chatty build still gets buffered writes.
+        if let Some(w) = &mut self.out
+            && let Err(e) = w.flush()
+        {
+            self.give_up(e);
+        }
+    }
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Out,
+    Err,
+}
+
+impl Stream {
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        }
+    }
+}
+
+/// Receives a supervised child's output, line by line.
+pub(crate) trait LineSink {
+    /// One line, without its newline, at most [`MAX_LINE`] bytes plus a note.
+    fn line(&mut self, stream: Stream, text: &str);
+    /// No output for a while.
+    fn idle(&mut self) {}
+}
+
+/// How a supervised child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Exited(i32),
+    Signaled(i32),
+    /// It overran the timeout and its group was killed.
+    TimedOut,
+}
+
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub ending: Ending,
+    /// The last [`TAIL_LINES`] lines, each prefixed `out: ` or `err: `. Lines
+    /// of the two streams written at the same instant may appear swapped.
+    pub tail: Vec<String>,
+    pub duration: Duration,
+    /// Processes of its group outlived it holding the output open and were killed.
+    pub left_running: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum SuperviseError {
+    /// The child could not be started; nothing ran.
+    Spawn(io::Error),
+    /// Waiting failed; the group was killed.
+    Wait(io::Error),
+}
+
+enum Msg {
+    Line(Stream, String),
+    Eof,
+}
+
+/// Runs `cmd` with stdin from /dev/null, in a new process group, feeding its
+/// output to `sink`, and kills the whole group (SIGKILL) if it overruns
+/// `timeout`. The caller sets the program, arguments, directory and environment.
+pub(crate) fn supervise(
+    cmd: &mut process::Command,
+    timeout: Duration,
+    sink: &mut dyn LineSink,
+) -> Result<Finished, SuperviseError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(SuperviseError::Spawn)?;
+    // The child is the leader of its new group, so its pid is the group id.
+    let pgid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = mpsc::sync_channel(CHANNEL_LINES);
+    let readers = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => spawn_reader(Stream::Out, out, tx.clone())
+            .and_then(|()| spawn_reader(Stream::Err, err, tx)),
+        _ => Err(io::Error::other("the child's output pipes are missing")),
+    };
+    if let Err(e) = readers {
+        kill_group(pgid);
+        let _ = child.wait();
+        return Err(SuperviseError::Spawn(e));
+    }
+
+    let mut c = Collector {
+        rx,
+        open: 2,
+        tail: VecDeque::with_capacity(TAIL_LINES),
+        sink,
+    };
+    let deadline = start.checked_add(timeout);
+    let mut status: Option<(ExitStatus, Instant)> = None;
+    let mut next_poll = start + POLL;
+    let mut timed_out = false;
+    let mut left_running = false;
+    loop {
+        if c.open > 0 {
+            c.pump(POLL);
+        } else if status.is_none() {
+            // The child closed its output but runs on: nothing to read, so just wait.
+            thread::sleep(POLL);
+        }
+        let now = Instant::now();
+        if status.is_none() && now >= next_poll {
+            next_poll = now + POLL;
+            match child.try_wait() {
+                Ok(Some(st)) => status = Some((st, now)),
+                Ok(None) => {}
+                Err(e) => {
+                    kill_group(pgid);
+                    let _ = child.wait();
+                    return Err(SuperviseError::Wait(e));
+                }
+            }
+        }
+        match status {
+            Some((_, exited)) => {
+                if c.open == 0 {
+                    break;
+                }
+                if now >= exited + DRAIN_GRACE {
+                    // Something it started keeps the pipes open (`cmd &`): it
+                    // belongs to the hook, and waiting on it could take forever.
+                    kill_group(pgid);
+                    left_running = true;
+                    c.drain_until(Instant::now() + DRAIN_AFTER_KILL);
+                    break;
+                }
+            }
+            None => {
+                if deadline.is_some_and(|d| now >= d) {
+                    // It may have exited since the last poll: then it finished in time.
+                    if let Ok(Some(st)) = child.try_wait() {
+                        status = Some((st, now));
+                        continue;
+                    }
+                    kill_group(pgid);
+                    timed_out = true;
+                    match child.wait() {
+                        Ok(st) => status = Some((st, Instant::now())),
+                        Err(e) => return Err(SuperviseError::Wait(e)),
+                    }
+                    c.drain_until(Instant::now() + DRAIN_AFTER_KILL);
+                    break;
+                }
+            }
+        }
+    }
+    let ending = match status {
+        _ if timed_out => Ending::TimedOut,
+        Some((st, _)) => match (st.code(), st.signal()) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(sig)) => Ending::Signaled(sig),
+            (None, None) => Ending::Exited(-1),
+        },
+        None => Ending::Exited(-1),
+    };
+    let duration = status.map_or_else(|| start.elapsed(), |(_, at)| at - start);
+    Ok(Finished {
+        ending,
+        tail: c.tail.into_iter().collect(),
+        duration,
+        left_running,
+    })
+}
+
+fn kill_group(pgid: Pid) {
+    // ESRCH (nobody left in the group) is the outcome we want anyway.
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+struct Collector<'a> {
+    rx: Receiver<Msg>,
+    open: usize,
+    tail: VecDeque<String>,
+    sink: &'a mut dyn LineSink,
+}
+
+impl Collector<'_> {
+    /// Handles one message, waiting at most `wait` for it.
+    fn pump(&mut self, wait: Duration) {
+        match self.rx.recv_timeout(wait) {
+            Ok(Msg::Line(stream, text)) => {
+                self.sink.line(stream, &text);
+                if self.tail.len() == TAIL_LINES {
+                    self.tail.pop_front();
+                }
+                self.tail.push_back(format!("{}: {text}", stream.prefix()));
+            }
+            Ok(Msg::Eof) => self.open -= 1,
+            Err(RecvTimeoutError::Timeout) => self.sink.idle(),
+            Err(RecvTimeoutError::Disconnected) => self.open = 0,
+        }
+    }
+
+    fn drain_until(&mut self, until: Instant) {
+        while self.open > 0 {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            self.pump(until - now);
+        }
+    }
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    stream: Stream,
+    pipe: R,
+    tx: SyncSender<Msg>,
+) -> io::Result<()> {
+    thread::Builder::new()
+        .name(format!("hook-std{}", stream.prefix()))
+        .spawn(move || {
+            let mut r = BufReader::with_capacity(64 * 1024, pipe);
+            let mut line = Vec::with_capacity(256);
+            let mut listening = true;
+            // A read error on a pipe means nothing more will come: same as EOF.
+            while let Ok(Some(dropped)) = read_line_bounded(&mut r, &mut line) {
+                // Once the supervisor has stopped listening, keep draining: a
+                // process that escaped the group would otherwise die of
+                // SIGPIPE or block on a full pipe.
+                if listening && tx.send(Msg::Line(stream, decode(&line, dropped))).is_err() {
+                    listening = false;
+                }
+            }
+            let _ = tx.send(Msg::Eof);
+        })
+        .map(|_| ())
+}
+
+/// Reads one line into `line` (without the newline), keeping at most
+/// [`MAX_LINE`] bytes. Returns how many bytes were dropped, or `None` at EOF.
+fn read_line_bounded<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    line.clear();
+    let mut dropped = 0usize;
+    let mut any = false;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(dropped));
+        }
+        any = true;
+        let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let take = chunk.len().min(MAX_LINE - line.len());
+        line.extend_from_slice(&chunk[..take]);
+        dropped += chunk.len() - take;
+        r.consume(used);
+        if done {
+            return Ok(Some(dropped));
+        }
+    }
+}
+
+fn decode(line: &[u8], dropped: usize) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut s = String::from_utf8_lossy(line).into_owned();
+    if dropped > 0 {
+        s.push_str(&format!(" [... {dropped} more bytes of this line dropped]"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::kill;
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        ctx: HookContext,
+    }
+
+    fn env() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let release_dir = root.join("releases/1.2.0");
+        fs::create_dir_all(&release_dir).unwrap();
+        let ctx = HookContext {
+            app: "web".into(),
+            version: "1.2.0".into(),
+            previous_version: None,
+            release_dir,
+            root: root.clone(),
+            deploy_id: "d-42".into(),
+            backup_file: None,
+            log_dir: root.join(".switchyard/logs/d-42"),
+        };
+        Env { _dir: dir, ctx }
+    }
+
+    fn shell(s: &str, timeout: Duration) -> HookSpec {
+        HookSpec {
+            command: Command::Shell(s.into()),
+            timeout,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn log_of(ctx: &HookContext, name: &str) -> String {
+        fs::read_to_string(&ctx.log_dir.join(format!("{name}.log"))).unwrap()
+    }
+
+    /// Whether `pid` is gone; a zombie counts as gone, since it runs nothing
+    /// and only waits for init (which may not reap promptly in a container).
+    fn is_gone(pid: i32) -> bool {
+        if kill(Pid::from_raw(pid), None).is_err() {
+            return true;
+        }
+        match fs::read_to_string(Path::new(&format!("/proc/{pid}/stat"))) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    fn wait_gone(pid: i32) -> bool {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if is_gone(pid) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn hook_sees_the_deploy_in_its_environment_and_runs_in_the_release() {
+        let mut e = env();
+        e.ctx.previous_version = Some("1.1.0".into());
+        e.ctx.backup_file = Some(e.ctx.root.join("backups/db.sql"));
+        let mut spec = shell(
+            "pwd -P; env | grep -E '^(SWITCHYARD_|APP_ENV=)' | sort",
+            Duration::from_secs(30),
+        );
+        spec.env.insert("APP_ENV".into(), "production".into());
+        let out = run_hook("migrate", &spec, &e.ctx).unwrap();
+        assert_eq!(out.exit_code, 0);
+        assert_eq!(out.log_file, e.ctx.log_dir.join("migrate.log"));
+        let log = log_of(&e.ctx, "migrate");
+        let root = e.ctx.root.display().to_string();
+        for want in [
+            format!("out: {}", e.ctx.release_dir.display()),
+            "out: APP_ENV=production".to_string(),
+            "out: SWITCHYARD_APP=web".to_string(),
+            "out: SWITCHYARD_VERSION=1.2.0".to_string(),
+            "out: SWITCHYARD_PREVIOUS_VERSION=1.1.0".to_string(),
+            format!(
+                "out: SWITCHYARD_RELEASE_DIR={}",
+                e.ctx.release_dir.display()
+            ),
+            format!("out: SWITCHYARD_ROOT={root}"),
+            "out: SWITCHYARD_DEPLOY_ID=d-42".to_string(),
+            format!("out: SWITCHYARD_BACKUP_FILE={root}/backups/db.sql"),
+        ] {
+            assert!(
+                log.lines().any(|l| l == want),
+                "missing {want:?} in:\n{log}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_deploy_has_empty_previous_version_and_no_backup_file() {
+        let e = env();
+        let spec = shell(
+            "echo \"prev=[$SWITCHYARD_PREVIOUS_VERSION] backup=${SWITCHYARD_BACKUP_FILE-unset}\"",
+            Duration::from_secs(30),
+        );
+        run_hook("warm", &spec, &e.ctx).unwrap();
+        assert!(
+            log_of(&e.ctx, "warm").contains("out: prev=[] backup=unset"),
+            "{}",
+            log_of(&e.ctx, "warm")
+        );
+    }
+
+    #[test]
+    fn non_zero_exit_is_failed_with_the_tail() {
+        let e = env();
+        let spec = shell(
+            "for i in $(seq 1 30); do echo line$i; done; sleep 0.2; echo boom >&2; exit 3",
+            Duration::from_secs(30),
+        );
+        let err = run_hook("migrate", &spec, &e.ctx).unwrap_err();
+        let HookError::Failed {
+            code,
+            tail,
+            log_file,
+            ..
+        } = &err
+        else {
+            panic!("expected Failed, got {err:?}")
+        };
+        assert_eq!(*code, 3);
+        // The streams are read concurrently, so lines written within the same
+        // instant may swap places; the pause keeps this order certain.
+        assert!(tail.ends_with("err: boom"), "{tail}");
+        assert!(tail.contains("out: line30"), "{tail}");
+        // Only the last lines are kept in memory; the log has them all.
+        assert!(!tail.contains("out: line5\n"), "{tail}");
+        assert_eq!(tail.lines().count(), TAIL_LINES);
+        assert!(log_of(&e.ctx, "migrate").contains("out: line1\n"));
+        assert_eq!(*log_file, e.ctx.log_dir.join("migrate.log"));
+        assert!(!err.outcome_unknown());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("exit code 3") && msg.contains("migrate.log"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let e = env();
+        let spec = shell(
+            "sleep 1000 & echo $! >> pids; sleep 1000 & echo $! >> pids; echo $$ >> pids; echo started; sleep 1000",
+            Duration::from_secs(1),
+        );
+        let t = Instant::now();
+        let err = run_hook("warm", &spec, &e.ctx).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let HookError::TimedOut { timeout, tail, .. } = &err else {
+            panic!("expected TimedOut, got {err:?}")
+        };
+        assert_eq!(*timeout, Duration::from_secs(1));
+        assert!(tail.contains("out: started"), "{tail}");
+        assert!(err.outcome_unknown());
+        let pids: Vec<i32> = fs::read_to_string(&e.ctx.release_dir.join("pids"))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 3);
+        for pid in pids {
+            assert!(wait_gone(pid), "process {pid} survived the timeout");
+        }
+    }
+
+    #[test]
+    fn leftover_processes_holding_the_output_are_killed_after_a_grace() {
+        let e = env();
+        let spec = shell(
+            "sleep 1000 & echo $! > pid; echo done",
+            Duration::from_secs(60),
+        );
+        let t = Instant::now();
+        let out = run_hook("activate", &spec, &e.ctx).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(out.exit_code, 0);
+        let pid: i32 = fs::read_to_string(&e.ctx.release_dir.join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(wait_gone(pid), "leftover {pid} still running");
+    }
+
+    #[test]
+    fn chatty_output_on_both_streams_does_not_block_and_lands_in_the_log() {
+        let e = env();
+        // stderr first: a supervisor reading stdout to EOF before stderr would
+        // deadlock once the stderr pipe (64 KiB) fills.
+        let spec = shell(
+            "gen() { head -c 5000000 /dev/zero | tr '\\0' \"$1\" | fold -w 1000; echo; }; \
+             gen e >&2; gen o; head -c 10000 /dev/zero | tr '\\0' L; echo",
+            Duration::from_secs(120),
+        );
+        let out = run_hook("warm", &spec, &e.ctx).unwrap();
+        assert_eq!(out.exit_code, 0);
+        let log = log_of(&e.ctx, "warm");
+        let out_lines = log.lines().filter(|l| l.starts_with("out: o")).count();
+        let err_lines = log.lines().filter(|l| l.starts_with("err: e")).count();
+        assert_eq!((out_lines, err_lines), (5000, 5000));
+        let long = log.lines().find(|l| l.starts_with("out: L")).unwrap();
+        assert!(
+            long.starts_with(&format!("out: {}", "L".repeat(MAX_LINE)))
+                && long.ends_with("[... 5904 more bytes of this line dropped]"),
+            "{}",
+            &long[long.len() - 60..]
+        );
+    }
+
+    #[test]
+    fn argv_form_keeps_arguments_with_spaces_intact() {
+        let e = env();
+        let spec = HookConfig::Argv(vec![
+            "printf".into(),
+            "[%s]\\n".into(),
+            "a b".into(),
+            "c  d".into(),
+            "$HOME".into(),
+        ])
+        .to_spec()
+        .unwrap();
+        run_hook("activate", &spec, &e.ctx).unwrap();
+        let log = log_of(&e.ctx, "activate");
+        for want in ["out: [a b]", "out: [c  d]", "out: [$HOME]"] {
+            assert!(
+                log.lines().any(|l| l == want),
+                "missing {want:?} in:\n{log}"
+            );
+        }
+    }
+
+    #[test]
+    fn killed_by_a_signal_is_crashed_and_outcome_unknown() {
+        let e = env();
+        let spec = shell(
+            "ulimit -c 0; echo half-done; kill -SEGV $$",
+            Duration::from_secs(30),
+        );
+        let err = run_hook("migrate", &spec, &e.ctx).unwrap_err();
+        let HookError::Crashed { signal, tail, .. } = &err else {
+            panic!("expected Crashed, got {err:?}")
+        };
+        assert_eq!(signal, "SIGSEGV");
+        assert!(tail.contains("out: half-done"), "{tail}");
+        assert!(err.outcome_unknown());
+        assert!(err.to_string().contains("SIGSEGV"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error_naming_it() {
+        let e = env();
+        let spec = HookConfig::Argv(vec!["/nonexistent/switchyard-hook".into()])
+            .to_spec()
+            .unwrap();
+        let err = run_hook("warm", &spec, &e.ctx).unwrap_err();
+        assert!(matches!(err, HookError::Spawn { .. }), "{err:?}");
+        assert!(!err.outcome_unknown());
+        assert!(
+            err.to_string().contains("/nonexistent/switchyard-hook"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_log_dir_is_an_fs_error_and_nothing_runs() {
+        let mut e = env();
+        let blocker = e.ctx.root.join("file");
+        fs::write_atomic(&blocker, b"x").unwrap();
+        e.ctx.log_dir = blocker.join("logs");
+        let spec = shell("touch ran", Duration::from_secs(30));
+        let err = run_hook("warm", &spec, &e.ctx).unwrap_err();
+        assert!(matches!(err, HookError::Fs(_)), "{err:?}");
+        assert!(err.to_string().contains(&blocker.display().to_string()));
+        assert!(
+            fs::symlink_metadata(&e.ctx.release_dir.join("ran"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn parse_duration_cases() {
+        let d = |s| parse_duration(s).unwrap();
+        assert_eq!(d("10m"), Duration::from_secs(600));
+        assert_eq!(d("30s"), Duration::from_secs(30));
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("45"), Duration::from_secs(45));
+        assert_eq!(d(" 2s "), Duration::from_secs(2));
+        for bad in ["", "ten minutes", "10x", "-5s", "1.5.3"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("\"30s\""), "{bad:?}: {e}");
+        }
+    }
+
+    /// The shape `config.rs` embeds hooks in.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hooks {
+        warm: Option<HookConfig>,
+        activate: Option<HookConfig>,
+        migrate: Option<HookConfig>,
+        restore: Option<HookConfig>,
+    }
+
+    #[derive(Deserialize)]
+    struct Doc {
+        hooks: Hooks,
+    }
+
+    #[test]
+    fn hook_config_deserializes_from_the_three_toml_forms() {
+        let doc: Doc = toml::from_str(
+            r#"
+            [hooks]
+            warm = "npm ci && npm run build"
+            activate = ["systemctl", "reload", "myapp"]
+            migrate = { command = "php artisan migrate --force", timeout = "15m", env = { APP_ENV = "production" } }
+            [hooks.restore]
+            command = ["/usr/local/bin/restore", "--from", "backup file.sql"]
+            "#,
+        )
+        .unwrap();
+        let h = doc.hooks;
+        assert_eq!(
+            h.warm,
+            Some(HookConfig::Shell("npm ci && npm run build".into()))
+        );
+        assert_eq!(
+            h.activate,
+            Some(HookConfig::Argv(vec![
+                "systemctl".into(),
+                "reload".into(),
+                "myapp".into()
+            ]))
+        );
+        let migrate = h.migrate.as_ref().unwrap().to_spec().unwrap();
+        assert_eq!(
+            migrate.command,
+            Command::Shell("php artisan migrate --force".into())
+        );
+        assert_eq!(migrate.timeout, Duration::from_secs(900));
+        assert_eq!(migrate.env.get("APP_ENV").unwrap(), "production");
+        let restore = h.restore.as_ref().unwrap().to_spec().unwrap();
+        assert_eq!(restore.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(
+            restore.command.to_string(),
+            "/usr/local/bin/restore --from 'backup file.sql'"
+        );
+    }
+
+    #[test]
+    fn hook_config_mistakes_get_precise_messages() {
+        let err = |text: &str| toml::from_str::<Doc>(text).err().unwrap().to_string();
+        let e = err("[hooks]\nmigrate = { comand = \"x\" }\n");
+        assert!(e.contains("unknown field `comand`"), "{e}");
+        let e = err("[hooks]\nwarm = 5\n");
+        assert!(e.contains("a shell command string"), "{e}");
+        let e = err("[hooks]\nwarmup = \"x\"\n");
+        assert!(e.contains("unknown field `warmup`"), "{e}");
+
+        let spec = |text: &str| {
+            toml::from_str::<Doc>(text)
+                .unwrap()
+                .hooks
+                .warm
+                .unwrap()
+                .to_spec()
+        };
+        assert!(spec("[hooks]\nwarm = []\n").unwrap_err().contains("empty"));
+        assert!(
+            spec("[hooks]\nwarm = \"  \"\n")
+                .unwrap_err()
+                .contains("empty")
+        );
+        let e = spec("[hooks.warm]\ncommand = \"x\"\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(e.starts_with("timeout: invalid duration \"soon\""), "{e}");
+        let e = spec("[hooks.warm]\ncommand = \"x\"\ntimeout = \"0s\"\n").unwrap_err();
+        assert!(e.contains("longer than zero"), "{e}");
+        let e = spec("[hooks.warm]\ncommand = \"x\"\nenv = { \"A-B\" = \"1\" }\n").unwrap_err();
+        assert!(e.contains("\"A-B\" is not a valid variable name"), "{e}");
+        let e = spec("[hooks.warm]\ncommand = \"x\"\nenv = { SWITCHYARD_VERSION = \"1\" }\n")
+            .unwrap_err();
+        assert!(e.contains("set by switchyard"), "{e}");
+    }
+}
