@@ -128,7 +128,8 @@ impl Session<'_> {
     /// Runs a configured hook, if any.
     fn run_opt_hook(&self, name: &str, spec: Option<&HookSpec>, ctx: &HookContext) -> Result<(), HookError> {
         if let Some(spec) = spec {
-            info!(app = %self.cfg.name, version = %ctx.version, step = name, "running hook");
+            // run_hook logs the start with the command and timeout.
+            tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = name, "hook");
             run_hook(name, spec, ctx)?;
         }
         Ok(())
