@@ -212,8 +212,7 @@ fn create_in(
         .map_err(werr)?;
     let has_hook_dump = req.run_hook.is_some();
     if has_hook_dump {
-        tar.append_path_with_name(&dump, HOOK_ENTRY)
-            .map_err(werr)?;
+        tar.append_path_with_name(&dump, HOOK_ENTRY).map_err(werr)?;
     }
     let mut shared = Vec::new();
     for p in req.shared.dirs.iter().chain(req.shared.files.iter()) {
@@ -434,7 +433,10 @@ mod tests {
         };
         restore(&p, &m.id, Some(&rhook)).unwrap();
         assert_eq!(restored.borrow()[0], b"db dump v1");
-        assert_eq!(fs::read(&p.shared().join("uploads/a.txt")).unwrap(), b"original");
+        assert_eq!(
+            fs::read(&p.shared().join("uploads/a.txt")).unwrap(),
+            b"original"
+        );
 
         for _ in 0..3 {
             create(&p, &req).unwrap();
@@ -459,7 +461,10 @@ mod tests {
         let n = b.len() / 2;
         b[n] ^= 1;
         fs::write_atomic(&a, &b).unwrap();
-        assert!(matches!(verify(&p, &m.id), Err(BackupError::Damaged { .. })));
+        assert!(matches!(
+            verify(&p, &m.id),
+            Err(BackupError::Damaged { .. })
+        ));
         assert!(restore(&p, &m.id, None).is_err());
     }
 

@@ -659,7 +659,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!(
                     "{app}: deployed {} (was {}); deploy id {}",
                     out.to,
-                    out.from.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                    out.from
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "none".into()),
                     out.id
                 );
                 if let Some(b) = &out.backup_id {
@@ -692,7 +695,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&serde_json::json!({"cleared": cleared}));
             } else {
                 match cleared {
-                    Some(a) => println!("{app}: cleared {} ({}); deploys are allowed again", a.kind, a.reason),
+                    Some(a) => println!(
+                        "{app}: cleared {} ({}); deploys are allowed again",
+                        a.kind, a.reason
+                    ),
                     None => println!("{app}: nothing was blocked; the maintenance flag is off"),
                 }
             }
@@ -708,9 +714,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if state == "on" {
                 crate::layout::maintenance::on(&paths, message, "operator")
                     .map_err(|e| Failure::from(DeployError::from(e)))?;
-                println!("{app}: maintenance on ({})", crate::layout::maintenance::path(&paths).display());
+                println!(
+                    "{app}: maintenance on ({})",
+                    crate::layout::maintenance::path(&paths).display()
+                );
             } else {
-                crate::layout::maintenance::off(&paths).map_err(|e| Failure::from(DeployError::from(e)))?;
+                crate::layout::maintenance::off(&paths)
+                    .map_err(|e| Failure::from(DeployError::from(e)))?;
                 println!("{app}: maintenance off");
             }
         }
@@ -866,7 +876,11 @@ fn run_backup(
                 .map_err(bfail)?
                 .pop()
                 .map(|m| m.id)
-                .ok_or_else(|| bfail(crate::backup::BackupError::NotFound { id: "(newest)".into() })),
+                .ok_or_else(|| {
+                    bfail(crate::backup::BackupError::NotFound {
+                        id: "(newest)".into(),
+                    })
+                }),
         }
     };
     let cfg = load()?;
@@ -878,7 +892,12 @@ fn run_backup(
             if common.json {
                 print_json(&m);
             } else {
-                println!("backup {} ({}, sha256 {})", m.id, human_bytes(m.size), m.sha256);
+                println!(
+                    "backup {} ({}, sha256 {})",
+                    m.id,
+                    human_bytes(m.size),
+                    m.sha256
+                );
             }
         }
         BackupCmd::List { app, out } => {
@@ -895,7 +914,11 @@ fn run_backup(
                         m.id,
                         human_bytes(m.size),
                         m.app_version.unwrap_or_else(|| "-".into()),
-                        if m.deploy_id.is_empty() { "-".to_string() } else { m.deploy_id },
+                        if m.deploy_id.is_empty() {
+                            "-".to_string()
+                        } else {
+                            m.deploy_id
+                        },
                         m.time
                     );
                 }
@@ -1051,9 +1074,17 @@ pub fn render_status(st: &deploy::Status) -> String {
         s.push_str(&format!(
             "deploy:     {} {} -> {}: {} ({}), updated {}\n",
             d.id,
-            d.from.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
-            d.to.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
-            serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            d.from
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into()),
+            d.to.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into()),
+            serde_json::to_value(d.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             d.step,
             d.updated
         ));
@@ -1062,13 +1093,22 @@ pub fn render_status(st: &deploy::Status) -> String {
         }
     }
     if let Some(a) = &st.attention {
-        s.push_str(&format!("BLOCKED:    {} since {}: {}\n", a.kind, a.since, a.reason));
+        s.push_str(&format!(
+            "BLOCKED:    {} since {}: {}\n",
+            a.kind, a.since, a.reason
+        ));
     }
     if let Some(m) = &st.maintenance {
-        s.push_str(&format!("maintenance: on since {} ({}): {}\n", m.since, m.reason, m.message));
+        s.push_str(&format!(
+            "maintenance: on since {} ({}): {}\n",
+            m.since, m.reason, m.message
+        ));
     }
     for (v, q) in &st.quarantined {
-        s.push_str(&format!("quarantined: {v} since {}: {}\n", q.time, q.reason));
+        s.push_str(&format!(
+            "quarantined: {v} since {}: {}\n",
+            q.time, q.reason
+        ));
     }
     if let Some(h) = &st.highest_verified {
         s.push_str(&format!("highest verified: {h}\n"));

@@ -856,7 +856,10 @@ impl Config {
             };
             if let Some(m) = app.min_free_bytes {
                 if *m.get_ref() < 0 {
-                    ck.at(m.span(), format!("apps.{name}.min_free_bytes must not be negative"));
+                    ck.at(
+                        m.span(),
+                        format!("apps.{name}.min_free_bytes must not be negative"),
+                    );
                 } else {
                     policy.min_free_bytes = Some(*m.get_ref() as u64);
                 }

@@ -64,11 +64,19 @@ fn http_get(url: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(host) else {
         return "(no answer)".into();
     };
-    let _ = write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.lines().next().unwrap_or("").to_string();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    let body = out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     format!("{status} | {body}")
 }
 
@@ -104,7 +112,10 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .to_string();
     println!("   key id {key_id}; public key {}", pk.display());
 
-    step(&mut n, "build four versions of a tiny app, pack and sign them");
+    step(
+        &mut n,
+        "build four versions of a tiny app, pack and sign them",
+    );
     let signing = crate::pack::Signing {
         key: sk.clone(),
         password: None,
@@ -116,7 +127,10 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         if v == "1.3.0" {
             // This release passes every check before the swap, then fails
             // its live health check.
-            fs::write_atomic(&src.join("BROKEN"), b"this release answers 500 on /health\n")?;
+            fs::write_atomic(
+                &src.join("BROKEN"),
+                b"this release answers 500 on /health\n",
+            )?;
         }
         let p = crate::pack::pack_signed(
             &src,
@@ -132,7 +146,10 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         );
     }
 
-    step(&mut n, "start the app (a tiny HTTP server serving root/current) and write the configuration");
+    step(
+        &mut n,
+        "start the app (a tiny HTTP server serving root/current) and write the configuration",
+    );
     let app_server = app::DemoApp::start(&root)?;
     fs::create_dir_all(&root.join("shared/data"))?;
     fs::write_atomic(&root.join("shared/data/db.txt"), b"users table\n")?;
@@ -177,7 +194,9 @@ url = "{url}/health"
     let app = cfg.app("demo")?;
     let actor = Actor::current_user();
     let source = LocalDirSource::new(&drop_dir);
-    let deploy_v = |v: &str| -> anyhow::Result<Result<crate::lifecycle::DeployOutcome, crate::deploy::DeployError>> {
+    let deploy_v = |v: &str| -> anyhow::Result<
+        Result<crate::lifecycle::DeployOutcome, crate::deploy::DeployError>,
+    > {
         let s = Session::open(app, actor.clone(), "demo deploy", false)?;
         Ok(s.deploy(
             &source,
@@ -187,12 +206,21 @@ url = "{url}/health"
     };
     let db = || fs::read_to_string(&root.join("shared/data/db.txt")).unwrap_or_default();
 
-    step(&mut n, "deploy 1.0.0: verify while streaming, back up, migrate, swap, activate, check health");
+    step(
+        &mut n,
+        "deploy 1.0.0: verify while streaming, back up, migrate, swap, activate, check health",
+    );
     deploy_v("1.0.0")??;
     print!("{}", render_layout(&root)?);
-    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+    println!(
+        "   GET /health -> {}",
+        http_get(&format!("{}/health", app_server.url()))
+    );
 
-    step(&mut n, "tamper with 1.2.0 (one flipped byte) and try to install it");
+    step(
+        &mut n,
+        "tamper with 1.2.0 (one flipped byte) and try to install it",
+    );
     {
         let asset = drop_dir.join("v1.2.0/demo-1.2.0.tar.gz");
         let mut bytes = fs::read(&asset)?;
@@ -213,14 +241,27 @@ url = "{url}/health"
 
     step(&mut n, "deploy 1.1.0");
     deploy_v("1.1.0")??;
-    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+    println!(
+        "   GET /health -> {}",
+        http_get(&format!("{}/health", app_server.url()))
+    );
 
-    step(&mut n, "revert (current -> last-good, instantly), then promote 1.1.0 again");
+    step(
+        &mut n,
+        "revert (current -> last-good, instantly), then promote 1.1.0 again",
+    );
     {
         let s = Session::open(app, actor.clone(), "demo revert", false)?;
         let r = s.revert_checked(None)?;
-        println!("   current -> {} (was {})", r.to, r.from.map(|v| v.to_string()).unwrap_or_default());
-        println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+        println!(
+            "   current -> {} (was {})",
+            r.to,
+            r.from.map(|v| v.to_string()).unwrap_or_default()
+        );
+        println!(
+            "   GET /health -> {}",
+            http_get(&format!("{}/health", app_server.url()))
+        );
         let r = s.promote_checked(&Version::parse("1.1.0")?, false)?;
         println!("   current -> {}", r.to);
     }
@@ -232,12 +273,21 @@ url = "{url}/health"
         Ok(_) => anyhow::bail!("the broken release was kept live"),
         Err(e) => println!("   {e}"),
     }
-    println!("   shared/data/db.txt after the automatic revert and restore:\n{}", indent(&db()));
-    println!("   GET /health -> {}", http_get(&format!("{}/health", app_server.url())));
+    println!(
+        "   shared/data/db.txt after the automatic revert and restore:\n{}",
+        indent(&db())
+    );
+    println!(
+        "   GET /health -> {}",
+        http_get(&format!("{}/health", app_server.url()))
+    );
     print!("{}", render_layout(&root)?);
 
     step(&mut n, "status and history (the audit log)");
-    print!("{}", indent(&crate::cli::render_status(&deploy::status(app)?)));
+    print!(
+        "{}",
+        indent(&crate::cli::render_status(&deploy::status(app)?))
+    );
     for e in crate::history::read(&AppPaths::new(&root))? {
         println!(
             "   {}  {:<28} {:<8} {}",
@@ -363,12 +413,19 @@ pub mod app {
         }
         let marker = root.join("shared/.reload");
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        if crate::fs::symlink_metadata(&marker).ok().flatten().is_some() {
+        if crate::fs::symlink_metadata(&marker)
+            .ok()
+            .flatten()
+            .is_some()
+        {
             *st = load(root);
             let _ = crate::fs::remove_file(&marker);
         }
         let (code, body) = match path.as_str() {
-            "/health" if st.broken => ("500 Internal Server Error", format!("broken {}\n", st.version)),
+            "/health" if st.broken => (
+                "500 Internal Server Error",
+                format!("broken {}\n", st.version),
+            ),
             "/health" => ("200 OK", format!("ok {}\n", st.version)),
             _ => ("200 OK", format!("<h1>demo app {}</h1>\n", st.version)),
         };

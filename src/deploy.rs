@@ -192,6 +192,7 @@ impl DeployError {
             | DeployError::NotInstalled { .. }
             | DeployError::NothingToRevert { .. } => exit::NOT_FOUND,
             DeployError::Source(SourceError::Version(_)) => exit::USAGE,
+            DeployError::Source(SourceError::Refused { .. }) => exit::VERIFY,
             DeployError::Precheck(_) | DeployError::Blocked { .. } => exit::PRECHECK,
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
@@ -269,6 +270,33 @@ impl StreamCheck for SharedSig {
             c.update(chunk);
         }
     }
+}
+
+/// Copies what it reads into a file (the download, kept for the cache once
+/// verified).
+struct Tee<R> {
+    inner: R,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl<R: std::io::Read> std::io::Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.out, &buf[..n])?;
+        if n == 0 {
+            std::io::Write::flush(&mut self.out)?;
+        }
+        Ok(n)
+    }
+}
+
+/// `.switchyard/cache/<version>/<asset>`: verified downloads.
+pub fn cache_path(paths: &AppPaths, v: &Version, asset: &str) -> PathBuf {
+    paths
+        .state_dir()
+        .join("cache")
+        .join(v.dir_name())
+        .join(asset)
 }
 
 /// Checks the `tag=` and `file=` fields of a trusted comment, when present,
@@ -738,7 +766,27 @@ impl<'a> Session<'a> {
         fs::create_dir(&tree, 0o755)?;
         info!(step = "unpack", asset = %asset, "streaming: hashing, verifying and unpacking in one pass");
         let shared_sig = asset_sig.map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
-        let input = fetched.asset;
+        // A verified copy from an earlier download is used instead of the
+        // network; it is verified again as it streams, like any input.
+        let cache_entry = cache_path(&self.paths, v, &asset);
+        let cached =
+            source.is_remote() && fs::symlink_metadata(&cache_entry)?.is_some_and(|m| m.is_file());
+        let mut cache_tmp = None;
+        let input: Box<dyn std::io::Read + Send> = if cached {
+            info!(step = "fetch", path = %cache_entry.display(), "using the verified copy in the download cache");
+            drop(fetched.asset);
+            Box::new(fs::open(&cache_entry)?)
+        } else if source.is_remote() {
+            let tmp = staging.dir.join("download");
+            let f = fs::create_new(&tmp, 0o600)?;
+            cache_tmp = Some(tmp);
+            Box::new(Tee {
+                inner: fetched.asset,
+                out: std::io::BufWriter::new(f),
+            })
+        } else {
+            fetched.asset
+        };
         let mut reader = HashingReader::new(input);
         if let Some(c) = &shared_sig {
             reader = reader.with_check(Box::new(SharedSig(c.clone())));
@@ -749,23 +797,44 @@ impl<'a> Session<'a> {
         let drained = reader.drain();
         let (digest, checks, asset_bytes) = reader.finish();
         drop(checks);
-        if let Some(c) = shared_sig {
-            let check = std::sync::Arc::try_unwrap(c)
-                .ok()
-                .and_then(|m| m.into_inner().ok())
-                .expect("the reader released the signature check");
-            if drained.is_ok() {
-                let ver = check.finish()?;
-                check_comment(&asset_sig_name, &asset, info, &ver)?;
-                info!(step = "verify", file = %asset, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
-                signatures.push(SignatureInfo::new(&asset, ver));
+        let checked = (|| {
+            if let Some(c) = shared_sig {
+                let check = std::sync::Arc::try_unwrap(c)
+                    .ok()
+                    .and_then(|m| m.into_inner().ok())
+                    .expect("the reader released the signature check");
+                if drained.is_ok() {
+                    let ver = check.finish()?;
+                    check_comment(&asset_sig_name, &asset, info, &ver)?;
+                    info!(step = "verify", file = %asset, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                    signatures.push(SignatureInfo::new(&asset, ver));
+                }
             }
+            if let (Some(exp), Ok(_)) = (&expected, &drained) {
+                check_digest(&asset, SUMS_NAME, exp, &digest)?;
+            }
+            if let (Some(api), Ok(_)) = (&fetched.asset_digest, &drained) {
+                check_digest(&asset, "the digest the release API gives", api, &digest)?;
+            }
+            Ok::<(), DeployError>(())
+        })();
+        if cached && (checked.is_err() || drained.is_err() || unpacked.is_err()) {
+            // A damaged cache entry must not fail every later install.
+            warn!(path = %cache_entry.display(), "the cached download failed verification; removed");
+            let _ = fs::remove_file(&cache_entry);
         }
-        if let (Some(exp), Ok(_)) = (&expected, &drained) {
-            check_digest(&asset, SUMS_NAME, exp, &digest)?;
-        }
+        checked?;
         let unpacked = unpacked?;
         drained.map_err(|e| FsError::new("read asset", &asset, e))?;
+        if let Some(tmp) = cache_tmp {
+            // Verified: keep it, so a reinstall never downloads it again.
+            let dir = fs::parent_of(&cache_entry).to_path_buf();
+            fs::create_dir_all(&dir)?;
+            let f = fs::open(&tmp)?;
+            fs::fsync_file(&f, &tmp)?;
+            fs::rename(&tmp, &cache_entry)?;
+            fs::fsync_dir(&dir)?;
+        }
         checkpoint("install.unpacked");
 
         link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
@@ -938,6 +1007,21 @@ impl<'a> Session<'a> {
             remove_release(&self.paths, v)?;
             info!(app = %self.cfg.name, version = %v, "pruned");
             removed.push(v.clone());
+        }
+        // The download cache follows the releases: only installed ones keep theirs.
+        let still: Vec<String> = self
+            .paths
+            .installed()?
+            .iter()
+            .map(|v| v.dir_name())
+            .collect();
+        let cache = self.paths.state_dir().join("cache");
+        for n in fs::list_dir(&cache)? {
+            if let Some(n) = n.to_str()
+                && !still.iter().any(|s| s == n)
+            {
+                fs::remove_any(&cache.join(n))?;
+            }
         }
         if !removed.is_empty() {
             let mut details = serde_json::Map::new();

@@ -31,6 +31,12 @@
 //! `X-RateLimit-Reset`) is waited out once when the wait is short, and
 //! otherwise reported with the time it resets.
 //!
+//! Each listing page's `ETag` and body are kept in memory for as long as the
+//! source lives (nothing is persisted), so a long-lived source (the agent)
+//! polls with `If-None-Match` and an unchanged listing costs no rate limit.
+//! A download is retried until its first byte; one that breaks off later
+//! fails the read (the install is then undone and can simply be run again).
+//!
 //! # Threads and runtimes
 //!
 //! [`ReleaseSource`] is synchronous, because the verify-and-unpack pipeline
@@ -1318,7 +1324,8 @@ impl GithubSource {
         }
     }
 
-    /// Replaces the network tuning (before first use).
+    /// Replaces the network tuning (before first use). Its
+    /// `max_rate_limit_wait` replaces the config's `rate_limit_max_wait_secs`.
     pub fn with_options(mut self, opts: GithubOptions) -> Self {
         self.opts = opts;
         self
@@ -1472,6 +1479,10 @@ fn select_asset<'r>(
 }
 
 impl ReleaseSource for GithubSource {
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "GitHub repository {} at {}",

@@ -24,7 +24,9 @@ use crate::health::{HealthConfig, HealthReport, run_health};
 use crate::hooks::{HookContext, HookError, HookSpec, run_hook};
 use crate::layout::maintenance;
 use crate::source::ReleaseSource;
-use crate::state::{AppState, Attention, DeployRecord, DeployState, Quarantine, new_id, now_rfc3339};
+use crate::state::{
+    AppState, Attention, DeployRecord, DeployState, Quarantine, new_id, now_rfc3339,
+};
 use crate::version::{Version, VersionRequest};
 
 /// Operator choices for one deploy.
@@ -74,7 +76,12 @@ pub fn is_major_upgrade(from: &Version, to: &Version) -> bool {
 }
 
 impl Session<'_> {
-    fn save_rec(&self, rec: &mut DeployRecord, state: DeployState, step: &str) -> Result<(), DeployError> {
+    fn save_rec(
+        &self,
+        rec: &mut DeployRecord,
+        state: DeployState,
+        step: &str,
+    ) -> Result<(), DeployError> {
         rec.state = state;
         rec.step = step.to_string();
         rec.updated = now_rfc3339();
@@ -91,9 +98,19 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn event(&self, name: &str, rec: &DeployRecord, outcome: &str, started: Instant, error: Option<String>) {
+    fn event(
+        &self,
+        name: &str,
+        rec: &DeployRecord,
+        outcome: &str,
+        started: Instant,
+        error: Option<String>,
+    ) {
         let mut details = serde_json::Map::new();
-        details.insert("state".into(), serde_json::to_value(rec.state).unwrap_or_default());
+        details.insert(
+            "state".into(),
+            serde_json::to_value(rec.state).unwrap_or_default(),
+        );
         details.insert("step".into(), rec.step.clone().into());
         if let Some(b) = &rec.backup_id {
             details.insert("backup_id".into(), b.clone().into());
@@ -112,7 +129,14 @@ impl Session<'_> {
         }
     }
 
-    fn hook_ctx(&self, version: &Version, prev: Option<&Version>, dir: &Path, id: &str, backup_file: Option<&Path>) -> HookContext {
+    fn hook_ctx(
+        &self,
+        version: &Version,
+        prev: Option<&Version>,
+        dir: &Path,
+        id: &str,
+        backup_file: Option<&Path>,
+    ) -> HookContext {
         HookContext {
             app: self.cfg.name.clone(),
             version: version.to_string(),
@@ -126,7 +150,12 @@ impl Session<'_> {
     }
 
     /// Runs a configured hook, if any.
-    fn run_opt_hook(&self, name: &str, spec: Option<&HookSpec>, ctx: &HookContext) -> Result<(), HookError> {
+    fn run_opt_hook(
+        &self,
+        name: &str,
+        spec: Option<&HookSpec>,
+        ctx: &HookContext,
+    ) -> Result<(), HookError> {
         if let Some(spec) = spec {
             // run_hook logs the start with the command and timeout.
             tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = name, "hook");
@@ -135,7 +164,14 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn health(&self, which: &str, cfg: Option<&HealthConfig>, v: &Version, dir: &Path, out: &mut Vec<NamedReport>) -> Result<(), String> {
+    fn health(
+        &self,
+        which: &str,
+        cfg: Option<&HealthConfig>,
+        v: &Version,
+        dir: &Path,
+        out: &mut Vec<NamedReport>,
+    ) -> Result<(), String> {
         let Some(cfg) = cfg else { return Ok(()) };
         let report = run_health(cfg, &v.to_string(), dir);
         let passed = report.passed;
@@ -148,7 +184,10 @@ impl Session<'_> {
         if passed {
             Ok(())
         } else {
-            Err(format!("{which} health check failed: {}", err.unwrap_or_else(|| "no check passed".into())))
+            Err(format!(
+                "{which} health check failed: {}",
+                err.unwrap_or_else(|| "no check passed".into())
+            ))
         }
     }
 
@@ -206,7 +245,12 @@ impl Session<'_> {
     }
 
     /// Deploys a release through the whole lifecycle.
-    pub fn deploy(&self, source: &dyn ReleaseSource, req: &VersionRequest, opts: DeployOptions) -> Result<DeployOutcome, DeployError> {
+    pub fn deploy(
+        &self,
+        source: &dyn ReleaseSource,
+        req: &VersionRequest,
+        opts: DeployOptions,
+    ) -> Result<DeployOutcome, DeployError> {
         let started = Instant::now();
         let from = self.paths.current_version()?;
         let mut rec = DeployRecord {
@@ -243,19 +287,31 @@ impl Session<'_> {
             Err(e) => {
                 rec.last_error = Some(e.to_string());
                 let state = match (&e, rec.state) {
-                    (DeployError::Precheck(_) | DeployError::Blocked { .. }, _) => DeployState::PrecheckFailed,
+                    (DeployError::Precheck(_) | DeployError::Blocked { .. }, _) => {
+                        DeployState::PrecheckFailed
+                    }
                     (_, DeployState::Checking) => DeployState::PrecheckFailed,
                     (_, DeployState::BackupRunning) => DeployState::BackupFailed,
-                    (DeployError::NeedsAttention { .. }, DeployState::RollbackRunning) => DeployState::RollbackFailed,
+                    (DeployError::NeedsAttention { .. }, DeployState::RollbackRunning) => {
+                        DeployState::RollbackFailed
+                    }
                     _ => DeployState::Failed,
                 };
                 let step = rec.step.clone();
                 self.save_rec(&mut rec, state, &step)?;
-                self.event("system.update.failed", &rec, "failed", started, Some(e.to_string()));
+                self.event(
+                    "system.update.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(e.to_string()),
+                );
                 if let Some(v) = rec.to.clone() {
                     let dir = self.paths.release(&v);
                     let ctx = self.hook_ctx(&v, from.as_ref(), &dir, &rec.id, None);
-                    if let Err(he) = self.run_opt_hook("on_failure", self.cfg.hooks.on_failure.as_ref(), &ctx) {
+                    if let Err(he) =
+                        self.run_opt_hook("on_failure", self.cfg.hooks.on_failure.as_ref(), &ctx)
+                    {
                         warn!(error = %he, "on_failure hook failed");
                     }
                 }
@@ -292,8 +348,12 @@ impl Session<'_> {
                     .unwrap_or_default()
             )));
         }
-        let probe = self.paths.state_dir().join(format!(".write-test.tmp-{}", rec.id));
-        fs::write_atomic(&probe, b"ok").map_err(|e| DeployError::Precheck(format!("the app root is not writable: {e}")))?;
+        let probe = self
+            .paths
+            .state_dir()
+            .join(format!(".write-test.tmp-{}", rec.id));
+        fs::write_atomic(&probe, b"ok")
+            .map_err(|e| DeployError::Precheck(format!("the app root is not writable: {e}")))?;
         fs::remove_file(&probe)?;
 
         self.save_rec(rec, DeployState::Downloading, "install")?;
@@ -314,8 +374,15 @@ impl Session<'_> {
             .run_opt_hook("warm", self.cfg.hooks.warm.as_ref(), &ctx)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                self.save_rec(rec, DeployState::HealthCheck, "staging").map_err(|e| e.to_string())?;
-                self.health("staging", self.cfg.health.staging.as_ref(), &v, &dir, health)
+                self.save_rec(rec, DeployState::HealthCheck, "staging")
+                    .map_err(|e| e.to_string())?;
+                self.health(
+                    "staging",
+                    self.cfg.health.staging.as_ref(),
+                    &v,
+                    &dir,
+                    health,
+                )
             });
         if let Err(reason) = staged {
             return Err(self.fail_before_swap(rec, &v, inst.installed, &reason));
@@ -333,7 +400,13 @@ impl Session<'_> {
                     self.event("system.backup.completed", rec, "ok", b_started, None);
                 }
                 Err(e) => {
-                    self.event("system.backup.failed", rec, "failed", b_started, Some(e.to_string()));
+                    self.event(
+                        "system.backup.failed",
+                        rec,
+                        "failed",
+                        b_started,
+                        Some(e.to_string()),
+                    );
                     return Err(DeployError::Failed {
                         state: "backup_failed".into(),
                         reason: e.to_string(),
@@ -376,7 +449,8 @@ impl Session<'_> {
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
             .map_err(|e| format!("activate hook failed: {e}"))
             .and_then(|()| {
-                self.save_rec(rec, DeployState::HealthCheck, "live").map_err(|e| e.to_string())?;
+                self.save_rec(rec, DeployState::HealthCheck, "live")
+                    .map_err(|e| e.to_string())?;
                 self.health("live", self.cfg.health.live.as_ref(), &v, &dir, health)
             });
         if let Err(reason) = live {
@@ -386,13 +460,23 @@ impl Session<'_> {
         Ok(v)
     }
 
-    fn take_backup(&self, id: &str, prev: Option<&Version>, v: &Version, dir: &Path) -> Result<String, DeployError> {
+    fn take_backup(
+        &self,
+        id: &str,
+        prev: Option<&Version>,
+        v: &Version,
+        dir: &Path,
+    ) -> Result<String, DeployError> {
         let spec = self.cfg.hooks.backup.clone();
         let run = |file: &Path| -> Result<(), String> {
             let spec = spec.as_ref().expect("only called with a hook");
-            let live_dir = prev.map(|p| self.paths.release(p)).unwrap_or_else(|| dir.to_path_buf());
+            let live_dir = prev
+                .map(|p| self.paths.release(p))
+                .unwrap_or_else(|| dir.to_path_buf());
             let ctx = self.hook_ctx(v, prev, &live_dir, id, Some(file));
-            run_hook("backup", spec, &ctx).map(|_| ()).map_err(|e| e.to_string())
+            run_hook("backup", spec, &ctx)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         let empty = crate::config::SharedConfig::default();
         let meta = backup::create(
@@ -401,8 +485,16 @@ impl Session<'_> {
                 app: &self.cfg.name,
                 app_version: prev.map(|p| p.to_string()),
                 deploy_id: id,
-                run_hook: if self.cfg.hooks.backup.is_some() { Some(&run) } else { None },
-                shared: if self.cfg.policy.backup_shared { &self.cfg.shared } else { &empty },
+                run_hook: if self.cfg.hooks.backup.is_some() {
+                    Some(&run)
+                } else {
+                    None
+                },
+                shared: if self.cfg.policy.backup_shared {
+                    &self.cfg.shared
+                } else {
+                    &empty
+                },
                 keep: self.cfg.policy.keep_backups,
             },
         )
@@ -411,20 +503,37 @@ impl Session<'_> {
     }
 
     /// Restores a backup with the configured restore hook.
-    pub fn restore_backup(&self, backup_id: &str, version: &Version, deploy_id: &str) -> Result<(), DeployError> {
+    pub fn restore_backup(
+        &self,
+        backup_id: &str,
+        version: &Version,
+        deploy_id: &str,
+    ) -> Result<(), DeployError> {
         let spec = self.cfg.hooks.restore.clone();
         let dir = self.paths.release(version);
         let run = |file: &Path| -> Result<(), String> {
             let spec = spec.as_ref().expect("only called with a hook");
             let ctx = self.hook_ctx(version, None, &dir, deploy_id, Some(file));
-            run_hook("restore", spec, &ctx).map(|_| ()).map_err(|e| e.to_string())
+            run_hook("restore", spec, &ctx)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
-        backup::restore(&self.paths, backup_id, if spec.is_some() { Some(&run) } else { None })
-            .map_err(|e| DeployError::Precheck(e.to_string()))?;
+        backup::restore(
+            &self.paths,
+            backup_id,
+            if spec.is_some() { Some(&run) } else { None },
+        )
+        .map_err(|e| DeployError::Precheck(e.to_string()))?;
         Ok(())
     }
 
-    fn fail_before_swap(&self, rec: &mut DeployRecord, v: &Version, installed_now: bool, reason: &str) -> DeployError {
+    fn fail_before_swap(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        installed_now: bool,
+        reason: &str,
+    ) -> DeployError {
         rec.last_error = Some(reason.to_string());
         if installed_now && !self.cfg.policy.keep_failed {
             if let Err(e) = crate::deploy::remove_release(&self.paths, v) {
@@ -438,7 +547,11 @@ impl Session<'_> {
             state: "failed".into(),
             reason: format!(
                 "{reason}; the live release was not touched, {v} is quarantined{}",
-                if self.cfg.policy.keep_failed { " and kept for inspection" } else { "" }
+                if self.cfg.policy.keep_failed {
+                    " and kept for inspection"
+                } else {
+                    ""
+                }
             ),
             rolled_back: false,
         }
@@ -446,7 +559,14 @@ impl Session<'_> {
 
     /// Reverts a failed deploy of `v`: swap back, activate, check, restore
     /// the backup where data may have changed.
-    fn rollback(&self, rec: &mut DeployRecord, v: &Version, reason: &str, data_changed: bool, health: &mut Vec<NamedReport>) -> DeployError {
+    fn rollback(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        reason: &str,
+        data_changed: bool,
+        health: &mut Vec<NamedReport>,
+    ) -> DeployError {
         let started = Instant::now();
         match self.rollback_inner(rec, v, data_changed, health) {
             Ok(restored) => {
@@ -456,8 +576,15 @@ impl Session<'_> {
                     state: "failed".into(),
                     reason: format!(
                         "{reason}; reverted to {}{}, {v} is quarantined",
-                        rec.from.as_ref().map(|f| f.to_string()).unwrap_or_else(|| "no release (there was none before)".into()),
-                        if restored { " and restored the backup" } else { "" }
+                        rec.from
+                            .as_ref()
+                            .map(|f| f.to_string())
+                            .unwrap_or_else(|| "no release (there was none before)".into()),
+                        if restored {
+                            " and restored the backup"
+                        } else {
+                            ""
+                        }
                     ),
                     rolled_back: true,
                 }
@@ -467,7 +594,13 @@ impl Session<'_> {
                     "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
                     self.cfg.name, self.cfg.name
                 );
-                self.event("system.rollback.failed", rec, "failed", started, Some(why.clone()));
+                self.event(
+                    "system.rollback.failed",
+                    rec,
+                    "failed",
+                    started,
+                    Some(why.clone()),
+                );
                 let _ = self.set_attention("rollback_failed", &why, &rec.id);
                 let _ = self.quarantine(v, reason, &rec.id);
                 DeployError::NeedsAttention { reason: why }
@@ -475,26 +608,49 @@ impl Session<'_> {
         }
     }
 
-    fn rollback_inner(&self, rec: &mut DeployRecord, v: &Version, data_changed: bool, health: &mut Vec<NamedReport>) -> Result<bool, String> {
+    fn rollback_inner(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        data_changed: bool,
+        health: &mut Vec<NamedReport>,
+    ) -> Result<bool, String> {
         let s = |e: DeployError| e.to_string();
-        self.save_rec(rec, DeployState::RollbackRunning, "revert").map_err(s)?;
-        self.event("system.rollback.started", rec, "started", Instant::now(), None);
-        maintenance::on(&self.paths, "Maintenance in progress", "rollback").map_err(|e| e.to_string())?;
-        if rec.swapped || self.paths.current_version().map_err(|e| e.to_string())?.as_ref() == Some(v) {
+        self.save_rec(rec, DeployState::RollbackRunning, "revert")
+            .map_err(s)?;
+        self.event(
+            "system.rollback.started",
+            rec,
+            "started",
+            Instant::now(),
+            None,
+        );
+        maintenance::on(&self.paths, "Maintenance in progress", "rollback")
+            .map_err(|e| e.to_string())?;
+        if rec.swapped
+            || self
+                .paths
+                .current_version()
+                .map_err(|e| e.to_string())?
+                .as_ref()
+                == Some(v)
+        {
             match rec.from.clone() {
                 Some(f) => {
                     self.revert(Some(&f)).map_err(s)?;
                     // The failed release must not become the rollback target:
                     // last-good goes back to what it was before the deploy.
                     let target = rec.prev_last_good.clone().filter(|l| l != v && l != &f);
-                    crate::deploy::set_link(&self.paths.last_good(), target.as_ref()).map_err(|e| e.to_string())?;
+                    crate::deploy::set_link(&self.paths.last_good(), target.as_ref())
+                        .map_err(|e| e.to_string())?;
                     let dir = self.paths.release(&f);
                     let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
                     self.run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
                         .map_err(|e| format!("activate hook failed after the revert: {e}"))?;
                 }
                 None => {
-                    crate::deploy::set_link(&self.paths.current(), None).map_err(|e| e.to_string())?;
+                    crate::deploy::set_link(&self.paths.current(), None)
+                        .map_err(|e| e.to_string())?;
                 }
             }
             rec.swapped = false;
@@ -503,7 +659,8 @@ impl Session<'_> {
         if data_changed && let Some(b) = rec.backup_id.clone() {
             match self.cfg.policy.restore_on_revert {
                 RestorePolicy::Auto => {
-                    self.save_rec(rec, DeployState::RollbackRunning, "restore").map_err(s)?;
+                    self.save_rec(rec, DeployState::RollbackRunning, "restore")
+                        .map_err(s)?;
                     let f = rec.from.clone().unwrap_or_else(|| v.clone());
                     self.restore_backup(&b, &f, &rec.id).map_err(s)?;
                     restored = true;
@@ -518,8 +675,15 @@ impl Session<'_> {
             }
         }
         if let Some(f) = rec.from.clone() {
-            self.save_rec(rec, DeployState::HealthCheck, "live-after-revert").map_err(s)?;
-            self.health("live-after-revert", self.cfg.health.live.as_ref(), &f, &self.paths.release(&f), health)?;
+            self.save_rec(rec, DeployState::HealthCheck, "live-after-revert")
+                .map_err(s)?;
+            self.health(
+                "live-after-revert",
+                self.cfg.health.live.as_ref(),
+                &f,
+                &self.paths.release(&f),
+                health,
+            )?;
         }
         maintenance::off(&self.paths).map_err(|e| e.to_string())?;
         Ok(restored)
@@ -529,13 +693,19 @@ impl Session<'_> {
     /// running. Called by the repair every mutating command runs first.
     pub(crate) fn resume_interrupted_deploy(&self) -> Result<(), DeployError> {
         let st = AppState::load(&self.paths)?;
-        let Some(mut rec) = st.deploy.clone() else { return Ok(()) };
+        let Some(mut rec) = st.deploy.clone() else {
+            return Ok(());
+        };
         if rec.state.is_terminal() {
             return Ok(());
         }
         warn!(app = %self.cfg.name, deploy_id = %rec.id, state = ?rec.state, step = %rec.step, "resuming an interrupted deploy");
         let started = Instant::now();
-        let reason = format!("interrupted in state {:?}/{} (the process died)", rec.state, rec.step).to_lowercase();
+        let reason = format!(
+            "interrupted in state {:?}/{} (the process died)",
+            rec.state, rec.step
+        )
+        .to_lowercase();
         let mut health = Vec::new();
         let Some(v) = rec.to.clone() else {
             self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
@@ -565,20 +735,36 @@ impl Session<'_> {
                     DeployState::Failed
                 };
                 self.save_rec(&mut rec, state, "interrupted")?;
-                self.event("system.update.failed", &rec, "failed", started, Some(err.to_string()));
+                self.event(
+                    "system.update.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(err.to_string()),
+                );
             }
             _ => {
                 // Nothing live changed (the install journal undid any partial release).
                 rec.last_error = Some(reason.clone());
                 self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-                self.event("system.update.failed", &rec, "failed", started, Some(reason));
+                self.event(
+                    "system.update.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(reason),
+                );
             }
         }
         Ok(())
     }
 
     /// Promote with activation and the live check; reverts at once on failure.
-    pub fn promote_checked(&self, v: &Version, force: bool) -> Result<crate::deploy::SwitchReport, DeployError> {
+    pub fn promote_checked(
+        &self,
+        v: &Version,
+        force: bool,
+    ) -> Result<crate::deploy::SwitchReport, DeployError> {
         self.check_blocked()?;
         self.check_quarantine(v, force)?;
         let lg_before = self.paths.last_good_version()?;
@@ -593,7 +779,9 @@ impl Session<'_> {
         let live = self
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
             .map_err(|e| format!("activate hook failed: {e}"))
-            .and_then(|()| self.health("live", self.cfg.health.live.as_ref(), v, &dir, &mut health));
+            .and_then(|()| {
+                self.health("live", self.cfg.health.live.as_ref(), v, &dir, &mut health)
+            });
         if let Err(reason) = live {
             let mut rec = DeployRecord {
                 id,
@@ -613,7 +801,10 @@ impl Session<'_> {
             let err = self.rollback(&mut rec, v, &reason, false, &mut health);
             // Keep last-good as it was before this promote.
             if r.from.is_some() {
-                crate::deploy::set_link(&self.paths.last_good(), lg_before.filter(|l| l != v).as_ref())?;
+                crate::deploy::set_link(
+                    &self.paths.last_good(),
+                    lg_before.filter(|l| l != v).as_ref(),
+                )?;
             }
             return Err(err);
         }
@@ -622,7 +813,10 @@ impl Session<'_> {
 
     /// Revert with activation and the live check; a failing check leaves the
     /// maintenance flag on and asks for an operator.
-    pub fn revert_checked(&self, to: Option<&Version>) -> Result<crate::deploy::SwitchReport, DeployError> {
+    pub fn revert_checked(
+        &self,
+        to: Option<&Version>,
+    ) -> Result<crate::deploy::SwitchReport, DeployError> {
         let r = self.revert(to)?;
         if !r.changed {
             return Ok(r);
@@ -634,7 +828,15 @@ impl Session<'_> {
         let live = self
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
             .map_err(|e| format!("activate hook failed: {e}"))
-            .and_then(|()| self.health("live", self.cfg.health.live.as_ref(), &r.to, &dir, &mut health));
+            .and_then(|()| {
+                self.health(
+                    "live",
+                    self.cfg.health.live.as_ref(),
+                    &r.to,
+                    &dir,
+                    &mut health,
+                )
+            });
         if let Err(reason) = live {
             let why = format!(
                 "reverted to {}, but {reason}; the maintenance flag is on: fix the app, then `switchyard resolve {}`",
@@ -660,9 +862,21 @@ impl Session<'_> {
         maintenance::off(&self.paths)?;
         let mut details = serde_json::Map::new();
         if let Some(a) = &prev {
-            details.insert("cleared".into(), serde_json::to_value(a).unwrap_or_default());
+            details.insert(
+                "cleared".into(),
+                serde_json::to_value(a).unwrap_or_default(),
+            );
         }
-        self.record("system.resolve.completed", &new_id(), None, None, "ok", Instant::now(), None, details)?;
+        self.record(
+            "system.resolve.completed",
+            &new_id(),
+            None,
+            None,
+            "ok",
+            Instant::now(),
+            None,
+            details,
+        )?;
         Ok(prev)
     }
 
@@ -687,17 +901,29 @@ impl Session<'_> {
             prev_last_good: None,
         };
         self.event("system.backup.started", &rec, "started", started, None);
-        let v = cur.clone().unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
-        let dir: PathBuf = cur.as_ref().map(|c| self.paths.release(c)).unwrap_or_else(|| self.paths.root.clone());
+        let v = cur
+            .clone()
+            .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
+        let dir: PathBuf = cur
+            .as_ref()
+            .map(|c| self.paths.release(c))
+            .unwrap_or_else(|| self.paths.root.clone());
         match self.take_backup(&id, cur.as_ref(), &v, &dir) {
             Ok(bid) => {
                 let mut rec = rec;
                 rec.backup_id = Some(bid.clone());
                 self.event("system.backup.completed", &rec, "ok", started, None);
-                Ok(backup::get(&self.paths, &bid).map_err(|e| DeployError::Precheck(e.to_string()))?)
+                Ok(backup::get(&self.paths, &bid)
+                    .map_err(|e| DeployError::Precheck(e.to_string()))?)
             }
             Err(e) => {
-                self.event("system.backup.failed", &rec, "failed", started, Some(e.to_string()));
+                self.event(
+                    "system.backup.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(e.to_string()),
+                );
                 Err(e)
             }
         }

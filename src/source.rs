@@ -100,6 +100,12 @@ pub trait ReleaseSource: Send + Sync {
     /// Human-readable description for messages ("local folder /srv/drop").
     fn describe(&self) -> String;
 
+    /// True when fetching costs a download: verified assets are then kept in
+    /// the app's download cache, so the same asset is never fetched twice.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Every usable release, any order. Unparseable names are skipped with a log line.
     fn releases(&self) -> Result<Vec<ReleaseInfo>, SourceError>;
 

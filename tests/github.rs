@@ -681,3 +681,75 @@ fn github_source_configuration_is_checked() {
     w.write_config_source("github = \"acme/web\"\nasset = \"web-{version}-{target}.tar.gz\"\nchannel = \"prerelease\"\ntoken_env = \"GITHUB_TOKEN\"\n");
     w.ok(&["config", "check"]);
 }
+
+/// The API's `digest` is checked against the streamed bytes too: a release
+/// whose files are self-consistent but differ from what GitHub recorded is
+/// refused.
+#[test]
+fn the_api_digest_is_checked_against_the_stream() {
+    let Some((w, m)) = setup() else { return };
+    publish(&w, &m, "v1.0.0");
+    w.write_config_source(&source(&m, ""));
+    let id = m.asset_id("v1.0.0", "web-1.0.0.tar.gz");
+    m.with(|s| {
+        for a in s.releases.iter_mut().flat_map(|r| r.assets.iter_mut()) {
+            if a.id == id {
+                a.digest = Some(Some(format!("sha256:{}", "ab".repeat(32))));
+            }
+        }
+    });
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("release API"), "{err}");
+    assert!(installed(&w).is_empty());
+    w.assert_no_debris();
+}
+
+/// A verified download is cached: reinstalling the same release (here after
+/// a failed warm hook removed it) does not download the asset again, and
+/// pruning drops the cache with the release.
+#[test]
+fn the_same_asset_is_never_downloaded_twice() {
+    let Some((w, m)) = setup() else { return };
+    publish(&w, &m, "v1.0.0");
+    let asset_path = MockGithub::asset_path(m.asset_id("v1.0.0", "web-1.0.0.tar.gz"));
+    let fetches = || m.api_hits(&asset_path).len();
+    w.write_config_source(&source(&m, ""));
+    let cfg = std::fs::read_to_string(&w.config).unwrap();
+    // A warm hook that fails: the release is removed and quarantined.
+    std::fs::write(
+        &w.config,
+        cfg.replace(
+            "[apps.web.trust]",
+            "[apps.web.hooks]\nwarm = 'exit 1'\n\n[apps.web.trust]",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(fetches(), 1);
+    assert!(
+        w.root
+            .join(".switchyard/cache/1.0.0/web-1.0.0.tar.gz")
+            .exists()
+    );
+    // Fixed hook, forced past the quarantine: installed from the cache.
+    std::fs::write(&w.config, &cfg).unwrap();
+    w.ok(&["deploy", "web", "1.0.0", "--force"]);
+    assert_eq!(fetches(), 1, "the asset was downloaded again");
+    assert_eq!(w.current_content(), "1.0.0\n");
+    // A damaged cache entry is caught by the same checks, dropped, and the
+    // next try downloads again.
+    let cached = w.root.join(".switchyard/cache/1.0.0/web-1.0.0.tar.gz");
+    let mut b = std::fs::read(&cached).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 1;
+    std::fs::write(&cached, b).unwrap();
+    std::fs::remove_dir_all(w.root.join("releases/1.0.0")).ok();
+    let _ = std::fs::remove_file(w.root.join("current"));
+    let (code, _, _) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 3);
+    assert!(!cached.exists(), "the damaged copy is dropped");
+    w.ok(&["install", "web", "1.0.0"]);
+    assert_eq!(fetches(), 2);
+}

@@ -14,9 +14,11 @@ mod common;
 use common::World;
 
 const ACTIVATE: &str = r#"activate = 'touch "$SWITCHYARD_ROOT/shared/.reload"'"#;
-const BACKUP: &str = r#"backup = 'cp "$SWITCHYARD_ROOT/shared/data/db.txt" "$SWITCHYARD_BACKUP_FILE"'"#;
+const BACKUP: &str =
+    r#"backup = 'cp "$SWITCHYARD_ROOT/shared/data/db.txt" "$SWITCHYARD_BACKUP_FILE"'"#;
 const MIGRATE: &str = r#"migrate = 'echo "migrated by $SWITCHYARD_VERSION" >> "$SWITCHYARD_ROOT/shared/data/db.txt"'"#;
-const RESTORE: &str = r#"restore = 'cp "$SWITCHYARD_BACKUP_FILE" "$SWITCHYARD_ROOT/shared/data/db.txt"'"#;
+const RESTORE: &str =
+    r#"restore = 'cp "$SWITCHYARD_BACKUP_FILE" "$SWITCHYARD_ROOT/shared/data/db.txt"'"#;
 
 /// A world with the demo app serving its root, hooks and a live check.
 struct Fixture {
@@ -74,7 +76,11 @@ impl Fixture {
     fn get_health(&self) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.app.port)).unwrap();
-        write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -98,7 +104,11 @@ fn healthy_deploy_completes_and_the_app_serves_it() {
     assert!(st["maintenance"].is_null());
     // Each hook's output is kept per deploy.
     let id = out["id"].as_str().unwrap();
-    assert!(f.w.root.join(format!(".switchyard/logs/{id}/migrate.log")).exists());
+    assert!(
+        f.w.root
+            .join(format!(".switchyard/logs/{id}/migrate.log"))
+            .exists()
+    );
     let ev = f.events();
     for e in [
         "system.update.started",
@@ -121,23 +131,52 @@ fn live_failure_reverts_restores_and_quarantines() {
     let before = f.db();
     let (code, out, err) = f.w.run(&["deploy", "web", "1.2.0"]);
     assert_eq!(code, 7, "{out}{err}");
-    assert!(err.contains("reverted to 1.1.0") && err.contains("restored the backup"), "{err}");
+    assert!(
+        err.contains("reverted to 1.1.0") && err.contains("restored the backup"),
+        "{err}"
+    );
     assert_eq!(f.w.link("current").as_deref(), Some("releases/1.1.0"));
-    assert_eq!(f.w.link("last-good").as_deref(), Some("releases/1.0.0"), "the bad release is never the rollback target");
-    assert_eq!(f.db(), before, "the migration of 1.2.0 was undone by the restore");
-    assert!(f.get_health().contains("ok 1.1.0"), "the old release serves again");
-    assert!(!f.w.root.join("shared/maintenance.json").exists(), "health is back: flag off");
+    assert_eq!(
+        f.w.link("last-good").as_deref(),
+        Some("releases/1.0.0"),
+        "the bad release is never the rollback target"
+    );
+    assert_eq!(
+        f.db(),
+        before,
+        "the migration of 1.2.0 was undone by the restore"
+    );
+    assert!(
+        f.get_health().contains("ok 1.1.0"),
+        "the old release serves again"
+    );
+    assert!(
+        !f.w.root.join("shared/maintenance.json").exists(),
+        "health is back: flag off"
+    );
     let st = f.w.json(&["status", "web"]);
     assert_eq!(st["deploy"]["state"], "failed");
-    assert!(st["quarantined"]["1.2.0"]["reason"].as_str().unwrap().contains("health"));
+    assert!(
+        st["quarantined"]["1.2.0"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("health")
+    );
     let ev = f.events();
-    for e in ["system.rollback.started", "system.rollback.completed", "system.update.failed"] {
+    for e in [
+        "system.rollback.started",
+        "system.rollback.completed",
+        "system.update.failed",
+    ] {
         assert!(ev.iter().any(|x| x == e), "{e} missing from {ev:?}");
     }
     // Quarantined: not again without --force, by deploy or promote.
     let (code, _, err) = f.w.run(&["deploy", "web", "1.2.0"]);
     assert_eq!(code, 6, "{err}");
-    assert!(err.contains("quarantined") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("quarantined") && err.contains("--force"),
+        "{err}"
+    );
     let (code, _, err) = f.w.run(&["promote", "web", "1.2.0"]);
     assert_eq!(code, 6, "{err}");
     f.w.ok(&["audit", "verify", "web"]);
@@ -174,7 +213,10 @@ fn staging_failure_never_swaps() {
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("staging health check failed"), "{err}");
     assert_eq!(f.w.link("current").as_deref(), Some("releases/1.0.1"));
-    assert!(!f.w.root.join("releases/1.0.2").exists(), "removed (keep_failed = false)");
+    assert!(
+        !f.w.root.join("releases/1.0.2").exists(),
+        "removed (keep_failed = false)"
+    );
     let st = f.w.json(&["status", "web"]);
     assert!(st["quarantined"]["1.0.2"].is_object());
 
@@ -184,7 +226,10 @@ fn staging_failure_never_swaps() {
     let (code, _, err) = f.w.run(&["deploy", "web", "1.0.0"]);
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("warm"), "{err}");
-    assert!(f.w.root.join("releases/1.0.0").exists(), "kept for inspection");
+    assert!(
+        f.w.root.join("releases/1.0.0").exists(),
+        "kept for inspection"
+    );
     assert!(f.w.link("current").is_none());
 }
 
@@ -199,10 +244,17 @@ fn unknown_migrate_outcome_blocks_until_resolved() {
     f.configure(&[ACTIVATE, BACKUP, slow, RESTORE], "", "");
     let t = std::time::Instant::now();
     let (code, _, err) = f.w.run(&["deploy", "web", "1.1.0"]);
-    assert!(t.elapsed() < std::time::Duration::from_secs(20), "the timeout killed the hook");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "the timeout killed the hook"
+    );
     assert_eq!(code, 8, "{err}");
     assert!(err.contains("outcome is unknown"), "{err}");
-    assert_eq!(f.w.link("current").as_deref(), Some("releases/1.0.0"), "never swapped");
+    assert_eq!(
+        f.w.link("current").as_deref(),
+        Some("releases/1.0.0"),
+        "never swapped"
+    );
     assert!(f.w.root.join("shared/maintenance.json").exists());
     // Blocked, by deploy and by promote, until resolve.
     let (code, _, err) = f.w.run(&["deploy", "web", "1.1.0"]);
@@ -245,20 +297,29 @@ fn hook_timeout_kills_the_whole_process_group() {
     f.w.simple_release("v1.0.0");
     let (code, _, err) = f.w.run(&["deploy", "web", "1.0.0"]);
     assert_eq!(code, 7, "{err}");
-    assert!(err.contains("timed out") || err.contains("timeout"), "{err}");
+    assert!(
+        err.contains("timed out") || err.contains("timeout"),
+        "{err}"
+    );
     let text = std::fs::read_to_string(f.w.root.join("shared/pids")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     for pid in text.split_whitespace() {
         let pid: i32 = pid.parse().unwrap();
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
         assert!(!alive, "process {pid} of the hook survived its timeout");
     }
 }
 
 #[test]
 fn backups_retention_verify_restore() {
-    let f = Fixture::new(&[ACTIVATE, BACKUP, MIGRATE, RESTORE], "keep_backups = 2\nbackup_shared = true", "");
+    let f = Fixture::new(
+        &[ACTIVATE, BACKUP, MIGRATE, RESTORE],
+        "keep_backups = 2\nbackup_shared = true",
+        "",
+    );
     for v in ["v1.0.0", "v1.0.1", "v1.0.2"] {
         f.w.simple_release(v);
         f.w.ok(&["deploy", "web", v]);
@@ -310,7 +371,11 @@ fn audit_chain_detects_tampering() {
     f.w.ok(&["audit", "verify", "web"]);
     let p = f.w.root.join(".switchyard/audit.jsonl");
     let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replacen("\"outcome\":\"ok\"", "\"outcome\":\"failed\"", 1)).unwrap();
+    std::fs::write(
+        &p,
+        text.replacen("\"outcome\":\"ok\"", "\"outcome\":\"failed\"", 1),
+    )
+    .unwrap();
     let (code, _, err) = f.w.run(&["audit", "verify", "web"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("edited"), "{err}");
@@ -322,13 +387,12 @@ fn crash_mid_migrate_needs_attention_and_mid_live_check_rolls_back() {
     f.w.simple_release("v1.0.0");
     f.w.simple_release("v1.1.0");
     f.w.ok(&["deploy", "web", "1.0.0"]);
-    let out = f
-        .w
-        .cmd()
-        .env("SWITCHYARD_CRASH_AT", "deploy.migrating.migrate")
-        .args(["deploy", "web", "1.1.0"])
-        .output()
-        .unwrap();
+    let out =
+        f.w.cmd()
+            .env("SWITCHYARD_CRASH_AT", "deploy.migrating.migrate")
+            .args(["deploy", "web", "1.1.0"])
+            .output()
+            .unwrap();
     assert_eq!(out.status.signal(), Some(9));
     // The next command does not guess about the migration.
     f.w.ok(&["prune", "web"]);
@@ -340,13 +404,12 @@ fn crash_mid_migrate_needs_attention_and_mid_live_check_rolls_back() {
     // Killed during the live check: the new release is live but unverified,
     // so the repair reverts it and restores the backup.
     let before = f.db();
-    let out = f
-        .w
-        .cmd()
-        .env("SWITCHYARD_CRASH_AT", "deploy.health_check.live")
-        .args(["deploy", "web", "1.1.0", "--force"])
-        .output()
-        .unwrap();
+    let out =
+        f.w.cmd()
+            .env("SWITCHYARD_CRASH_AT", "deploy.health_check.live")
+            .args(["deploy", "web", "1.1.0", "--force"])
+            .output()
+            .unwrap();
     assert_eq!(out.status.signal(), Some(9));
     assert_eq!(f.w.link("current").as_deref(), Some("releases/1.1.0"));
     f.w.ok(&["prune", "web"]);
@@ -362,11 +425,16 @@ fn maintenance_command_and_nginx_snippet() {
     let f = Fixture::new(&[], "", "");
     f.w.ok(&["maintenance", "on", "web", "--message", "Back soon"]);
     let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(f.w.root.join("shared/maintenance.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(f.w.root.join("shared/maintenance.json")).unwrap())
+            .unwrap();
     assert_eq!(m["message"], "Back soon");
     assert_eq!(m["reason"], "operator");
     f.w.ok(&["maintenance", "off", "web"]);
     assert!(!f.w.root.join("shared/maintenance.json").exists());
     let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nginx-maintenance.conf");
-    assert!(std::fs::read_to_string(snippet).unwrap().contains("maintenance.json"));
+    assert!(
+        std::fs::read_to_string(snippet)
+            .unwrap()
+            .contains("maintenance.json")
+    );
 }
