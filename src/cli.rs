@@ -189,6 +189,16 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Check a release on disk against the manifest written at install: every file's
+    /// content, mode and type; reports drift (changed, added, missing). Exit 3 on drift.
+    Verify {
+        /// App name.
+        app: String,
+        /// Version (default: the live release).
+        version: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Check the audit log's hash chain.
     Audit {
         #[command(subcommand)]
@@ -241,6 +251,10 @@ pub enum Command {
         #[arg(long)]
         trusted_comment: Option<String>,
     },
+    /// Run the agent: watch every app (polling, GitHub webhooks), deploy per policy,
+    /// serve /metrics and /healthz, and take CLI commands on the control socket.
+    /// This is what systemd runs (systemd/switchyard.service).
+    Agent,
     /// Run a local demo: deploy, promote and revert a tiny app, with no network.
     Demo {
         /// Work in this directory (kept afterwards) instead of a temporary one.
@@ -415,6 +429,7 @@ fn wants_json(c: &Command) -> bool {
         | Command::Revert { common, .. }
         | Command::Prune { common, .. } => common.json,
         Command::Status { out, .. }
+        | Command::Verify { out, .. }
         | Command::List { out, .. }
         | Command::History { out, .. }
         | Command::Check { out, .. } => out.json,
@@ -426,7 +441,7 @@ fn wants_json(c: &Command) -> bool {
         } => out.json,
         Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
         Command::Sign { .. } => false,
-        Command::Demo { .. } | Command::Maintenance { .. } => false,
+        Command::Demo { .. } | Command::Maintenance { .. } | Command::Agent => false,
         Command::Resolve { common, .. } => common.json,
         Command::Backup { cmd } => match cmd {
             BackupCmd::Create { common, .. } | BackupCmd::Restore { common, .. } => common.json,
@@ -453,6 +468,14 @@ fn parse_version(s: &str) -> Result<Version, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     let load = || Config::load(&cli.config);
     match &cli.command {
+        Command::Agent => {
+            crate::daemon::agent::run(&cli.config).map_err(|e| {
+                match e.downcast::<ConfigError>() {
+                    Ok(ce) => Failure::from(ce),
+                    Err(e) => Failure::from(e),
+                }
+            })?;
+        }
         Command::Demo { dir } => {
             crate::demo::run(dir.as_deref()).map_err(Failure::from)?;
         }
@@ -617,6 +640,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let v = parse_version(version)?;
             let cfg = load()?;
             let a = cfg.app(app)?;
+            let req = crate::daemon::control::ControlRequest::Promote {
+                app: app.clone(),
+                version: v.to_string(),
+                force: *force,
+            };
+            if via_agent(&cfg, req, common.json)? {
+                return Ok(());
+            }
             let s = Session::open(
                 a,
                 Actor::current_user(),
@@ -637,6 +668,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let req = parse_request(version)?;
             let cfg = load()?;
             let a = cfg.app(app)?;
+            let creq = crate::daemon::control::ControlRequest::Deploy {
+                app: app.clone(),
+                version: version.clone(),
+                allow_downgrade: flags.allow_downgrade,
+                allow_major: *allow_major,
+                force: *force,
+            };
+            if via_agent(&cfg, creq, common.json)? {
+                return Ok(());
+            }
             let s = Session::open(
                 a,
                 Actor::current_user(),
@@ -682,6 +723,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let to = to.as_deref().map(parse_version).transpose()?;
             let cfg = load()?;
             let a = cfg.app(app)?;
+            let req = crate::daemon::control::ControlRequest::Revert {
+                app: app.clone(),
+                to: to.as_ref().map(|v| v.to_string()),
+            };
+            if via_agent(&cfg, req, common.json)? {
+                return Ok(());
+            }
             let s = Session::open(a, Actor::current_user(), "revert", common.wait)?;
             let r = s.revert_checked(to.as_ref())?;
             print_switch(app, &r, common.json);
@@ -725,6 +773,55 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Backup { cmd } => run_backup(load, cmd)?,
+        Command::Verify { app, version, out } => {
+            let cfg = load()?;
+            let a = cfg.app(app)?;
+            let v = match version {
+                Some(v) => parse_version(v)?,
+                None => AppPaths::new(&a.root)
+                    .current_version()
+                    .map_err(DeployError::from)?
+                    .ok_or_else(|| Failure {
+                        code: exit::NOT_FOUND,
+                        err: anyhow::anyhow!(
+                            "{app} has no live release; name one: switchyard verify {app} <version>"
+                        ),
+                        json_printed: false,
+                    })?,
+            };
+            let r = deploy::verify_release(a, &v)?;
+            if out.json {
+                print_json(&r);
+            } else if r.drift.is_clean() {
+                println!(
+                    "{app} {}: {} entries match the manifest",
+                    r.version, r.entries
+                );
+            } else {
+                for p in &r.drift.changed {
+                    println!("changed  {p}");
+                }
+                for p in &r.drift.added {
+                    println!("added    {p}");
+                }
+                for p in &r.drift.missing {
+                    println!("missing  {p}");
+                }
+            }
+            if !r.drift.is_clean() {
+                return Err(Failure {
+                    code: exit::VERIFY,
+                    err: anyhow::anyhow!(
+                        "{app} {} differs from its manifest: {} changed, {} added, {} missing; reinstall it (prune it, then install) or investigate who changed it",
+                        r.version,
+                        r.drift.changed.len(),
+                        r.drift.added.len(),
+                        r.drift.missing.len()
+                    ),
+                    json_printed: out.json,
+                });
+            }
+        }
         Command::Prune { app, common } => {
             let cfg = load()?;
             let a = cfg.app(app)?;
@@ -757,6 +854,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { app, out } => {
             let cfg = load()?;
+            cfg.app(app)?;
+            let req = crate::daemon::control::ControlRequest::Status { app: app.clone() };
+            if via_agent(&cfg, req, out.json)? {
+                return Ok(());
+            }
             let st = deploy::status(cfg.app(app)?)?;
             if out.json {
                 print_json(&st);
@@ -953,6 +1055,41 @@ fn run_backup(
         }
     }
     Ok(())
+}
+
+/// Sends the command to the running agent, if one listens on the control
+/// socket (so operations are serialised through it); `Ok(false)` when there
+/// is none and the CLI should act directly. `SWITCHYARD_NO_AGENT=1` skips it.
+fn via_agent(
+    cfg: &Config,
+    req: crate::daemon::control::ControlRequest,
+    json: bool,
+) -> Result<bool, Failure> {
+    if std::env::var_os("SWITCHYARD_NO_AGENT").is_some_and(|v| v == "1") {
+        return Ok(false);
+    }
+    let resp = crate::daemon::control::request(&cfg.agent.control_socket, &req)
+        .map_err(|e| Failure::from(anyhow::anyhow!(e)))?;
+    let Some(resp) = resp else { return Ok(false) };
+    if resp.exit_code == exit::OK {
+        if json {
+            print_json(&resp.result.unwrap_or_default());
+        } else if let Some(t) = resp.text {
+            println!("{}", t.trim_end());
+        }
+        return Ok(true);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": resp.error, "exit_code": resp.exit_code})
+        );
+    }
+    Err(Failure {
+        code: resp.exit_code,
+        err: anyhow::anyhow!("{} (via the agent)", resp.error.unwrap_or_default()),
+        json_printed: json,
+    })
 }
 
 fn install_opts(f: &InstallFlags) -> deploy::InstallOptions {

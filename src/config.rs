@@ -69,6 +69,65 @@ pub struct Config {
     pub path: PathBuf,
     /// Apps by name.
     pub apps: BTreeMap<String, AppConfig>,
+    /// `[agent]`: the service's own settings.
+    pub agent: AgentConfig,
+}
+
+/// Default control socket of the agent.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/switchyard/control.sock";
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Address of the HTTP listener (webhooks, metrics, healthz).
+    pub listen: std::net::SocketAddr,
+    /// File holding the GitHub webhook secret; webhooks are off without it.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The unix socket the CLI talks to.
+    pub control_socket: PathBuf,
+    /// Group allowed on the control socket (mode 0660).
+    pub control_group: Option<String>,
+    /// How long SIGTERM waits for running operations.
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: ([127, 0, 0, 1], 9000).into(),
+            webhook_secret_file: None,
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control_group: None,
+            shutdown_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the agent does for one app on its own.
+#[derive(Debug, Clone)]
+pub struct AppAgentConfig {
+    /// How often to poll the source.
+    pub poll_interval: std::time::Duration,
+    /// Which upgrades it deploys without an operator.
+    pub auto: crate::daemon::policy::AutoLevel,
+    /// When it may deploy.
+    pub window: Option<crate::daemon::policy::Window>,
+    /// Open a GitHub issue on a failed deploy or revert.
+    pub report_issues: bool,
+    /// POST failure reports to this URL.
+    pub notify_url: Option<String>,
+}
+
+impl Default for AppAgentConfig {
+    fn default() -> Self {
+        AppAgentConfig {
+            poll_interval: std::time::Duration::from_secs(300),
+            auto: Default::default(),
+            window: None,
+            report_issues: false,
+            notify_url: None,
+        }
+    }
 }
 
 /// One app's validated configuration.
@@ -94,6 +153,8 @@ pub struct AppConfig {
     pub health: HealthChecks,
     /// Deploy policy knobs.
     pub policy: Policy,
+    /// What the agent does on its own.
+    pub agent: AppAgentConfig,
 }
 
 /// `[apps.<name>.hooks]`, each optional.
@@ -325,6 +386,17 @@ impl Default for UnpackLimits {
 struct RawConfig {
     #[serde(default)]
     apps: BTreeMap<String, Spanned<RawApp>>,
+    agent: Option<Spanned<RawAgent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: Option<Spanned<String>>,
+    webhook_secret_file: Option<Spanned<PathBuf>>,
+    control_socket: Option<Spanned<PathBuf>>,
+    control_group: Option<String>,
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +421,12 @@ struct RawApp {
     restore_on_revert: Option<Spanned<String>>,
     keep_backups: Option<Spanned<i64>>,
     backup_shared: Option<bool>,
+    poll_interval: Option<Spanned<String>>,
+    auto: Option<Spanned<String>>,
+    window: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    report_issues: Option<bool>,
+    notify_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -882,6 +960,62 @@ impl Config {
                     }
                 };
             }
+            let mut agent = AppAgentConfig {
+                report_issues: app.report_issues.unwrap_or(false),
+                ..AppAgentConfig::default()
+            };
+            if let Some(p) = &app.poll_interval {
+                match crate::hooks::parse_duration(p.get_ref()) {
+                    Ok(d) if d >= std::time::Duration::from_secs(1) => agent.poll_interval = d,
+                    Ok(_) => ck.at(
+                        p.span(),
+                        format!("apps.{name}.poll_interval must be at least 1s"),
+                    ),
+                    Err(m) => ck.at(p.span(), format!("apps.{name}.poll_interval: {m}")),
+                }
+            }
+            if let Some(a) = &app.auto {
+                match a.get_ref().parse::<crate::daemon::policy::AutoLevel>() {
+                    Ok(l) => agent.auto = l,
+                    Err(m) => ck.at(a.span(), format!("apps.{name}.auto: {m}")),
+                }
+            }
+            let tz = app
+                .timezone
+                .as_ref()
+                .map(|t| t.get_ref().as_str())
+                .unwrap_or("UTC");
+            if let Some(w) = &app.window {
+                match crate::daemon::policy::Window::parse(w.get_ref(), tz) {
+                    Ok(win) => agent.window = Some(win),
+                    Err(m) => ck.at(
+                        app.timezone
+                            .as_ref()
+                            .filter(|_| m.contains("zone"))
+                            .map(|t| t.span())
+                            .unwrap_or(w.span()),
+                        format!("apps.{name}.window: {m}"),
+                    ),
+                }
+            } else if let Some(t) = &app.timezone {
+                ck.at(
+                    t.span(),
+                    format!("apps.{name}.timezone is only used with window = \"...\""),
+                );
+            }
+            if let Some(u) = app.notify_url {
+                if u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://") {
+                    agent.notify_url = Some(u.into_inner());
+                } else {
+                    ck.at(
+                        u.span(),
+                        format!("apps.{name}.notify_url must be an http(s) URL"),
+                    );
+                }
+            }
+            if agent.report_issues && !matches!(source, Some(SourceConfig::Github(_))) {
+                ck.at(0..0, format!("apps.{name}.report_issues needs a github source (the issue is opened in its repository)"));
+            }
             if hooks.migrate.is_some() && hooks.backup.is_none() && !policy.backup_shared {
                 ck.at(
                     0..0,
@@ -902,6 +1036,7 @@ impl Config {
                         hooks,
                         health,
                         policy,
+                        agent,
                     },
                 );
             }
@@ -919,12 +1054,53 @@ impl Config {
                 );
             }
         }
+        let mut agent = AgentConfig::default();
+        if let Some(a) = raw.agent {
+            let a = a.into_inner();
+            if let Some(l) = a.listen {
+                match l.get_ref().parse() {
+                    Ok(addr) => agent.listen = addr,
+                    Err(_) => ck.at(
+                        l.span(),
+                        format!(
+                            "agent.listen: {:?} is not an address like 127.0.0.1:9000",
+                            l.get_ref()
+                        ),
+                    ),
+                }
+            }
+            if let Some(f) = a.webhook_secret_file {
+                if f.get_ref().is_absolute() {
+                    agent.webhook_secret_file = Some(f.into_inner());
+                } else {
+                    ck.at(
+                        f.span(),
+                        "agent.webhook_secret_file must be an absolute path",
+                    );
+                }
+            }
+            if let Some(c) = a.control_socket {
+                if c.get_ref().is_absolute() {
+                    agent.control_socket = c.into_inner();
+                } else {
+                    ck.at(c.span(), "agent.control_socket must be an absolute path");
+                }
+            }
+            agent.control_group = a.control_group;
+            if let Some(t) = a.shutdown_timeout {
+                match crate::hooks::parse_duration(t.get_ref()) {
+                    Ok(d) => agent.shutdown_timeout = d,
+                    Err(m) => ck.at(t.span(), format!("agent.shutdown_timeout: {m}")),
+                }
+            }
+        }
         if !ck.problems.is_empty() {
             return Err(invalid(ck.problems));
         }
         Ok(Config {
             path: path.to_path_buf(),
             apps,
+            agent,
         })
     }
 

@@ -791,11 +791,13 @@ impl<'a> Session<'a> {
         if let Some(c) = &shared_sig {
             reader = reader.with_check(Box::new(SharedSig(c.clone())));
         }
-        let unpacked = unpack_tar_gz(&mut reader, &tree, &self.cfg.unpack);
+        // One pass, two threads: this one hashes and checks the signature
+        // as the bytes arrive; the caller's thread gunzips and untars them.
+        let (pipe, hashing) = crate::verify::hash_on_thread(reader);
+        let unpacked = unpack_tar_gz(pipe, &tree, &self.cfg.unpack);
         // Whatever unpacking said, a bad signature or checksum is the
-        // more useful message: finish reading, then check those first.
-        let drained = reader.drain();
-        let (digest, checks, asset_bytes) = reader.finish();
+        // more useful message: the hashing thread reads to the end anyway.
+        let (drained, digest, checks, asset_bytes) = hashing.finish();
         drop(checks);
         let checked = (|| {
             if let Some(c) = shared_sig {
@@ -1184,4 +1186,142 @@ pub fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
         });
     }
     Ok(out)
+}
+
+/// How a release on disk differs from its manifest.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    /// Entries whose content, type, mode or link target changed.
+    pub changed: Vec<String>,
+    /// Entries on disk that the manifest does not list.
+    pub added: Vec<String>,
+    /// Entries the manifest lists that are gone.
+    pub missing: Vec<String>,
+}
+
+impl Drift {
+    /// True when nothing differs.
+    pub fn is_clean(&self) -> bool {
+        self.changed.is_empty() && self.added.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// The result of `switchyard verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The release.
+    pub version: Version,
+    /// Entries checked.
+    pub entries: usize,
+    /// What differs.
+    pub drift: Drift,
+}
+
+/// Checks `releases/<v>` against the manifest written when it was installed:
+/// every file's type, mode, size and SHA-256, every link's target, and
+/// nothing added (the shared links Switchyard made are expected).
+pub fn verify_release(cfg: &AppConfig, v: &Version) -> Result<VerifyReport, DeployError> {
+    use sha2::Digest;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    let paths = AppPaths::new(&cfg.root);
+    if !paths.is_installed(v)? {
+        return Err(DeployError::NotInstalled {
+            app: cfg.name.clone(),
+            version: v.to_string(),
+            installed: paths
+                .installed()?
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let meta = ReleaseMeta::load(&paths, v)?.ok_or_else(|| {
+        DeployError::Precheck(format!(
+            "release {v} has no manifest ({}); it was not installed by this version of Switchyard",
+            paths.manifest(v).display()
+        ))
+    })?;
+    let root = paths.release(v);
+    let shared: Vec<String> = cfg
+        .shared
+        .dirs
+        .iter()
+        .chain(cfg.shared.files.iter())
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut on_disk: BTreeMap<String, std::fs::Metadata> = BTreeMap::new();
+    fn walk(
+        base: &Path,
+        rel: &str,
+        out: &mut BTreeMap<String, std::fs::Metadata>,
+    ) -> Result<(), FsError> {
+        for n in fs::list_dir(&base.join(rel))? {
+            let name = n.to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Some(m) = fs::symlink_metadata(&base.join(&r))? else {
+                continue;
+            };
+            let is_dir = m.is_dir();
+            out.insert(r.clone(), m);
+            if is_dir {
+                walk(base, &r, out)?;
+            }
+        }
+        Ok(())
+    }
+    walk(&root, "", &mut on_disk)?;
+    let mut drift = Drift::default();
+    for e in &meta.entries {
+        let p = root.join(&e.path);
+        // A shared path replaced what the release shipped there: expected.
+        if shared
+            .iter()
+            .any(|s| &e.path == s || e.path.starts_with(&format!("{s}/")))
+        {
+            on_disk.remove(&e.path);
+            continue;
+        }
+        let Some(m) = on_disk.remove(&e.path) else {
+            drift.missing.push(e.path.clone());
+            continue;
+        };
+        let ok = match e.kind {
+            crate::unpack::EntryKind::Dir => m.is_dir(),
+            crate::unpack::EntryKind::Symlink => {
+                m.file_type().is_symlink()
+                    && fs::read_link(&p)?.map(|t| t.to_string_lossy().into_owned()) == e.target
+            }
+            crate::unpack::EntryKind::File => {
+                m.is_file() && m.len() == e.size && (m.permissions().mode() & 0o777) == e.mode && {
+                    let mut f = fs::open(&p)?;
+                    let mut h = sha2::Sha256::new();
+                    std::io::copy(&mut f, &mut h).map_err(|err| FsError::new("read", &p, err))?;
+                    Some(hex::encode(h.finalize())) == e.sha256
+                }
+            }
+        };
+        if !ok {
+            drift.changed.push(e.path.clone());
+        }
+    }
+    for (path, m) in on_disk {
+        let is_shared_link = m.file_type().is_symlink() && shared.iter().any(|s| &path == s);
+        let under_shared = shared.iter().any(|s| path.starts_with(&format!("{s}/")));
+        // Parent directories created to hold a shared link are expected too.
+        let shared_parent = m.is_dir() && shared.iter().any(|s| s.starts_with(&format!("{path}/")));
+        if !(is_shared_link || under_shared || shared_parent) {
+            drift.added.push(path);
+        }
+    }
+    Ok(VerifyReport {
+        version: v.clone(),
+        entries: meta.entries.len(),
+        drift,
+    })
 }

@@ -504,6 +504,18 @@ fn load_token(cfg: &GithubSourceConfig) -> Result<Option<Token>, GithubError> {
     Ok(Some(Token(t.to_string())))
 }
 
+/// The configured token (from `token_env` or `token_file`), for other
+/// GitHub calls of the same app (failure reports). Never log it.
+pub fn read_token(cfg: &GithubSourceConfig) -> Result<Option<String>, GithubError> {
+    Ok(load_token(cfg)?.map(|t| t.0))
+}
+
+/// Installs the ring crypto provider for rustls (reqwest is built without a
+/// default one and panics without it). Installing twice is fine.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// How progress of an asset download is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod deploy;
 pub mod fs;

@@ -241,6 +241,107 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The reading end of [`hash_on_thread`]: chunks hashed on another thread.
+pub struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                // The hashing thread ended: end of stream (its error, if
+                // any, is reported by `Hashing::finish`).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The hashing thread of [`hash_on_thread`].
+pub struct Hashing<R> {
+    handle: std::thread::JoinHandle<(io::Result<u64>, HashingReader<R>)>,
+}
+
+type Finished = (io::Result<u64>, [u8; 32], Vec<Box<dyn StreamCheck>>, u64);
+
+impl<R> Hashing<R> {
+    /// Waits for the whole stream to be read; returns how reading ended,
+    /// the SHA-256 of everything, the other checks, and the byte count.
+    pub fn finish(self) -> Finished
+    where
+        R: Read,
+    {
+        match self.handle.join() {
+            Ok((res, r)) => {
+                let (d, c, n) = r.finish();
+                (res, d, c, n)
+            }
+            Err(_) => (
+                Err(io::Error::other("the hashing thread panicked")),
+                [0; 32],
+                Vec::new(),
+                0,
+            ),
+        }
+    }
+}
+
+/// Reads `reader` to its end on a new thread (hashing and checking every
+/// byte as it goes) and hands the bytes to the returned reader through a
+/// small bounded channel, so hashing and decompression overlap on two cores
+/// and at most a few chunks are ever held in memory. If the consumer stops
+/// early, the thread keeps reading (and hashing) to the end: the digest must
+/// cover the whole asset.
+pub fn hash_on_thread<R: Read + Send + 'static>(
+    mut reader: HashingReader<R>,
+) -> (ChunkReader, Hashing<R>) {
+    const CHUNK: usize = 128 * 1024;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let handle = std::thread::Builder::new()
+        .name("switchyard-hash".into())
+        .spawn(move || {
+            let mut total = 0u64;
+            let mut consumer = true;
+            let res = loop {
+                let mut buf = vec![0u8; CHUNK];
+                match reader.read(&mut buf) {
+                    Ok(0) => break Ok(total),
+                    Ok(n) => {
+                        total += n as u64;
+                        buf.truncate(n);
+                        if consumer && tx.send(buf).is_err() {
+                            consumer = false;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            drop(tx);
+            (res, reader)
+        })
+        .expect("spawn the hashing thread");
+    (
+        ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        },
+        Hashing { handle },
+    )
+}
+
 /// SHA-256 of a byte slice, hex-encoded.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

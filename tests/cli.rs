@@ -366,3 +366,35 @@ fn pack_is_reproducible_through_the_cli() {
     assert!(out1.join("v1.0.0/site-1.0.0.tar.gz").exists());
     assert!(out1.join("v1.0.0/SHA256SUMS").exists());
 }
+
+#[test]
+fn verify_reports_drift() {
+    let w = World::new();
+    w.release(
+        "v1.0.0",
+        &[
+            ("VERSION", "1.0.0\n"),
+            ("public/index.html", "<h1>1</h1>\n"),
+            ("public/app.js", "x()\n"),
+        ],
+    );
+    w.ok(&["deploy", "web", "1.0.0"]);
+    let r = w.json(&["verify", "web"]);
+    assert_eq!(r["drift"]["changed"], serde_json::json!([]));
+    assert!(r["entries"].as_u64().unwrap() >= 4);
+    let rel = w.root.join("releases/1.0.0");
+    std::fs::write(rel.join("public/index.html"), "<h1>defaced</h1>\n").unwrap();
+    std::fs::remove_file(rel.join("public/app.js")).unwrap();
+    std::fs::write(rel.join("public/shell.php"), "<?php system($_GET['c']);").unwrap();
+    let (code, out, err) = w.run(&["verify", "web", "1.0.0", "--json"]);
+    assert_eq!(code, 3, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        r["drift"]["changed"],
+        serde_json::json!(["public/index.html"])
+    );
+    assert_eq!(r["drift"]["missing"], serde_json::json!(["public/app.js"]));
+    assert_eq!(r["drift"]["added"], serde_json::json!(["public/shell.php"]));
+    let (code, _, _) = w.run(&["verify", "web", "9.9.9"]);
+    assert_eq!(code, 5);
+}

@@ -90,6 +90,16 @@ pub struct MockRelease {
     pub assets: Vec<MockAsset>,
 }
 
+#[derive(Debug, Clone)]
+pub struct MockIssue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    pub comments: Vec<String>,
+    pub authorization: Option<String>,
+}
+
 pub struct MockState {
     /// Listing order: newest created first, as GitHub lists.
     pub releases: Vec<MockRelease>,
@@ -104,6 +114,8 @@ pub struct MockState {
     /// Served instead of the asset's bytes (a tampered download), by asset id.
     pub tampered: HashMap<u64, Vec<u8>>,
     pub seen: Vec<Seen>,
+    /// Issues opened through the API (failure reports), with their comments.
+    pub issues: Vec<MockIssue>,
     release_template: serde_json::Value,
     asset_template: serde_json::Value,
     next_id: u64,
@@ -160,6 +172,7 @@ impl MockGithub {
             faults: HashMap::new(),
             tampered: HashMap::new(),
             seen: Vec::new(),
+            issues: Vec::new(),
             release_template: list[0].clone(),
             asset_template: docs[0]["assets"][0].clone(),
             next_id: 150_000_000,
@@ -477,6 +490,11 @@ fn authorized(s: &MockState, h: &HeaderMap) -> bool {
 }
 
 async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let req = Request::from_parts(parts, axum::body::Body::empty());
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let resp = {
@@ -497,6 +515,28 @@ async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
         } else if !authorized(&s, req.headers()) {
             // A private repository is invisible without its token.
             error(404, "Not Found")
+        } else if canonical == format!("/repos/{OWNER}/{REPO}/issues") {
+            issues(&mut s, ctx.api, req.method().as_str(), req.headers(), &body)
+        } else if let Some(n) = canonical
+            .strip_prefix(&format!("/repos/{OWNER}/{REPO}/issues/"))
+            .and_then(|r| r.strip_suffix("/comments"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let text = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["body"].as_str().map(String::from))
+                .unwrap_or_default();
+            match s.issues.iter_mut().find(|i| i.number == n) {
+                Some(i) => {
+                    i.comments.push(text);
+                    let c = serde_json::json!({"id": 1000 + i.comments.len(), "html_url": format!("https://github.com/{OWNER}/{REPO}/issues/{n}#issuecomment-{}", i.comments.len())});
+                    axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(c),
+                    ))
+                }
+                None => error(404, "Not Found"),
+            }
         } else if canonical == format!("/repos/{OWNER}/{REPO}/releases") {
             list(&s, ctx.api, prefix, &query, req.headers())
         } else if let Some(id) = canonical
@@ -510,6 +550,51 @@ async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
     };
     record(&ctx, Host::Api, &req, resp.status().as_u16());
     resp
+}
+
+fn issues(
+    s: &mut MockState,
+    _api: SocketAddr,
+    method: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let json = |i: &MockIssue| {
+        serde_json::json!({
+            "number": i.number, "title": i.title, "body": i.body, "state": "open",
+            "labels": i.labels.iter().map(|l| serde_json::json!({"name": l})).collect::<Vec<_>>(),
+            "html_url": format!("https://github.com/{OWNER}/{REPO}/issues/{}", i.number),
+        })
+    };
+    if method == "POST" {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let issue = MockIssue {
+            number: s.issues.len() as u64 + 1,
+            title: v["title"].as_str().unwrap_or_default().to_string(),
+            body: v["body"].as_str().unwrap_or_default().to_string(),
+            labels: v["labels"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            comments: Vec::new(),
+            authorization: h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+        };
+        let out = json(&issue);
+        s.issues.push(issue);
+        return axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::CREATED,
+            axum::Json(out),
+        ));
+    }
+    let all: Vec<_> = s.issues.iter().map(json).collect();
+    axum::response::IntoResponse::into_response(axum::Json(all))
 }
 
 fn list(s: &MockState, api: SocketAddr, prefix: &str, query: &str, h: &HeaderMap) -> Response {

@@ -1,0 +1,16 @@
+#![no_main]
+//! The extractor on arbitrary bytes (as .tar.gz, and as a plain tar wrapped
+//! in gzip): it may refuse, never panic, and never write beside its
+//! destination.
+use libfuzzer_sys::fuzz_target;
+use switchyard::config::UnpackLimits;
+
+fuzz_target!(|data: &[u8]| {
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 1000 };
+    let _ = switchyard::unpack::unpack_tar_gz(data, &dest, &limits);
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("dest")], "wrote beside the destination");
+});

@@ -1,0 +1,1344 @@
+//! The agent's update policy: which upgrades it deploys on its own
+//! ([`AutoLevel`], [`auto_allows`]), when it may deploy them ([`Window`]),
+//! which releases may skip the window ([`Critical`], [`critical_from`]), the
+//! combination of the two ([`decide`]), and the clock all of it reads
+//! ([`Clock`]), kept behind a trait so tests can move time.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::{DateTime, Time};
+use jiff::tz::TimeZone;
+
+use crate::version::Version;
+
+/// Which upgrades the agent deploys without an operator (`auto = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoLevel {
+    /// Never: every deploy is started by an operator.
+    #[default]
+    None,
+    /// Patch upgrades within the same `MAJOR.MINOR`.
+    Patch,
+    /// Minor and patch upgrades within the same major version (within the
+    /// same `0.MINOR` before 1.0).
+    Minor,
+    /// Every upgrade, majors included.
+    All,
+}
+
+impl AutoLevel {
+    /// The configuration spelling: `"none"`, `"patch"`, `"minor"` or `"all"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoLevel::None => "none",
+            AutoLevel::Patch => "patch",
+            AutoLevel::Minor => "minor",
+            AutoLevel::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for AutoLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AutoLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(AutoLevel::None),
+            "patch" => Ok(AutoLevel::Patch),
+            "minor" => Ok(AutoLevel::Minor),
+            "all" => Ok(AutoLevel::All),
+            _ => Err(format!(
+                "unknown auto level {s:?}: write \"none\", \"patch\", \"minor\" or \"all\""
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AutoLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// May the agent move from `current` to `candidate` on its own?
+///
+/// Only upgrades qualify: `candidate` must have a higher semver precedence
+/// than `current` (build metadata is ignored, so `1.2.3+b2` is not an upgrade
+/// over `1.2.3+b1`, and the agent never flip-flops between rebuilds).
+///
+/// - `None`: never.
+/// - `Patch`: same `MAJOR.MINOR` (1.2.3 → 1.2.4, not 1.3.0).
+/// - `Minor`: same `MAJOR` (1.2.3 → 1.3.0, not 2.0.0). Before 1.0 the minor
+///   number is the breaking one, as in Cargo: 0.1.x → 0.1.y is allowed, but
+///   0.1.x → 0.2.0 is a "major" upgrade and is not (so for 0.x, `Minor`
+///   allows exactly what `Patch` allows). 0.0.x gets no extra rule.
+/// - `All`: any upgrade.
+///
+/// With no current release only `All` installs: the first deploy of an app
+/// (shared files, migrations, a first health check) should be watched by an
+/// operator, and there is nothing to compare the candidate against.
+///
+/// Prereleases are not filtered here: `1.2.3 → 1.2.4-rc.1` is allowed at
+/// `Patch`, like any upgrade within the same `MAJOR.MINOR`. Whether
+/// prereleases are candidates at all is the channel's choice, made by the
+/// caller before it asks.
+pub fn auto_allows(level: AutoLevel, current: Option<&Version>, candidate: &Version) -> bool {
+    let Some(current) = current else {
+        return level == AutoLevel::All;
+    };
+    let (cur, cand) = (&current.0, &candidate.0);
+    if cand.cmp_precedence(cur) != std::cmp::Ordering::Greater {
+        return false;
+    }
+    match level {
+        AutoLevel::None => false,
+        AutoLevel::Patch => cand.major == cur.major && cand.minor == cur.minor,
+        AutoLevel::Minor => cand.major == cur.major && (cur.major != 0 || cand.minor == cur.minor),
+        AutoLevel::All => true,
+    }
+}
+
+/// One daily time range, in minutes since local midnight.
+///
+/// `start < end` is a range within one day; `start > end` wraps past
+/// midnight into the next day. `start == end` is refused at parse time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Range {
+    /// 0..1440.
+    start: u16,
+    /// 1..=1440 (1440 is "24:00").
+    end: u16,
+}
+
+const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const FULL_DAY_NAMES: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+const MINUTES_PER_DAY: u16 = 24 * 60;
+
+/// A maintenance window: days and a time range in a time zone.
+///
+/// The window is defined on the local wall clock: it is open whenever the
+/// clock on the wall in its time zone shows a listed day and a time in one of
+/// its ranges (start inclusive, end exclusive). A range whose end is before
+/// its start wraps past midnight, and belongs to the day it starts on:
+/// `Mon 23:00-01:00` is open from Monday 23:00 to Tuesday 01:00.
+///
+/// On daylight-saving days this means:
+/// - spring forward (Europe/Berlin, 2026-03-29, 02:00 → 03:00): a range
+///   starting in the skipped hour, say 02:30-05:00, opens at 03:00 local, the
+///   first existing wall-clock time inside it; a range lying wholly in the
+///   skipped hour (02:00-03:00) does not open that day at all;
+/// - fall back (2026-10-25, 03:00 → 02:00): the repeated hour is inside a
+///   range both times, so a range such as 02:30-02:45 opens twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Listed days, Monday first.
+    days: [bool; 7],
+    /// Sorted by start, no duplicates.
+    ranges: Vec<Range>,
+    tz: TimeZone,
+    /// The zone's canonical name, for display.
+    tz_name: String,
+}
+
+/// After this many time-zone transitions without an opening, `next_open`
+/// gives up (real zones have two a year; a window opens every week).
+const MAX_PIECES: usize = 64;
+
+impl Window {
+    /// Parses a window such as `"Sat,Sun 02:00-05:00"`, `"Mon-Fri 22:00-06:00"`
+    /// (wraps past midnight: the range starts on the listed day),
+    /// `"daily 03:00-04:00"` or `"Sat 02:00-05:00,14:00-15:00"` (several ranges
+    /// on the same days), in `timezone` (an IANA name such as
+    /// `"Europe/Berlin"`, or `"UTC"`).
+    ///
+    /// Days are `Mon` … `Sun` or their full names (any case), separated by
+    /// commas; `Fri-Mon` style ranges wrap around the week; `daily` is every
+    /// day. Times are 24-hour `HH:MM`; `24:00` is allowed as an end, so a
+    /// whole day is `00:00-24:00`.
+    pub fn parse(spec: &str, timezone: &str) -> Result<Window, String> {
+        let spec = spec.trim();
+        let example = "write e.g. \"Sat,Sun 02:00-05:00\" or \"daily 03:00-04:00\"";
+        if spec.is_empty() {
+            return Err(format!("the window is empty: {example}"));
+        }
+        // Day names hold no digits and times start with one: that is the split.
+        let Some(split) = spec.find(|c: char| c.is_ascii_digit()) else {
+            return Err(format!("window {spec:?} has no time range: {example}"));
+        };
+        let (days_part, times_part) = spec.split_at(split);
+        let days_part = days_part.trim();
+        if days_part.is_empty() {
+            return Err(format!(
+                "window {spec:?} lists no days: put them before the times, e.g. \"daily {spec}\" or \"Mon-Fri {spec}\""
+            ));
+        }
+        let days = parse_days(days_part)?;
+        let ranges = parse_ranges(times_part)?;
+        let (tz, tz_name) = parse_timezone(timezone)?;
+        Ok(Window {
+            days,
+            ranges,
+            tz,
+            tz_name,
+        })
+    }
+
+    /// Is the window open at `at`?
+    pub fn contains(&self, at: Timestamp) -> bool {
+        self.open_on_wall_clock(self.tz.to_offset(at).to_datetime(at))
+    }
+
+    /// The next instant ≥ `at` at which the window is open: `at` itself when
+    /// it is open now, otherwise the earliest instant at which
+    /// [`contains`](Self::contains) becomes true.
+    ///
+    /// Across daylight-saving changes this follows the wall clock (see the
+    /// type's documentation): a 02:30 start on a spring-forward day in
+    /// Europe/Berlin opens at 03:00 CEST, when the clock jumps into the
+    /// range; a range wholly inside the skipped hour opens on its next listed
+    /// day instead.
+    ///
+    /// Never panics: at the end of representable time it answers
+    /// `Timestamp::MAX` (never), and if a pathological zone changes offset
+    /// more than 64 times before the window opens, the instant reached so far,
+    /// so the caller simply asks again then.
+    pub fn next_open(&self, at: Timestamp) -> Timestamp {
+        let mut t = at;
+        for _ in 0..MAX_PIECES {
+            // Between two transitions the offset is fixed and the wall clock
+            // runs with time: search there in wall-clock terms, then convert.
+            let offset = self.tz.to_offset(t);
+            let wall = offset.to_datetime(t);
+            if self.open_on_wall_clock(wall) {
+                return t;
+            }
+            let Some(opens) = self.next_open_on_wall_clock(wall) else {
+                return Timestamp::MAX;
+            };
+            let Ok(candidate) = offset.to_timestamp(opens) else {
+                return Timestamp::MAX;
+            };
+            match self.tz.following(t).next().map(|tr| tr.timestamp()) {
+                Some(transition) if transition > t && transition <= candidate => {
+                    t = transition;
+                }
+                _ => return candidate,
+            }
+        }
+        t
+    }
+
+    fn open_on_wall_clock(&self, wall: DateTime) -> bool {
+        let day = weekday_index(wall.weekday());
+        let previous = (day + 6) % 7;
+        let minute = minute_of_day(wall);
+        self.ranges.iter().any(|r| {
+            if r.start < r.end {
+                self.days[day] && r.start <= minute && minute < r.end
+            } else {
+                (self.days[day] && minute >= r.start) || (self.days[previous] && minute < r.end)
+            }
+        })
+    }
+
+    /// The first wall-clock time after `wall` (which is outside the window)
+    /// at which a range starts on a listed day. On a continuous wall clock
+    /// that is the only way into the window: the after-midnight part of a
+    /// wrapping range is entered through its before-midnight part.
+    fn next_open_on_wall_clock(&self, wall: DateTime) -> Option<DateTime> {
+        let mut date = wall.date();
+        // Eight days: the same weekday next week is always far enough.
+        for _ in 0..=7 {
+            if self.days[weekday_index(date.weekday())] {
+                for r in &self.ranges {
+                    let start = Time::new((r.start / 60) as i8, (r.start % 60) as i8, 0, 0).ok()?;
+                    let at = date.to_datetime(start);
+                    if at > wall {
+                        return Some(at);
+                    }
+                }
+            }
+            date = date.tomorrow().ok()?;
+        }
+        None
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.days.iter().all(|&d| d) {
+            f.write_str("daily")?;
+        } else {
+            let names: Vec<&str> = (0..7)
+                .filter(|&i| self.days[i])
+                .map(|i| DAY_NAMES[i])
+                .collect();
+            f.write_str(&names.join(","))?;
+        }
+        for (i, r) in self.ranges.iter().enumerate() {
+            f.write_str(if i == 0 { " " } else { "," })?;
+            write!(
+                f,
+                "{:02}:{:02}-{:02}:{:02}",
+                r.start / 60,
+                r.start % 60,
+                r.end / 60,
+                r.end % 60
+            )?;
+        }
+        write!(f, " {}", self.tz_name)
+    }
+}
+
+fn weekday_index(day: jiff::civil::Weekday) -> usize {
+    // 0..=6 by construction; the fallback only keeps this total.
+    usize::try_from(day.to_monday_zero_offset()).unwrap_or(0) % 7
+}
+
+fn minute_of_day(dt: DateTime) -> u16 {
+    let hour = u16::try_from(dt.hour()).unwrap_or(0);
+    let minute = u16::try_from(dt.minute()).unwrap_or(0);
+    hour * 60 + minute
+}
+
+fn parse_day(name: &str) -> Result<usize, String> {
+    (0..7)
+        .find(|&i| {
+            name.eq_ignore_ascii_case(DAY_NAMES[i]) || name.eq_ignore_ascii_case(FULL_DAY_NAMES[i])
+        })
+        .ok_or_else(|| {
+            format!(
+                "unknown day {name:?}: write Mon, Tue, Wed, Thu, Fri, Sat or Sun, a range such as Mon-Fri, or \"daily\""
+            )
+        })
+}
+
+fn parse_days(part: &str) -> Result<[bool; 7], String> {
+    let mut days = [false; 7];
+    for item in part.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(format!(
+                "empty day in {part:?}: separate days with single commas, e.g. \"Sat,Sun\""
+            ));
+        }
+        if item.eq_ignore_ascii_case("daily") {
+            days = [true; 7];
+        } else if let Some((from, to)) = item.split_once('-') {
+            let (from, to) = (parse_day(from.trim())?, parse_day(to.trim())?);
+            // Fri-Mon wraps around the week.
+            let mut d = from;
+            loop {
+                days[d] = true;
+                if d == to {
+                    break;
+                }
+                d = (d + 1) % 7;
+            }
+        } else if item.contains(char::is_whitespace) {
+            return Err(format!(
+                "days {item:?} must be separated by commas, e.g. \"Sat,Sun\""
+            ));
+        } else {
+            days[parse_day(item)?] = true;
+        }
+    }
+    Ok(days)
+}
+
+fn parse_ranges(part: &str) -> Result<Vec<Range>, String> {
+    let mut ranges = Vec::new();
+    for item in part.split(',') {
+        let item = item.trim();
+        let Some((start, end)) = item.split_once('-') else {
+            return Err(format!(
+                "time range {item:?} needs a start and an end: write e.g. 02:00-05:00"
+            ));
+        };
+        let start = parse_time(start.trim(), false)?;
+        let end = parse_time(end.trim(), true)?;
+        if start == end {
+            return Err(format!(
+                "time range {item:?} is empty (it starts where it ends): write e.g. 02:00-05:00, or 00:00-24:00 for a whole day"
+            ));
+        }
+        ranges.push(Range { start, end });
+    }
+    ranges.sort();
+    ranges.dedup();
+    Ok(ranges)
+}
+
+/// `HH:MM` (or `H:MM`) as minutes since midnight; `24:00` only as an end.
+fn parse_time(s: &str, is_end: bool) -> Result<u16, String> {
+    let bad = || {
+        format!(
+            "bad time {s:?}: write 24-hour HH:MM such as 02:00 or 22:30{}",
+            if is_end {
+                " (24:00 for the end of the day)"
+            } else {
+                ""
+            }
+        )
+    };
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let digits = |p: &str, max_len: usize| {
+        !p.is_empty() && p.len() <= max_len && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(h, 2) || !digits(m, 2) || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: u16 = h.parse().map_err(|_| bad())?;
+    let m: u16 = m.parse().map_err(|_| bad())?;
+    let minutes = h * 60 + m;
+    let valid = m < 60 && (h < 24 || (is_end && minutes == MINUTES_PER_DAY));
+    if valid { Ok(minutes) } else { Err(bad()) }
+}
+
+fn parse_timezone(name: &str) -> Result<(TimeZone, String), String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(
+            "the window's time zone is empty: write an IANA name such as \"Europe/Berlin\" or \"UTC\""
+                .to_string(),
+        );
+    }
+    // UTC works even on a host without a tz database.
+    if name.eq_ignore_ascii_case("UTC") {
+        return Ok((TimeZone::UTC, "UTC".to_string()));
+    }
+    let tz = TimeZone::get(name).map_err(|e| {
+        format!(
+            "unknown time zone {name:?} ({e}): write an IANA name such as \"Europe/Berlin\" or \"UTC\" (see /usr/share/zoneinfo)"
+        )
+    })?;
+    let canonical = tz.iana_name().unwrap_or(name).to_string();
+    Ok((tz, canonical))
+}
+
+/// A release's critical marking: it may skip the maintenance window once its
+/// deadline has passed (at once when it has no deadline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Critical {
+    /// From this instant on the release skips the window; `None`: at once.
+    pub deadline: Option<Timestamp>,
+}
+
+/// Reads a release's critical marking from its notes and its `release.toml`.
+///
+/// `release.toml` (bytes already signature-verified by the caller):
+/// `critical = true` marks the release, `deadline = "<RFC 3339>"` (or a TOML
+/// offset date-time) sets the deadline; other keys are allowed. When a
+/// `release.toml` exists it alone decides, even when it does not mention
+/// `critical`: it is signed, while notes can be edited afterwards by anyone
+/// who can edit the release page.
+///
+/// Release notes: a line `critical: true` (any case, surrounding whitespace,
+/// a Markdown list marker `-`, `*` or `+`, and `**bold**` or `` `code` `` around
+/// the key or value are all fine) marks the release. A `deadline: <RFC 3339>`
+/// line in the same block (the run of non-blank lines holding the critical
+/// line) sets the deadline; the first one counts. Lines inside fenced code
+/// blocks are ignored, since they are examples, not markings.
+///
+/// Errors: a `release.toml` that is not UTF-8 or TOML, a `critical` that is
+/// not a boolean, a deadline that is not an RFC 3339 instant (in the notes
+/// only when it sits next to `critical: true`).
+pub fn critical_from(
+    notes: Option<&str>,
+    release_toml: Option<&[u8]>,
+) -> Result<Option<Critical>, String> {
+    match (release_toml, notes) {
+        (Some(bytes), _) => critical_from_toml(bytes),
+        (None, Some(notes)) => critical_from_notes(notes),
+        (None, None) => Ok(None),
+    }
+}
+
+const DEADLINE_EXAMPLE: &str = "2026-05-01T02:00:00Z";
+
+fn parse_deadline(value: &str, origin: &str) -> Result<Timestamp, String> {
+    value.parse::<Timestamp>().map_err(|e| {
+        format!(
+            "{origin}: deadline {value:?} is not an RFC 3339 instant with an offset ({e}); write e.g. {DEADLINE_EXAMPLE} or 2026-05-01T04:00:00+02:00"
+        )
+    })
+}
+
+fn critical_from_toml(bytes: &[u8]) -> Result<Option<Critical>, String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("release.toml is not UTF-8 text ({e}); save it as UTF-8"))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        format!(
+            "release.toml is not valid TOML: {}",
+            e.to_string().trim_end()
+        )
+    })?;
+    let critical = match table.get("critical") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "release.toml: critical must be a boolean, got a TOML {}: write critical = true (no quotes)",
+                other.type_str()
+            ));
+        }
+    };
+    let deadline = match table.get("deadline") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(parse_deadline(s, "release.toml")?),
+        Some(toml::Value::Datetime(d)) => Some(parse_deadline(&d.to_string(), "release.toml")?),
+        Some(other) => {
+            return Err(format!(
+                "release.toml: deadline must be an RFC 3339 instant, got a TOML {}: write deadline = \"{DEADLINE_EXAMPLE}\"",
+                other.type_str()
+            ));
+        }
+    };
+    Ok(critical.then_some(Critical { deadline }))
+}
+
+/// A `key: value` line of release notes, with Markdown decoration removed.
+fn note_entry(line: &str) -> Option<(&str, &str)> {
+    let mut line = line.trim();
+    for marker in ["- ", "* ", "+ "] {
+        if let Some(rest) = line.strip_prefix(marker) {
+            line = rest.trim_start();
+            break;
+        }
+    }
+    let (key, value) = line.split_once(':')?;
+    let decoration = |c: char| c.is_whitespace() || matches!(c, '*' | '_' | '`' | '"' | '\'');
+    Some((key.trim_matches(decoration), value.trim_matches(decoration)))
+}
+
+fn critical_from_notes(notes: &str) -> Result<Option<Critical>, String> {
+    // Blocks of consecutive non-blank lines outside fenced code, each line
+    // kept with its 1-based number for error messages.
+    let mut blocks: Vec<Vec<(usize, &str)>> = vec![Vec::new()];
+    let mut fence: Option<char> = None;
+    for (i, line) in notes.lines().enumerate() {
+        let trimmed = line.trim();
+        let fence_char = ['`', '~']
+            .into_iter()
+            .find(|&c| trimmed.starts_with(&String::from(c).repeat(3)));
+        match (fence, fence_char) {
+            (None, Some(c)) => {
+                fence = Some(c);
+                blocks.push(Vec::new());
+                continue;
+            }
+            (Some(open), Some(c)) if open == c => {
+                fence = None;
+                continue;
+            }
+            (Some(_), _) => continue,
+            (None, None) => {}
+        }
+        if trimmed.is_empty() {
+            blocks.push(Vec::new());
+        } else if let Some(block) = blocks.last_mut() {
+            block.push((i + 1, line));
+        }
+    }
+    for block in &blocks {
+        let marked = block.iter().any(|(_, line)| {
+            note_entry(line).is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("critical") && v.eq_ignore_ascii_case("true")
+            })
+        });
+        if !marked {
+            continue;
+        }
+        let deadline = block.iter().find_map(|&(n, line)| {
+            note_entry(line)
+                .filter(|(k, _)| k.eq_ignore_ascii_case("deadline"))
+                .map(|(_, v)| parse_deadline(v, &format!("release notes line {n}")))
+        });
+        return Ok(Some(Critical {
+            deadline: deadline.transpose()?,
+        }));
+    }
+    Ok(None)
+}
+
+/// What the agent should do with a release it is allowed to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Deploy now.
+    Now,
+    /// Ask again at this instant.
+    WaitUntil(Timestamp),
+}
+
+/// The window check with the critical override.
+///
+/// No window → `Now`; inside the window → `Now`; outside → `WaitUntil` the
+/// next opening, unless the release is critical and its deadline has passed
+/// (a deadline equal to `now` counts as passed; a critical release without a
+/// deadline skips the window at once) → `Now`. A critical release whose
+/// deadline is still ahead waits until the deadline or the next opening,
+/// whichever comes first, so the agent wakes up when the override starts.
+pub fn decide(window: Option<&Window>, critical: Option<&Critical>, now: Timestamp) -> Decision {
+    let Some(window) = window else {
+        return Decision::Now;
+    };
+    if window.contains(now) {
+        return Decision::Now;
+    }
+    let opens = window.next_open(now);
+    match critical {
+        Some(Critical { deadline: None }) => Decision::Now,
+        Some(Critical {
+            deadline: Some(deadline),
+        }) if *deadline <= now => Decision::Now,
+        Some(Critical {
+            deadline: Some(deadline),
+        }) => Decision::WaitUntil(opens.min(*deadline)),
+        None => Decision::WaitUntil(opens),
+    }
+}
+
+/// The agent's clock, a seam so tests can fake time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The real clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A fake clock for tests: reads an RFC 3339 instant from a file at every
+/// call, so a test moves time by rewriting the file (with
+/// [`crate::fs::write_atomic`], so a reader never sees it half-written).
+///
+/// When the file is missing, unreadable or does not hold an instant, it falls
+/// back to the system clock and logs a warning, once per clock.
+#[derive(Debug)]
+pub struct FileClock {
+    path: PathBuf,
+    warned: AtomicBool,
+}
+
+impl FileClock {
+    /// A clock reading `path`.
+    pub fn new(path: PathBuf) -> FileClock {
+        FileClock {
+            path,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    fn read(&self) -> Result<Timestamp, String> {
+        let text = crate::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
+        let text = text.trim();
+        text.parse::<Timestamp>().map_err(|e| {
+            format!(
+                "{}: {text:?} is not an RFC 3339 instant ({e}); write e.g. {DEADLINE_EXAMPLE}",
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl Clock for FileClock {
+    fn now(&self) -> Timestamp {
+        match self.read() {
+            Ok(t) => t,
+            Err(e) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "fake clock unusable; using the system clock");
+                }
+                Timestamp::now()
+            }
+        }
+    }
+}
+
+/// The environment variable naming a [`FileClock`] file. A test seam only:
+/// set in production it would freeze the agent's time.
+pub const FAKE_CLOCK_ENV: &str = "SWITCHYARD_FAKE_CLOCK_FILE";
+
+/// The clock the agent should use: a [`FileClock`] on the file named by
+/// `SWITCHYARD_FAKE_CLOCK_FILE` when that is set and not empty (a test seam,
+/// logged as a warning), else the [`SystemClock`].
+pub fn clock_from_env() -> Arc<dyn Clock> {
+    clock_from_var(std::env::var_os(FAKE_CLOCK_ENV).map(PathBuf::from))
+}
+
+fn clock_from_var(path: Option<PathBuf>) -> Arc<dyn Clock> {
+    match path {
+        Some(path) if !path.as_os_str().is_empty() => {
+            tracing::warn!(path = %path.display(), "{FAKE_CLOCK_ENV} is set: reading time from this file (a test seam)");
+            Arc::new(FileClock::new(path))
+        }
+        _ => Arc::new(SystemClock),
+    }
+}
+
+/// Adds up to ±`fraction` random jitter to a poll interval, so many hosts
+/// polling one source spread out; the result is never below 1 s.
+///
+/// `fraction` is clamped to 0..=1 (NaN counts as 0): `0.1` gives
+/// 54 s..66 s for 60 s. An interval too large to jitter is returned as is.
+pub fn jittered(interval: Duration, fraction: f64) -> Duration {
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
+    let factor = 1.0 + fraction * (2.0 * fastrand::f64() - 1.0);
+    let out = Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval);
+    out.max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn utc(spec: &str) -> Window {
+        Window::parse(spec, "UTC").unwrap()
+    }
+
+    fn berlin(spec: &str) -> Window {
+        Window::parse(spec, "Europe/Berlin").unwrap()
+    }
+
+    #[test]
+    fn auto_level_parses_and_displays() {
+        for (s, l) in [
+            ("none", AutoLevel::None),
+            ("patch", AutoLevel::Patch),
+            ("minor", AutoLevel::Minor),
+            ("all", AutoLevel::All),
+        ] {
+            assert_eq!(s.parse::<AutoLevel>().unwrap(), l);
+            assert_eq!(l.to_string(), s);
+        }
+        assert_eq!(AutoLevel::default(), AutoLevel::None);
+        let e = "major".parse::<AutoLevel>().unwrap_err();
+        assert!(e.contains("\"major\"") && e.contains("\"minor\""), "{e}");
+        assert!("".parse::<AutoLevel>().is_err());
+    }
+
+    #[test]
+    fn auto_allows_table() {
+        use AutoLevel::*;
+        let cases: &[(AutoLevel, Option<&str>, &str, bool)] = &[
+            (Patch, Some("1.2.3"), "1.2.4", true),
+            (Minor, Some("1.2.3"), "1.2.4", true),
+            (All, Some("1.2.3"), "1.2.4", true),
+            (None, Some("1.2.3"), "1.2.4", false),
+            (Patch, Some("1.2.3"), "1.3.0", false),
+            (Minor, Some("1.2.3"), "1.3.0", true),
+            (Minor, Some("1.2.3"), "2.0.0", false),
+            (All, Some("1.2.3"), "2.0.0", true),
+            // Downgrades and reinstalls never.
+            (All, Some("1.2.3"), "1.2.2", false),
+            (All, Some("1.2.3"), "1.2.3", false),
+            (Patch, Some("1.2.4"), "1.2.3", false),
+            (All, Some("2.0.0"), "1.9.9", false),
+            (All, Some("1.2.3+b1"), "1.2.3+b2", false),
+            // Prereleases: the caller's channel decides whether they are offered.
+            (Patch, Some("1.2.3"), "1.2.4-rc.1", true),
+            (Patch, Some("1.2.4-rc.1"), "1.2.4", true),
+            (Patch, Some("1.2.4"), "1.2.4-rc.1", false),
+            (Patch, Some("1.2.3"), "1.3.0-rc.1", false),
+            (Minor, Some("1.2.3"), "1.3.0-rc.1", true),
+            // 0.x: the minor number is the breaking one.
+            (Patch, Some("0.1.2"), "0.1.3", true),
+            (Minor, Some("0.1.2"), "0.1.3", true),
+            (Minor, Some("0.1.2"), "0.2.0", false),
+            (All, Some("0.1.2"), "0.2.0", true),
+            (Minor, Some("0.9.0"), "1.0.0", false),
+            (All, Some("0.9.0"), "1.0.0", true),
+            // No current release: only All installs.
+            (None, Option::None, "1.0.0", false),
+            (Patch, Option::None, "1.0.0", false),
+            (Minor, Option::None, "1.0.0", false),
+            (All, Option::None, "1.0.0", true),
+        ];
+        for &(level, current, candidate, expected) in cases {
+            let current = current.map(v);
+            assert_eq!(
+                auto_allows(level, current.as_ref(), &v(candidate)),
+                expected,
+                "{level} {current:?} -> {candidate}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_parse_errors_say_what_to_write() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("", "UTC", "empty"),
+            ("   ", "UTC", "empty"),
+            ("Sat", "UTC", "no time range"),
+            ("02:00-05:00", "UTC", "no days"),
+            ("Xyz 02:00-05:00", "UTC", "unknown day \"Xyz\""),
+            ("Sat,,Sun 02:00-05:00", "UTC", "empty day"),
+            ("Sat Sun 02:00-05:00", "UTC", "commas"),
+            ("Mon- 02:00-05:00", "UTC", "unknown day \"\""),
+            ("Sat 25:00-26:00", "UTC", "bad time \"25:00\""),
+            ("Sat 02:60-05:00", "UTC", "bad time \"02:60\""),
+            ("Sat 2-5", "UTC", "bad time \"2\""),
+            ("Sat 02:00", "UTC", "needs a start and an end"),
+            ("Sat 02:00-", "UTC", "bad time \"\""),
+            ("Sat 02:00-05:00,", "UTC", "needs a start and an end"),
+            ("Sat 24:00-01:00", "UTC", "bad time \"24:00\""),
+            ("Sat 02:00-24:30", "UTC", "bad time \"24:30\""),
+            ("Sat 02:00-02:00", "UTC", "empty"),
+            ("Sat 02:0-05:00", "UTC", "bad time"),
+            ("Sat 0x:00-05:00", "UTC", "bad time \"0x:00\""),
+            (
+                "Sat 02:00-05:00",
+                "Mars/Olympus",
+                "unknown time zone \"Mars/Olympus\"",
+            ),
+            ("Sat 02:00-05:00", "", "time zone is empty"),
+        ];
+        for (spec, tz, want) in cases {
+            let e = Window::parse(spec, tz).unwrap_err();
+            assert!(e.contains(want), "{spec:?} {tz:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn window_parse_forms() {
+        assert_eq!(
+            utc("Sat,Sun 02:00-05:00").to_string(),
+            "Sat,Sun 02:00-05:00 UTC"
+        );
+        assert_eq!(utc("sat, SUNDAY 02:00-05:00"), utc("Sat,Sun 02:00-05:00"));
+        assert_eq!(
+            utc("Mon-Fri 22:00-06:00").to_string(),
+            "Mon,Tue,Wed,Thu,Fri 22:00-06:00 UTC"
+        );
+        assert_eq!(
+            utc("Sat - Mon 1:00-2:00").to_string(),
+            "Mon,Sat,Sun 01:00-02:00 UTC"
+        );
+        assert_eq!(
+            utc("daily 03:00-04:00").to_string(),
+            "daily 03:00-04:00 UTC"
+        );
+        assert_eq!(utc("Mon-Sun 03:00-04:00"), utc("daily 03:00-04:00"));
+        assert_eq!(
+            utc("Sat 14:00-15:00, 02:00-05:00").to_string(),
+            "Sat 02:00-05:00,14:00-15:00 UTC"
+        );
+        assert_eq!(
+            utc("daily 00:00-24:00").to_string(),
+            "daily 00:00-24:00 UTC"
+        );
+        assert_eq!(
+            berlin("Sat 02:00-05:00").to_string(),
+            "Sat 02:00-05:00 Europe/Berlin"
+        );
+        assert_eq!(
+            Window::parse("Sat 02:00-05:00", "utc").unwrap(),
+            utc("Sat 02:00-05:00")
+        );
+    }
+
+    // 2026-03-23 is a Monday; 2026-03-28/29 the weekend of the spring change.
+    #[test]
+    fn contains_edges_and_days() {
+        let w = utc("Sat,Sun 02:00-05:00");
+        assert!(!w.contains(ts("2026-03-28T01:59:59.999Z")));
+        assert!(w.contains(ts("2026-03-28T02:00:00Z")));
+        assert!(w.contains(ts("2026-03-28T04:59:59.999Z")));
+        assert!(!w.contains(ts("2026-03-28T05:00:00Z")));
+        assert!(w.contains(ts("2026-03-29T03:00:00Z")));
+        assert!(!w.contains(ts("2026-03-27T03:00:00Z")), "Friday");
+        assert!(!w.contains(ts("2026-03-30T03:00:00Z")), "Monday");
+
+        let all_day = utc("Tue 00:00-24:00");
+        assert!(all_day.contains(ts("2026-03-24T00:00:00Z")));
+        assert!(all_day.contains(ts("2026-03-24T23:59:59Z")));
+        assert!(!all_day.contains(ts("2026-03-25T00:00:00Z")));
+        assert!(!all_day.contains(ts("2026-03-23T23:59:59Z")));
+    }
+
+    #[test]
+    fn contains_wraps_past_midnight() {
+        let w = utc("Mon 23:00-01:00");
+        assert!(w.contains(ts("2026-03-24T00:30:00Z")), "Tue 00:30");
+        assert!(!w.contains(ts("2026-03-23T00:30:00Z")), "Mon 00:30");
+        assert!(w.contains(ts("2026-03-23T23:00:00Z")), "Mon 23:00");
+        assert!(!w.contains(ts("2026-03-23T22:59:00Z")), "Mon 22:59");
+        assert!(!w.contains(ts("2026-03-24T01:00:00Z")), "Tue 01:00");
+        assert!(!w.contains(ts("2026-03-24T23:30:00Z")), "Tue 23:30");
+
+        let w = utc("Mon-Fri 22:00-06:00");
+        assert!(
+            w.contains(ts("2026-03-28T05:00:00Z")),
+            "Sat 05:00 (Friday's night)"
+        );
+        assert!(!w.contains(ts("2026-03-29T05:00:00Z")), "Sun 05:00");
+        assert!(!w.contains(ts("2026-03-23T05:00:00Z")), "Mon 05:00");
+        assert!(w.contains(ts("2026-03-23T22:00:00Z")), "Mon 22:00");
+        assert!(!w.contains(ts("2026-03-28T22:00:00Z")), "Sat 22:00");
+    }
+
+    #[test]
+    fn contains_uses_the_window_time_zone() {
+        // 01:30 UTC is 02:30 in Berlin in winter.
+        let at = ts("2026-01-15T01:30:00Z");
+        assert!(berlin("daily 02:00-05:00").contains(at));
+        assert!(!utc("daily 02:00-05:00").contains(at));
+        // In summer Berlin is UTC+2: 00:30 UTC is 02:30 there.
+        let at = ts("2026-07-15T00:30:00Z");
+        assert!(berlin("daily 02:00-05:00").contains(at));
+        assert!(!utc("daily 02:00-05:00").contains(at));
+        // The day is the local one: Sunday 00:30 in Berlin is Saturday in UTC.
+        let at = ts("2026-07-11T22:30:00Z");
+        assert!(berlin("Sun 00:00-01:00").contains(at));
+        assert!(!utc("Sun 00:00-01:00").contains(at));
+    }
+
+    #[test]
+    fn next_open_basic() {
+        let w = utc("Sat,Sun 02:00-05:00");
+        let inside = ts("2026-03-28T03:00:00Z");
+        assert_eq!(w.next_open(inside), inside);
+        assert_eq!(
+            w.next_open(ts("2026-03-28T01:00:00Z")),
+            ts("2026-03-28T02:00:00Z"),
+            "before the start the same day"
+        );
+        assert_eq!(
+            w.next_open(ts("2026-03-28T01:59:30.5Z")),
+            ts("2026-03-28T02:00:00Z")
+        );
+        assert_eq!(
+            w.next_open(ts("2026-03-28T05:00:00Z")),
+            ts("2026-03-29T02:00:00Z"),
+            "after the end: the next listed day"
+        );
+        assert_eq!(
+            w.next_open(ts("2026-03-29T06:00:00Z")),
+            ts("2026-04-04T02:00:00Z")
+        );
+        assert_eq!(
+            w.next_open(ts("2026-03-25T12:00:00Z")),
+            ts("2026-03-28T02:00:00Z")
+        );
+
+        let weekly = utc("Wed 10:00-11:00");
+        assert_eq!(
+            weekly.next_open(ts("2026-03-25T11:00:00Z")),
+            ts("2026-04-01T10:00:00Z"),
+            "almost a week ahead"
+        );
+        assert_eq!(
+            weekly.next_open(ts("2026-03-25T09:59:59Z")),
+            ts("2026-03-25T10:00:00Z")
+        );
+
+        let wrap = utc("Mon 23:00-01:00");
+        assert_eq!(
+            wrap.next_open(ts("2026-03-23T00:30:00Z")),
+            ts("2026-03-23T23:00:00Z")
+        );
+        assert_eq!(
+            wrap.next_open(ts("2026-03-24T00:30:00Z")),
+            ts("2026-03-24T00:30:00Z")
+        );
+        assert_eq!(
+            wrap.next_open(ts("2026-03-24T01:00:00Z")),
+            ts("2026-03-30T23:00:00Z")
+        );
+
+        let two = utc("Sat 02:00-05:00,14:00-15:00");
+        assert_eq!(
+            two.next_open(ts("2026-03-28T06:00:00Z")),
+            ts("2026-03-28T14:00:00Z")
+        );
+        assert_eq!(
+            two.next_open(ts("2026-03-28T15:00:00Z")),
+            ts("2026-04-04T02:00:00Z")
+        );
+    }
+
+    #[test]
+    fn next_open_in_a_time_zone() {
+        let w = berlin("Sat 02:00-05:00");
+        // Friday noon UTC: opens Saturday 02:00 CET = 01:00 UTC.
+        assert_eq!(
+            w.next_open(ts("2026-01-16T12:00:00Z")),
+            ts("2026-01-17T01:00:00Z")
+        );
+        // In summer, 02:00 CEST = 00:00 UTC.
+        assert_eq!(
+            w.next_open(ts("2026-07-10T12:00:00Z")),
+            ts("2026-07-11T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn spring_forward_in_berlin() {
+        // 2026-03-29 02:00 CET (01:00 UTC) the clocks jump to 03:00 CEST.
+        let before = ts("2026-03-28T23:00:00Z");
+        let starts_in_gap = berlin("Sun 02:30-05:00");
+        let opens = starts_in_gap.next_open(before);
+        assert_eq!(opens, ts("2026-03-29T01:00:00Z"), "03:00 CEST");
+        assert!(starts_in_gap.contains(opens));
+        assert!(!starts_in_gap.contains(ts("2026-03-29T00:59:59Z")));
+
+        // Wholly inside the skipped hour: next Sunday, 02:00 CEST.
+        let in_gap = berlin("Sun 02:00-03:00");
+        assert_eq!(in_gap.next_open(before), ts("2026-04-05T00:00:00Z"));
+
+        // Across the change: 02:00 CET the day before, 02:00 CEST after.
+        let daily = berlin("daily 02:00-03:00");
+        assert_eq!(
+            daily.next_open(ts("2026-03-27T12:00:00Z")),
+            ts("2026-03-28T01:00:00Z")
+        );
+        assert_eq!(
+            daily.next_open(ts("2026-03-28T12:00:00Z")),
+            ts("2026-03-30T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn fall_back_in_berlin() {
+        // 2026-10-25 03:00 CEST (01:00 UTC) the clocks go back to 02:00 CET.
+        let w = berlin("Sun 02:30-02:45");
+        assert_eq!(
+            w.next_open(ts("2026-10-24T22:00:00Z")),
+            ts("2026-10-25T00:30:00Z"),
+            "first 02:30 (CEST)"
+        );
+        assert_eq!(
+            w.next_open(ts("2026-10-25T00:50:00Z")),
+            ts("2026-10-25T01:30:00Z"),
+            "second 02:30 (CET)"
+        );
+        assert!(w.contains(ts("2026-10-25T01:35:00Z")));
+        assert!(!w.contains(ts("2026-10-25T01:45:00Z")));
+
+        // A range entered by the clock going back opens at the change.
+        let w = berlin("Sun 01:30-02:15");
+        assert_eq!(
+            w.next_open(ts("2026-10-25T00:20:00Z")),
+            ts("2026-10-25T01:00:00Z"),
+            "02:20 CEST, then the clock shows 02:00 CET"
+        );
+    }
+
+    /// `next_open` is the first instant `contains` is true, checked minute by
+    /// minute around both changes of 2026.
+    #[test]
+    fn next_open_agrees_with_contains() {
+        let windows = [
+            berlin("Sun 02:30-05:00"),
+            berlin("Sun 02:00-03:00"),
+            berlin("daily 01:30-02:15"),
+            berlin("Sat,Sun 23:30-02:30"),
+            berlin("Sun 02:15-02:45,04:00-04:30"),
+        ];
+        for start in [ts("2026-03-28T20:00:00Z"), ts("2026-10-24T20:00:00Z")] {
+            for w in &windows {
+                for k in 0..16 {
+                    let at = start + jiff::SignedDuration::from_secs(k * 23 * 60 + 7);
+                    let open = w.next_open(at);
+                    assert!(open >= at, "{w} {at}");
+                    assert!(w.contains(open), "{w}: {at} -> {open}");
+                    let mut t = at;
+                    while t < open {
+                        assert!(!w.contains(t), "{w}: {at} -> {open}, but open at {t}");
+                        t += jiff::SignedDuration::from_secs(60);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_zones_and_extremes_do_not_panic() {
+        // Samoa skipped Friday 2011-12-30 entirely.
+        let w = Window::parse("Fri 10:00-11:00", "Pacific/Apia").unwrap();
+        let open = w.next_open(ts("2011-12-28T00:00:00Z"));
+        assert!(w.contains(open));
+        assert_eq!(
+            open.to_zoned(TimeZone::get("Pacific/Apia").unwrap()).date(),
+            jiff::civil::date(2012, 1, 6)
+        );
+        for w in [utc("Sat 02:00-05:00"), berlin("Mon 23:00-01:00")] {
+            for at in [Timestamp::MIN, Timestamp::MAX, Timestamp::UNIX_EPOCH] {
+                let _ = w.contains(at);
+                assert!(w.next_open(at) >= at);
+            }
+        }
+    }
+
+    #[test]
+    fn critical_from_notes_variants() {
+        let crit = |notes: &str| critical_from(Some(notes), None).unwrap();
+        let none = Some(Critical { deadline: None });
+        assert_eq!(critical_from(None, None).unwrap(), None);
+        assert_eq!(crit("critical: true"), none);
+        assert_eq!(crit("Fixes a hole.\n\n  Critical:   TRUE  \n"), none);
+        assert_eq!(crit("## Notes\n- fixes\n- critical: true\n"), none);
+        assert_eq!(crit("* **Critical:** `true`\r\n"), none);
+        assert_eq!(crit("critical: false"), None);
+        assert_eq!(crit("critical: truely"), None);
+        assert_eq!(crit("This is critical: true story"), None);
+        assert_eq!(crit("nothing to see"), None);
+        assert_eq!(crit(""), None);
+        assert_eq!(
+            crit("Example config:\n```yaml\ncritical: true\n```\n"),
+            None,
+            "inside a code fence"
+        );
+        assert_eq!(
+            crit("- critical: true\n- deadline: 2026-04-01T00:00:00Z\n"),
+            Some(Critical {
+                deadline: Some(ts("2026-04-01T00:00:00Z"))
+            })
+        );
+        assert_eq!(
+            crit("deadline: 2026-04-01T02:00:00+02:00\ncritical: true"),
+            Some(Critical {
+                deadline: Some(ts("2026-04-01T00:00:00Z"))
+            }),
+            "before it, with an offset"
+        );
+        assert_eq!(
+            crit("critical: true\n\nFeedback deadline: 2026-04-01T00:00:00Z"),
+            none,
+            "another paragraph does not count"
+        );
+        let e = critical_from(
+            Some("intro\n\ncritical: true\ndeadline: 2026-04-01\n"),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn critical_from_release_toml() {
+        let toml = |t: &str| critical_from(None, Some(t.as_bytes()));
+        assert_eq!(
+            toml("critical = true\n").unwrap(),
+            Some(Critical { deadline: None })
+        );
+        assert_eq!(
+            toml("critical = true\ndeadline = \"2026-04-01T00:00:00Z\"\nseverity = \"high\"\n[extra]\nx = 1\n")
+                .unwrap(),
+            Some(Critical {
+                deadline: Some(ts("2026-04-01T00:00:00Z"))
+            })
+        );
+        assert_eq!(
+            toml("critical = true\ndeadline = 2026-04-01T02:00:00+02:00\n").unwrap(),
+            Some(Critical {
+                deadline: Some(ts("2026-04-01T00:00:00Z"))
+            }),
+            "a TOML date-time works too"
+        );
+        assert_eq!(toml("critical = false").unwrap(), None);
+        assert_eq!(toml("").unwrap(), None);
+        assert_eq!(toml("notes = \"hi\"").unwrap(), None);
+
+        for (bad, want) in [
+            ("critical = ", "not valid TOML"),
+            ("critical = \"true\"", "must be a boolean"),
+            ("critical = true\ndeadline = \"soon\"", "not an RFC 3339"),
+            (
+                "critical = true\ndeadline = 2026-04-01T02:00:00",
+                "not an RFC 3339",
+            ),
+            ("critical = true\ndeadline = 5", "got a TOML integer"),
+        ] {
+            let e = toml(bad).unwrap_err();
+            assert!(
+                e.contains("release.toml") && e.contains(want),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = critical_from(None, Some(b"critical = \xff")).unwrap_err();
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn release_toml_wins_over_notes() {
+        let notes = Some("critical: true\ndeadline: 2030-01-01T00:00:00Z");
+        assert_eq!(
+            critical_from(notes, Some(b"critical = false")).unwrap(),
+            None
+        );
+        assert_eq!(
+            critical_from(notes, Some(b"version = \"1.0.0\"")).unwrap(),
+            None,
+            "a signed release.toml decides even when silent"
+        );
+        assert_eq!(
+            critical_from(Some("all good"), Some(b"critical = true")).unwrap(),
+            Some(Critical { deadline: None })
+        );
+        assert_eq!(
+            critical_from(notes, Some(b"critical = true")).unwrap(),
+            Some(Critical { deadline: None })
+        );
+        assert!(critical_from(notes, Some(b"critical = [")).is_err());
+    }
+
+    #[test]
+    fn decide_cases() {
+        let w = utc("Sat 02:00-05:00");
+        let inside = ts("2026-03-28T03:00:00Z");
+        let outside = ts("2026-03-25T12:00:00Z");
+        let opens = ts("2026-03-28T02:00:00Z");
+        assert_eq!(decide(None, None, outside), Decision::Now);
+        assert_eq!(decide(Some(&w), None, inside), Decision::Now);
+        assert_eq!(decide(Some(&w), None, outside), Decision::WaitUntil(opens));
+        let no_deadline = Critical { deadline: None };
+        assert_eq!(decide(Some(&w), Some(&no_deadline), outside), Decision::Now);
+        let later = Critical {
+            deadline: Some(ts("2026-03-26T00:00:00Z")),
+        };
+        assert_eq!(
+            decide(Some(&w), Some(&later), outside),
+            Decision::WaitUntil(ts("2026-03-26T00:00:00Z")),
+            "wakes up at the deadline"
+        );
+        let after_window = Critical {
+            deadline: Some(ts("2026-04-01T00:00:00Z")),
+        };
+        assert_eq!(
+            decide(Some(&w), Some(&after_window), outside),
+            Decision::WaitUntil(opens)
+        );
+        let past = Critical {
+            deadline: Some(ts("2026-03-20T00:00:00Z")),
+        };
+        assert_eq!(decide(Some(&w), Some(&past), outside), Decision::Now);
+        let exactly = Critical {
+            deadline: Some(outside),
+        };
+        assert_eq!(decide(Some(&w), Some(&exactly), outside), Decision::Now);
+        assert_eq!(decide(None, Some(&later), outside), Decision::Now);
+    }
+
+    #[test]
+    fn file_clock_reads_and_moves() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("now");
+        crate::fs::write_atomic(&path, b"2026-03-28T01:00:00Z\n").unwrap();
+        let clock = FileClock::new(path.clone());
+        assert_eq!(clock.now(), ts("2026-03-28T01:00:00Z"));
+        crate::fs::write_atomic(&path, b"2026-03-28T02:30:00+01:00").unwrap();
+        assert_eq!(clock.now(), ts("2026-03-28T01:30:00Z"));
+    }
+
+    #[test]
+    fn file_clock_falls_back_to_the_system_clock() {
+        let d = tempfile::tempdir().unwrap();
+        let near_now = |t: Timestamp| {
+            let diff = Timestamp::now().duration_since(t).abs();
+            diff < jiff::SignedDuration::from_secs(60)
+        };
+        let clock = FileClock::new(d.path().join("missing"));
+        assert!(near_now(clock.now()));
+        assert!(near_now(clock.now()), "warns once, keeps working");
+        let garbage = d.path().join("garbage");
+        crate::fs::write_atomic(&garbage, b"tomorrow").unwrap();
+        assert!(near_now(FileClock::new(garbage).now()));
+    }
+
+    #[test]
+    fn clock_from_var_picks_the_file_clock() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("now");
+        crate::fs::write_atomic(&path, b"2000-01-01T00:00:00Z").unwrap();
+        assert_eq!(clock_from_var(Some(path)).now(), ts("2000-01-01T00:00:00Z"));
+        assert!(clock_from_var(None).now() > ts("2020-01-01T00:00:00Z"));
+        assert!(clock_from_var(Some(PathBuf::new())).now() > ts("2020-01-01T00:00:00Z"));
+    }
+
+    /// The agent's loop in small: a window holds a deploy until it opens.
+    #[test]
+    fn a_window_holds_a_deploy_until_it_opens_fake_clock() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("now");
+        let clock = clock_from_var(Some(path.clone()));
+        let w = berlin("Sat,Sun 02:00-05:00");
+        crate::fs::write_atomic(&path, b"2026-01-16T12:00:00Z").unwrap();
+        let Decision::WaitUntil(until) = decide(Some(&w), None, clock.now()) else {
+            panic!("deployed outside the window");
+        };
+        assert_eq!(until, ts("2026-01-17T01:00:00Z"));
+        crate::fs::write_atomic(&path, b"2026-01-17T00:59:59Z").unwrap();
+        assert_eq!(
+            decide(Some(&w), None, clock.now()),
+            Decision::WaitUntil(until)
+        );
+        crate::fs::write_atomic(&path, until.to_string().as_bytes()).unwrap();
+        assert_eq!(decide(Some(&w), None, clock.now()), Decision::Now);
+    }
+
+    #[test]
+    fn jittered_stays_within_bounds() {
+        let base = Duration::from_secs(60);
+        let (lo, hi) = (Duration::from_secs(54), Duration::from_secs(66));
+        let (mut below, mut above) = (false, false);
+        for _ in 0..10_000 {
+            let j = jittered(base, 0.1);
+            assert!(j >= lo && j <= hi, "{j:?}");
+            below |= j < base;
+            above |= j > base;
+        }
+        assert!(below && above, "jitter goes both ways");
+        assert_eq!(jittered(base, 0.0), base);
+        assert_eq!(jittered(base, f64::NAN), base);
+        assert_eq!(jittered(base, -1.0), base);
+        assert_eq!(jittered(Duration::ZERO, 0.5), Duration::from_secs(1));
+        for _ in 0..1_000 {
+            assert!(jittered(Duration::from_millis(1500), 0.9) >= Duration::from_secs(1));
+            let j = jittered(base, 7.0);
+            assert!(
+                j >= Duration::from_secs(1) && j <= Duration::from_secs(120),
+                "{j:?}"
+            );
+        }
+        let _ = jittered(Duration::MAX, 1.0);
+    }
+}
