@@ -159,10 +159,12 @@ pub fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, B
     let bdir = dir(paths);
     fs::create_dir_all(&bdir)?;
     let now = jiff::Timestamp::now();
+    // Sortable by creation time down to the microsecond: retention keeps
+    // the newest by this order, so two backups in one second must not tie.
     let id = format!(
-        "{}-{:06x}",
-        now.strftime("%Y%m%dT%H%M%SZ"),
-        fastrand::u32(..0x100_0000)
+        "{}Z-{:04x}",
+        now.strftime("%Y%m%dT%H%M%S%.6f"),
+        fastrand::u16(..)
     );
     let work = bdir.join(format!(".tmp-work-{id}"));
     fs::create_dir(&work, 0o700)?;
@@ -172,7 +174,7 @@ pub fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, B
         let _ = fs::remove_file(&bdir.join(format!(".tmp-{id}.tar.gz")));
     }
     let meta = res?;
-    prune(paths, req.keep.max(1))?;
+    prune_keeping(paths, req.keep.max(1), Some(&meta.id))?;
     Ok(meta)
 }
 
@@ -329,6 +331,7 @@ fn restore_in(
     let limits = UnpackLimits {
         max_bytes: u64::MAX / 4,
         max_entries: u64::MAX / 4,
+        strip_top_dir: false,
     };
     let un = crate::unpack::unpack_tar_gz(f, work, &limits).map_err(|e| BackupError::Unpack {
         id: id.clone(),
@@ -372,10 +375,20 @@ fn restore_in(
 
 /// Keeps the newest `keep` backups.
 pub fn prune(paths: &AppPaths, keep: usize) -> Result<Vec<String>, BackupError> {
+    prune_keeping(paths, keep, None)
+}
+
+/// Keeps the newest `keep` backups, and `protect` whatever its age (the one
+/// a deploy just took).
+fn prune_keeping(
+    paths: &AppPaths,
+    keep: usize,
+    protect: Option<&str>,
+) -> Result<Vec<String>, BackupError> {
     let all = list(paths)?;
     let cut = all.len().saturating_sub(keep.max(1));
     let mut removed = Vec::new();
-    for m in &all[..cut] {
+    for m in all[..cut].iter().filter(|m| Some(m.id.as_str()) != protect) {
         // Metadata first: without it the archive is not a backup any more.
         fs::remove_file(&meta_path(paths, &m.id))?;
         fs::remove_file(&archive_path(paths, &m.id))?;

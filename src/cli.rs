@@ -619,6 +619,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )?;
             let src = crate::source::for_app(a);
             let r = s.install(src.as_ref(), &req, install_opts(flags))?;
+            // With no warm hook to change the tree later, share identical
+            // files with the live release now.
+            if r.installed
+                && a.hooks.warm.is_none()
+                && let Some(cur) = s.paths.current_version().map_err(DeployError::from)?
+            {
+                crate::dedup::dedup_release(&s.paths, &a.shared, &r.version, &cur, a.policy.dedup)?;
+            }
             if common.json {
                 print_json(&r);
             } else if r.installed {
@@ -880,10 +888,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         (_, true) => "  last-good",
                         _ => "           ",
                     };
+                    let disk = match r.disk {
+                        Some(d) if d.shared_bytes > 0 => format!(
+                            "{} (+{} shared)",
+                            human_bytes(d.unique_bytes),
+                            human_bytes(d.shared_bytes)
+                        ),
+                        Some(d) => human_bytes(d.unique_bytes),
+                        None => String::new(),
+                    };
                     println!(
-                        "{mark} {:<16} {:>12}  {}",
+                        "{mark} {:<16} {:>24}  {}",
                         r.version.to_string(),
-                        r.content_bytes.map(human_bytes).unwrap_or_default(),
+                        disk,
                         r.installed_at.unwrap_or_default()
                     );
                 }

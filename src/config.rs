@@ -209,6 +209,8 @@ pub struct Policy {
     pub keep_backups: usize,
     /// Include the shared paths in every backup.
     pub backup_shared: bool,
+    /// How a release shares identical files with the previous one.
+    pub dedup: crate::dedup::DedupMode,
 }
 
 impl Default for Policy {
@@ -220,6 +222,7 @@ impl Default for Policy {
             restore_on_revert: RestorePolicy::Auto,
             keep_backups: 3,
             backup_shared: false,
+            dedup: crate::dedup::DedupMode::default(),
         }
     }
 }
@@ -370,6 +373,10 @@ pub struct UnpackLimits {
     pub max_bytes: u64,
     /// Most entries the archive may hold.
     pub max_entries: u64,
+    /// Strip a single top-level directory shared by every entry
+    /// (`myapp-1.2.3/...`). Turn off for releases whose only top-level
+    /// directory is content, such as a bare `public/`.
+    pub strip_top_dir: bool,
 }
 
 impl Default for UnpackLimits {
@@ -377,6 +384,7 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_bytes: 4 << 30,
             max_entries: 200_000,
+            strip_top_dir: true,
         }
     }
 }
@@ -422,6 +430,7 @@ struct RawApp {
     keep_backups: Option<Spanned<i64>>,
     backup_shared: Option<bool>,
     poll_interval: Option<Spanned<String>>,
+    dedup: Option<Spanned<String>>,
     auto: Option<Spanned<String>>,
     window: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
@@ -494,6 +503,7 @@ struct RawShared {
 struct RawUnpack {
     max_bytes: Option<Spanned<i64>>,
     max_entries: Option<Spanned<i64>>,
+    strip_top_dir: Option<bool>,
 }
 
 struct Checker<'a> {
@@ -885,6 +895,9 @@ impl Config {
                     unpack.max_bytes = *mb.get_ref() as u64;
                 }
             }
+            if let Some(st) = app.unpack.strip_top_dir {
+                unpack.strip_top_dir = st;
+            }
             if let Some(me) = app.unpack.max_entries {
                 if *me.get_ref() < 1 {
                     ck.at(me.span(), "unpack.max_entries must be positive");
@@ -940,6 +953,12 @@ impl Config {
                     );
                 } else {
                     policy.min_free_bytes = Some(*m.get_ref() as u64);
+                }
+            }
+            if let Some(d) = &app.dedup {
+                match d.get_ref().parse() {
+                    Ok(m) => policy.dedup = m,
+                    Err(m) => ck.at(d.span(), format!("apps.{name}.dedup {m}")),
                 }
             }
             if let Some(k) = app.keep_backups {

@@ -1166,6 +1166,8 @@ pub struct ListedRelease {
     pub content_bytes: Option<u64>,
     /// SHA-256 of its asset.
     pub sha256: Option<String>,
+    /// Disk it actually uses (files shared with another release by hardlink counted apart).
+    pub disk: Option<crate::dedup::DiskUsage>,
 }
 
 /// Installed releases, newest first.
@@ -1182,6 +1184,7 @@ pub fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
             installed_at: meta.as_ref().map(|m| m.installed_at.clone()),
             content_bytes: meta.as_ref().map(|m| m.content_bytes),
             sha256: meta.map(|m| m.sha256),
+            disk: crate::dedup::disk_usage(&paths, &v).ok(),
             version: v,
         });
     }

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dedup;
 pub mod demo;
 pub mod deploy;
 pub mod fs;

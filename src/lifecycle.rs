@@ -387,6 +387,22 @@ impl Session<'_> {
         if let Err(reason) = staged {
             return Err(self.fail_before_swap(rec, &v, inst.installed, &reason));
         }
+        // The tree is final now: record it as it will go live, then share
+        // identical files with the live release.
+        if inst.installed {
+            if self.cfg.hooks.warm.is_some() {
+                crate::dedup::rescan_manifest(&self.paths, &self.cfg.shared, &v)?;
+            }
+            if let Some(p) = &prev {
+                crate::dedup::dedup_release(
+                    &self.paths,
+                    &self.cfg.shared,
+                    &v,
+                    p,
+                    self.cfg.policy.dedup,
+                )?;
+            }
+        }
 
         // Back up what the release may change, then migrate.
         let needs_backup = self.cfg.hooks.backup.is_some() || self.cfg.policy.backup_shared;

@@ -45,6 +45,17 @@ pub enum PackError {
 /// some tools treat a zero mtime as "unknown".
 pub const FIXED_MTIME: u64 = 946_684_800;
 
+/// The mtime of every entry: `SOURCE_DATE_EPOCH` when set (the
+/// reproducible-builds convention; CI sets it to the commit time, so each
+/// release has its own, still reproducible, timestamps and web servers'
+/// Last-Modified/ETag change between releases), else [`FIXED_MTIME`].
+pub fn entry_mtime() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(FIXED_MTIME)
+}
+
 /// What `pack` produced.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Packed {
@@ -167,6 +178,7 @@ impl<W: Write> Write for HashingWriter<W> {
 pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
     let mut entries = Vec::new();
     collect(input, Path::new(""), &mut entries)?;
+    let mtime = entry_mtime();
     entries.sort();
     let tmp = fs::temp_sibling(dest);
     let file = fs::create_new(&tmp, 0o644)?;
@@ -188,7 +200,7 @@ pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
                 FsError::new("stat", &full, io::Error::from(io::ErrorKind::NotFound))
             })?;
             let mut h = tar::Header::new_gnu();
-            h.set_mtime(FIXED_MTIME);
+            h.set_mtime(mtime);
             h.set_uid(0);
             h.set_gid(0);
             let ft = meta.file_type();

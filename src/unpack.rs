@@ -278,20 +278,28 @@ impl Unpacker<'_> {
                 n: 0,
                 budget,
             };
-            io::copy(&mut entry, &mut hw).map_err(|e| {
-                if e.kind() == io::ErrorKind::FileTooLarge {
-                    UnpackError::Limit(format!(
-                        "entry {raw:?} would take the release past max_bytes = {} bytes",
-                        self.limits.max_bytes
-                    ))
-                } else if e.kind() == io::ErrorKind::Other
-                    || e.kind() == io::ErrorKind::UnexpectedEof
-                {
-                    UnpackError::Corrupt(format!("{raw}: {e}"))
-                } else {
-                    UnpackError::Fs(FsError::new("write", &target_path, e))
-                }
-            })?;
+            // Read and write errors mean different things: a failed read is
+            // a corrupt or truncated archive (or the limit reached), a failed
+            // write is this machine's disk.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match entry.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(UnpackError::Corrupt(format!("{raw}: {e}"))),
+                };
+                hw.write_all(&buf[..n]).map_err(|e| {
+                    if e.kind() == io::ErrorKind::FileTooLarge {
+                        UnpackError::Limit(format!(
+                            "entry {raw:?} would take the release past max_bytes = {} bytes",
+                            self.limits.max_bytes
+                        ))
+                    } else {
+                        UnpackError::Fs(FsError::new("write", &target_path, e))
+                    }
+                })?;
+            }
             let (size, sha) = (hw.n, hex::encode(hw.sha.finalize()));
             self.content_bytes += size;
             if let Ok(mtime) = entry.header().mtime() {
@@ -404,7 +412,9 @@ impl Unpacker<'_> {
         let mut tops = self.order.iter().map(|k| k.split('/').next().unwrap_or(""));
         let first = tops.next();
         let strip = match first {
-            Some(t) if self.order.len() > 1 && tops.all(|x| x == t) => {
+            Some(t)
+                if self.limits.strip_top_dir && self.order.len() > 1 && tops.all(|x| x == t) =>
+            {
                 matches!(self.nodes.get(t), Some(Node::Dir { .. })).then(|| t.to_string())
             }
             _ => None,

@@ -398,3 +398,76 @@ fn verify_reports_drift() {
     let (code, _, _) = w.run(&["verify", "web", "9.9.9"]);
     assert_eq!(code, 5);
 }
+
+#[test]
+fn hardlink_dedup_shares_identical_files_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::with_extra("dedup = \"hardlink\"");
+    let big = "x".repeat(200_000);
+    let files = |v: &str| -> Vec<(String, String)> {
+        let mut f: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("assets/{i}.txt"), format!("{i}{big}")))
+            .collect();
+        f.push(("VERSION".into(), format!("{v}\n")));
+        f
+    };
+    for v in ["1.0.0", "1.0.1"] {
+        let owned = files(v);
+        let refs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        w.release(&format!("v{v}"), &refs);
+    }
+    w.ok(&["deploy", "web", "1.0.0"]);
+    w.ok(&["deploy", "web", "1.0.1"]);
+    let a = std::fs::metadata(w.root.join("releases/1.0.0/assets/3.txt")).unwrap();
+    let b = std::fs::metadata(w.root.join("releases/1.0.1/assets/3.txt")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "identical files share one inode");
+    assert_eq!(b.mode() & 0o222, 0, "hardlinked files are read-only");
+    let v0 = std::fs::metadata(w.root.join("releases/1.0.0/VERSION")).unwrap();
+    let v1 = std::fs::metadata(w.root.join("releases/1.0.1/VERSION")).unwrap();
+    assert_ne!(v0.ino(), v1.ino(), "a changed file is not shared");
+    // list reports the disk actually used: the second release is small.
+    let list = w.json(&["list", "web"]);
+    let newest = &list[0];
+    assert_eq!(newest["version"], "1.0.1");
+    let unique = newest["disk"]["unique_bytes"].as_u64().unwrap();
+    let shared = newest["disk"]["shared_bytes"].as_u64().unwrap();
+    assert!(shared >= 20 * 200_000, "{newest}");
+    assert!(
+        unique < shared / 10,
+        "extra disk {unique} vs {shared} shared"
+    );
+    // Both releases still verify against their manifests, and revert works.
+    w.ok(&["verify", "web", "1.0.0"]);
+    w.ok(&["verify", "web", "1.0.1"]);
+    w.ok(&["revert", "web"]);
+    assert_eq!(w.current_content(), "1.0.0\n");
+}
+
+#[test]
+fn a_release_of_only_public_keeps_its_directory_when_asked() {
+    // Every entry under public/: by default that single top directory is
+    // stripped (as for myapp-1.2.3/); strip_top_dir = false keeps it.
+    let w = World::with_extra("unpack.strip_top_dir = false");
+    w.release(
+        "v1.0.0",
+        &[("public/index.html", "hi\n"), ("public/app.css", "x\n")],
+    );
+    w.ok(&["deploy", "web", "1.0.0"]);
+    assert_eq!(
+        std::fs::read_to_string(w.root.join("current/public/index.html")).unwrap(),
+        "hi\n"
+    );
+    let w = World::new();
+    w.release(
+        "v1.0.0",
+        &[("public/index.html", "hi\n"), ("public/app.css", "x\n")],
+    );
+    w.ok(&["deploy", "web", "1.0.0"]);
+    assert!(
+        w.root.join("current/index.html").exists(),
+        "stripped by default"
+    );
+}

@@ -1,0 +1,302 @@
+//! Benchmark, side by side with the shell baselines:
+//!
+//!   cargo run --release --example bench [-- SIZE_MIB]
+//!
+//! 1. `switchyard install` of a ~256 MiB release (many small files, some
+//!    large ones) against `sha256sum -c SHA256SUMS && tar -xzf` on the same
+//!    artifact: wall time and peak memory.
+//! 2. A second release with 5% of the files changed, installed with
+//!    `dedup = "hardlink"`: the extra disk it uses against a full copy.
+//! 3. `switchyard revert` against `ln -sfn X tmp && mv -T tmp current`.
+//!
+//! Targets: install no slower than the baseline (one pass instead of two),
+//! peak memory under 64 MiB, the second release under 10% of a full copy,
+//! revert within 3x the two-command shell swap. Uses the release binary next
+//! to this example (build it first: `cargo build --release`).
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs a command to completion; wall time and peak RSS (KiB) of it and
+/// the children it waited for.
+// The child is reaped by wait4 below (std's wait cannot report rusage).
+#[allow(clippy::zombie_processes)]
+fn measured(cmd: &mut Command) -> (Duration, u64) {
+    let start = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zeroed is a valid value; wait4 fills it
+    // for the child we spawned, which nothing else waits for.
+    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    let r = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed();
+    assert_eq!(r, pid, "wait4 failed");
+    assert!(
+        nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed with status {status}"
+    );
+    (wall, ru.ru_maxrss as u64)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so runs are comparable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+const WORDS: &[&str] = &[
+    "function", "return", "const", "import", "export", "class", "render", "props", "state",
+    "value", "index", "module", "default", "string", "number", "await", "async", "error",
+];
+
+/// A release tree of about `mib` MiB: 3/4 in 16 KiB-ish text files (code,
+/// templates), 1/4 in a few 8 MiB mostly incompressible blobs (images, fonts).
+fn build_tree(dir: &Path, mib: u64, seed: u64, change_pct: u64) -> u64 {
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let mut changed = Rng(seed);
+    let total = mib << 20;
+    let text_bytes = total * 3 / 4;
+    let mut written = 0u64;
+    let mut n = 0u64;
+    let mut files = 0u64;
+    while written < text_bytes {
+        let size = 4096 + (rng.next() % 24576) as usize;
+        let mut s = String::with_capacity(size);
+        while s.len() < size {
+            s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
+            s.push(if rng.next() % 9 == 0 { '\n' } else { ' ' });
+        }
+        if changed.next() % 100 < change_pct {
+            s.push_str(&format!("\n// changed in {seed}\n"));
+        }
+        let p = dir.join(format!("src/m{}/f{n}.js", n % 97));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &s).unwrap();
+        written += s.len() as u64;
+        n += 1;
+        files += 1;
+    }
+    let mut i = 0;
+    while written < total {
+        let mut buf = vec![0u8; 8 << 20];
+        rng.fill(&mut buf);
+        if changed.next() % 100 < change_pct {
+            buf[0] ^= 0xff;
+        }
+        let p = dir.join(format!("public/assets/blob{i}.bin"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &buf).unwrap();
+        written += buf.len() as u64;
+        i += 1;
+        files += 1;
+    }
+    std::fs::write(dir.join("VERSION"), format!("{seed}\n")).unwrap();
+    files
+}
+
+fn du(path: &Path) -> u64 {
+    let out = Command::new("du").arg("-sk").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn main() {
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
+    let exe = std::env::current_exe().unwrap();
+    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("switchyard");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release ({})",
+        bin.display()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix("switchyard-bench-")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path();
+    let drop_dir = base.join("drop");
+    let root = base.join("root");
+    println!(
+        "switchyard benchmark: {mib} MiB release, binary {}",
+        bin.display()
+    );
+
+    let keys = base.join("keys");
+    let (pk, sk, _) = switchyard::trust::keygen(&keys, None).unwrap();
+    let public = std::fs::read_to_string(&pk)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let signing = switchyard::pack::Signing {
+        key: sk,
+        password: None,
+        repo: None,
+    };
+    let mut trees = Vec::new();
+    for (v, seed, pct) in [("1.0.0", 1, 0), ("1.0.1", 2, 5)] {
+        let src = base.join(format!("build-{v}"));
+        let files = build_tree(&src, mib, seed, pct);
+        let p = switchyard::pack::pack_signed(
+            &src,
+            &format!("v{v}"),
+            &drop_dir,
+            Some("app-{version}.tar.gz"),
+            Some(&signing),
+        )
+        .unwrap();
+        println!(
+            "  release {v}: {files} files, {} MiB unpacked, {:.1} MiB archive",
+            du(&src) >> 20,
+            std::fs::metadata(&p.asset).unwrap().len() as f64 / 1048576.0
+        );
+        trees.push((v, src, p));
+    }
+    let cfg = base.join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[apps.app]\nroot = \"{}\"\ndedup = \"hardlink\"\n[apps.app.source]\ndir = \"{}\"\n[apps.app.trust]\nkeys = [\"{public}\"]\n",
+            root.display(),
+            drop_dir.display()
+        ),
+    )
+    .unwrap();
+    let sy = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("SWITCHYARD_NO_AGENT", "1");
+        c
+    };
+    // Drop caches we cannot; instead read both inputs once so each side starts warm.
+    // (Streamed, not read into memory: a forked child's peak RSS would
+    // include whatever this process holds.)
+    let warm = |p: &Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        let _ = std::io::copy(&mut f, &mut std::io::sink());
+    };
+
+    // 1. install vs sha256sum -c && tar -xzf
+    let (_, _, p1) = &trees[0];
+    warm(&p1.asset);
+    let out = base.join("baseline");
+    std::fs::create_dir_all(&out).unwrap();
+    let (base_wall, base_rss) = measured(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && sha256sum -c SHA256SUMS >/dev/null && tar -xzf {} -C {}",
+        p1.dir.display(),
+        p1.asset.display(),
+        out.display()
+    )));
+    warm(&p1.asset);
+    let (sy_wall, sy_rss) = measured(&mut sy(&["install", "app", "1.0.0"]));
+    let full = du(&root.join("releases/1.0.0"));
+    println!("\n1. install {mib} MiB");
+    println!(
+        "   sha256sum -c && tar -xzf : {:>8.2} s  {:>7.1} MiB peak",
+        base_wall.as_secs_f64(),
+        base_rss as f64 / 1024.0
+    );
+    println!(
+        "   switchyard install        : {:>8.2} s  {:>7.1} MiB peak  (also: signature, per-file SHA-256 manifest, fsync)",
+        sy_wall.as_secs_f64(),
+        sy_rss as f64 / 1024.0
+    );
+    println!(
+        "   ratio (switchyard/baseline): {:.2}x time",
+        sy_wall.as_secs_f64() / base_wall.as_secs_f64()
+    );
+    let (_, ps) = measured(&mut sy(&["promote", "app", "1.0.0"]));
+    let _ = ps;
+
+    // 2. second release with 5% changed, dedup = hardlink
+    let (_, _, p2) = &trees[1];
+    warm(&p2.asset);
+    let (d_wall, d_rss) = measured(&mut sy(&["install", "app", "1.0.1"]));
+    let list = Command::new(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["list", "app", "--json"])
+        .env("SWITCHYARD_NO_AGENT", "1")
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let unique = rows[0]["disk"]["unique_bytes"].as_u64().unwrap_or(0);
+    println!("\n2. second release, 5% of files changed, dedup = \"hardlink\"");
+    println!(
+        "   install: {:.2} s, {:.1} MiB peak; extra disk {:.1} MiB of a {:.1} MiB full copy = {:.1}%",
+        d_wall.as_secs_f64(),
+        d_rss as f64 / 1024.0,
+        unique as f64 / 1048576.0,
+        full as f64 / 1048576.0,
+        100.0 * unique as f64 / full.max(1) as f64
+    );
+    let _ = measured(&mut sy(&["promote", "app", "1.0.1"]));
+
+    // 3. revert vs ln -sfn && mv -T (median of 21 each)
+    let mut ours = Vec::new();
+    let mut shell = Vec::new();
+    let shell_root = base.join("shellroot");
+    std::fs::create_dir_all(shell_root.join("releases/a")).unwrap();
+    std::fs::create_dir_all(shell_root.join("releases/b")).unwrap();
+    for i in 0..21 {
+        ours.push(measured(&mut sy(&["revert", "app"])).0);
+        let target = if i % 2 == 0 {
+            "releases/a"
+        } else {
+            "releases/b"
+        };
+        shell.push(
+            measured(Command::new("sh").arg("-c").arg(format!(
+                "cd {} && ln -sfn {target} tmp && mv -T tmp current",
+                shell_root.display()
+            )))
+            .0,
+        );
+    }
+    ours.sort();
+    shell.sort();
+    let (o, s) = (ours[10], shell[10]);
+    println!("\n3. revert (median of 21)");
+    println!(
+        "   ln -sfn X tmp && mv -T tmp current: {:>7.2} ms",
+        s.as_secs_f64() * 1000.0
+    );
+    println!(
+        "   switchyard revert                 : {:>7.2} ms  (lock, journal, fsyncs, audit line)",
+        o.as_secs_f64() * 1000.0
+    );
+    println!("   ratio: {:.2}x", o.as_secs_f64() / s.as_secs_f64());
+
+    println!("\nsummary:");
+    println!(
+        "  install time ratio {:.2} (target <= 1.00) | peak memory {:.1} MiB (target < 64) | second release {:.1}% of a full copy (target < 10) | revert ratio {:.2} (target <= 3)",
+        sy_wall.as_secs_f64() / base_wall.as_secs_f64(),
+        sy_rss as f64 / 1024.0,
+        100.0 * unique as f64 / full.max(1) as f64,
+        o.as_secs_f64() / s.as_secs_f64()
+    );
+}
