@@ -672,6 +672,7 @@ impl Session<'_> {
             rec.swapped = false;
         }
         let mut restored = false;
+        let mut ask_pending = false;
         if data_changed && let Some(b) = rec.backup_id.clone() {
             match self.cfg.policy.restore_on_revert {
                 RestorePolicy::Auto => {
@@ -682,10 +683,15 @@ impl Session<'_> {
                     restored = true;
                 }
                 RestorePolicy::Ask => {
-                    return Err(format!(
-                        "the migrations of {v} ran and restore_on_revert = \"ask\": restore with `switchyard backup restore {} {b}` if the data needs it",
-                        self.cfg.name
-                    ));
+                    // The revert itself worked; whether the data goes back
+                    // is the operator's call. Deploys wait for it.
+                    let why = format!(
+                        "{v} was reverted, but its migrations ran and restore_on_revert = \"ask\": restore with `switchyard backup restore {} {b}` if the data needs it, then `switchyard resolve {}`",
+                        self.cfg.name, self.cfg.name
+                    );
+                    self.set_attention("needs_attention", &why, &rec.id)
+                        .map_err(s)?;
+                    ask_pending = true;
                 }
                 RestorePolicy::Never => {}
             }
@@ -701,7 +707,9 @@ impl Session<'_> {
                 health,
             )?;
         }
-        maintenance::off(&self.paths).map_err(|e| e.to_string())?;
+        if !ask_pending {
+            maintenance::off(&self.paths).map_err(|e| e.to_string())?;
+        }
         Ok(restored)
     }
 

@@ -438,3 +438,34 @@ fn maintenance_command_and_nginx_snippet() {
             .contains("maintenance.json")
     );
 }
+
+#[test]
+fn restore_on_revert_ask_leaves_the_data_to_the_operator() {
+    let f = Fixture::new(
+        &[ACTIVATE, BACKUP, MIGRATE, RESTORE],
+        "restore_on_revert = \"ask\"",
+        "",
+    );
+    f.w.simple_release("v1.0.0");
+    f.broken_release("v1.1.0");
+    f.w.ok(&["deploy", "web", "1.0.0"]);
+    let (code, _, err) = f.w.run(&["deploy", "web", "1.1.0"]);
+    assert_eq!(code, 7, "the revert itself worked: {err}");
+    assert_eq!(f.w.link("current").as_deref(), Some("releases/1.0.0"));
+    assert!(
+        f.db().contains("migrated by 1.1.0"),
+        "not restored without the operator"
+    );
+    let st = f.w.json(&["status", "web"]);
+    assert_eq!(st["attention"]["kind"], "needs_attention");
+    assert!(
+        st["attention"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("switchyard backup restore web")
+    );
+    assert!(f.w.root.join("shared/maintenance.json").exists());
+    f.w.ok(&["backup", "restore", "web"]);
+    assert!(!f.db().contains("migrated by 1.1.0"));
+    f.w.ok(&["resolve", "web"]);
+}
