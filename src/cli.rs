@@ -80,7 +80,8 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Make an installed release live: swap `current` atomically; the old one becomes `last-good`.
+    /// Make an installed release live: swap `current` atomically (the old one becomes
+    /// `last-good`), run the activate hook and the live health check; reverts at once if they fail.
     Promote {
         /// App name.
         app: String,
@@ -112,7 +113,7 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Swap `current` back to `last-good` (or to --to VERSION).
+    /// Swap `current` back to `last-good` (or to --to VERSION), then activate and check it.
     Revert {
         /// App name.
         app: String,
@@ -136,7 +137,8 @@ pub enum Command {
         #[command(flatten)]
         out: Output,
     },
-    /// Every install, promote and revert, with time, versions, actor and result.
+    /// The audit log: every deploy, install, promote, revert, backup and rollback, with time,
+    /// versions, actor and result.
     History {
         /// App name.
         app: String,
