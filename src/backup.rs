@@ -3,15 +3,15 @@
 //! paths. Each backup is one gzip-compressed tar under `.switchyard/backups/`,
 //! checksummed (SHA-256) and described by a JSON metadata file beside it.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{SharedConfig, UnpackLimits};
 use crate::fs::{self, FsError};
 use crate::layout::AppPaths;
+use crate::verify::HashingWriter;
 
 /// Runs a hook with `$SWITCHYARD_BACKUP_FILE` set to the path given.
 pub type HookFn<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
@@ -119,24 +119,6 @@ fn meta_path(paths: &AppPaths, id: &str) -> PathBuf {
     dir(paths).join(format!("{id}.json"))
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    sha: Sha256,
-    n: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// What to back up.
 pub struct BackupRequest<'a> {
     /// The app.
@@ -194,11 +176,7 @@ fn create_in(
     let tmp = dir(paths).join(format!(".tmp-{id}.tar.gz"));
     let file = fs::create_new(&tmp, 0o600)?;
     let werr = |e: io::Error| FsError::new("write", &tmp, e);
-    let hw = HashingWriter {
-        inner: io::BufWriter::new(file),
-        sha: Sha256::new(),
-        n: 0,
-    };
+    let hw = HashingWriter::new(io::BufWriter::new(file));
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
         hw,
         flate2::Compression::default(),
@@ -232,7 +210,7 @@ fn create_in(
     }
     let gz = tar.into_inner().map_err(werr)?;
     let hw = gz.finish().map_err(werr)?;
-    let HashingWriter { inner, sha, n } = hw;
+    let (inner, sha, n) = hw.finish();
     let file = inner.into_inner().map_err(|e| werr(e.into_error()))?;
     fs::fsync_file(&file, &tmp)?;
     drop(file);
@@ -243,7 +221,7 @@ fn create_in(
         app_version: req.app_version.clone(),
         deploy_id: req.deploy_id.to_string(),
         size: n,
-        sha256: hex::encode(sha.finalize()),
+        sha256: hex::encode(sha),
         has_hook_dump,
         shared,
     };
@@ -289,10 +267,7 @@ pub fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
 pub fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     let meta = get(paths, id)?;
     let path = archive_path(paths, id);
-    let mut f = fs::open(&path)?;
-    let mut sha = Sha256::new();
-    io::copy(&mut f, &mut sha).map_err(|e| FsError::new("read", &path, e))?;
-    let actual = hex::encode(sha.finalize());
+    let actual = hex::encode(crate::verify::sha256_file(&path)?);
     if actual != meta.sha256 {
         return Err(BackupError::Damaged {
             id: id.to_string(),

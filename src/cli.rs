@@ -1237,10 +1237,7 @@ pub fn render_status(st: &deploy::Status) -> String {
             d.to.as_ref()
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "?".into()),
-            serde_json::to_value(d.state)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            d.state.as_str(),
             d.step,
             d.updated
         ));

@@ -219,26 +219,15 @@ pub struct DiskUsage {
 
 /// Walks a release and adds up allocated blocks.
 pub fn disk_usage(paths: &AppPaths, v: &Version) -> Result<DiskUsage, FsError> {
-    fn walk(dir: &Path, u: &mut DiskUsage) -> Result<(), FsError> {
-        for n in fs::list_dir(dir)? {
-            let p = dir.join(n);
-            let Some(m) = fs::symlink_metadata(&p)? else {
-                continue;
-            };
-            let bytes = m.blocks() * 512;
-            if m.is_dir() {
-                u.unique_bytes += bytes;
-                walk(&p, u)?;
-            } else if m.is_file() && m.nlink() > 1 {
-                u.shared_bytes += bytes;
-            } else {
-                u.unique_bytes += bytes;
-            }
-        }
-        Ok(())
-    }
     let mut u = DiskUsage::default();
-    walk(&paths.release(v), &mut u)?;
+    for (_, m) in fs::walk(&paths.release(v))? {
+        let bytes = m.blocks() * 512;
+        if m.is_file() && m.nlink() > 1 {
+            u.shared_bytes += bytes;
+        } else {
+            u.unique_bytes += bytes;
+        }
+    }
     Ok(u)
 }
 
@@ -249,70 +238,47 @@ pub fn rescan_manifest(
     shared: &SharedConfig,
     v: &Version,
 ) -> Result<(), crate::deploy::DeployError> {
-    use sha2::Digest;
     let Some(mut meta) = crate::deploy::ReleaseMeta::load(paths, v)? else {
         return Ok(());
     };
     let root = paths.release(v);
     let mut entries = Vec::new();
-    fn walk(
-        root: &Path,
-        rel: &str,
-        shared: &SharedConfig,
-        out: &mut Vec<ManifestEntry>,
-    ) -> Result<(), FsError> {
-        for n in fs::list_dir(&root.join(rel))? {
-            let name = n.to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if under_shared(shared, &r) {
-                continue;
-            }
-            let p = root.join(&r);
-            let Some(m) = fs::symlink_metadata(&p)? else {
-                continue;
-            };
-            let mode = m.permissions().mode() & 0o777;
-            if m.file_type().is_symlink() {
-                let t = fs::read_link(&p)?.map(|t| t.to_string_lossy().into_owned());
-                out.push(ManifestEntry {
-                    path: r,
-                    kind: EntryKind::Symlink,
-                    mode: 0o777,
-                    size: 0,
-                    sha256: None,
-                    target: t,
-                });
-            } else if m.is_dir() {
-                out.push(ManifestEntry {
-                    path: r.clone(),
-                    kind: EntryKind::Dir,
-                    mode,
-                    size: 0,
-                    sha256: None,
-                    target: None,
-                });
-                walk(root, &r, shared, out)?;
-            } else {
-                let mut f = fs::open(&p)?;
-                let mut h = sha2::Sha256::new();
-                std::io::copy(&mut f, &mut h).map_err(|e| FsError::new("read", &p, e))?;
-                out.push(ManifestEntry {
-                    path: r,
-                    kind: EntryKind::File,
-                    mode,
-                    size: m.len(),
-                    sha256: Some(hex::encode(h.finalize())),
-                    target: None,
-                });
-            }
+    for (r, m) in fs::walk(&root)? {
+        if under_shared(shared, &r) {
+            continue;
         }
-        Ok(())
+        let p = root.join(&r);
+        let mode = m.permissions().mode() & 0o777;
+        entries.push(if m.file_type().is_symlink() {
+            let target = fs::read_link(&p)?.map(|t| t.to_string_lossy().into_owned());
+            ManifestEntry {
+                path: r,
+                kind: EntryKind::Symlink,
+                mode: 0o777,
+                size: 0,
+                sha256: None,
+                target,
+            }
+        } else if m.is_dir() {
+            ManifestEntry {
+                path: r,
+                kind: EntryKind::Dir,
+                mode,
+                size: 0,
+                sha256: None,
+                target: None,
+            }
+        } else {
+            ManifestEntry {
+                path: r,
+                kind: EntryKind::File,
+                mode,
+                size: m.len(),
+                sha256: Some(hex::encode(crate::verify::sha256_file(&p)?)),
+                target: None,
+            }
+        });
     }
-    walk(&root, "", shared, &mut entries)?;
     // Parent directories made only to hold a shared link are not content.
     entries.retain(|e| {
         !(e.kind == EntryKind::Dir

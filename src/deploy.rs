@@ -1224,7 +1224,6 @@ pub struct VerifyReport {
 /// every file's type, mode, size and SHA-256, every link's target, and
 /// nothing added (the shared links Switchyard made are expected).
 pub fn verify_release(cfg: &AppConfig, v: &Version) -> Result<VerifyReport, DeployError> {
-    use sha2::Digest;
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     let paths = AppPaths::new(&cfg.root);
@@ -1254,31 +1253,7 @@ pub fn verify_release(cfg: &AppConfig, v: &Version) -> Result<VerifyReport, Depl
         .chain(cfg.shared.files.iter())
         .map(|p| p.display().to_string())
         .collect();
-    let mut on_disk: BTreeMap<String, std::fs::Metadata> = BTreeMap::new();
-    fn walk(
-        base: &Path,
-        rel: &str,
-        out: &mut BTreeMap<String, std::fs::Metadata>,
-    ) -> Result<(), FsError> {
-        for n in fs::list_dir(&base.join(rel))? {
-            let name = n.to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let Some(m) = fs::symlink_metadata(&base.join(&r))? else {
-                continue;
-            };
-            let is_dir = m.is_dir();
-            out.insert(r.clone(), m);
-            if is_dir {
-                walk(base, &r, out)?;
-            }
-        }
-        Ok(())
-    }
-    walk(&root, "", &mut on_disk)?;
+    let mut on_disk: BTreeMap<String, std::fs::Metadata> = fs::walk(&root)?.into_iter().collect();
     let mut drift = Drift::default();
     for e in &meta.entries {
         let p = root.join(&e.path);
@@ -1301,12 +1276,10 @@ pub fn verify_release(cfg: &AppConfig, v: &Version) -> Result<VerifyReport, Depl
                     && fs::read_link(&p)?.map(|t| t.to_string_lossy().into_owned()) == e.target
             }
             crate::unpack::EntryKind::File => {
-                m.is_file() && m.len() == e.size && (m.permissions().mode() & 0o777) == e.mode && {
-                    let mut f = fs::open(&p)?;
-                    let mut h = sha2::Sha256::new();
-                    std::io::copy(&mut f, &mut h).map_err(|err| FsError::new("read", &p, err))?;
-                    Some(hex::encode(h.finalize())) == e.sha256
-                }
+                m.is_file()
+                    && m.len() == e.size
+                    && (m.permissions().mode() & 0o777) == e.mode
+                    && Some(hex::encode(crate::verify::sha256_file(&p)?)) == e.sha256
             }
         };
         if !ok {

@@ -242,6 +242,35 @@ pub fn list_dir(path: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(out)
 }
 
+/// Every entry below `root` (not `root` itself), with `/`-joined paths
+/// relative to it and `lstat` metadata, sorted by path. Symlinks are listed,
+/// never followed into.
+pub fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>> {
+    fn go(root: &Path, rel: &str, out: &mut Vec<(String, fs::Metadata)>) -> Result<()> {
+        for n in list_dir(&root.join(rel))? {
+            let name = n.to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Some(m) = symlink_metadata(&root.join(&r))? else {
+                continue;
+            };
+            let is_dir = m.is_dir();
+            out.push((r.clone(), m));
+            if is_dir {
+                go(root, &r, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    go(root, "", &mut out)?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Creates a symlink at `link` pointing to `target`.
 pub fn symlink(target: &Path, link: &Path) -> Result<()> {
     ctx(

@@ -759,7 +759,7 @@ fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
 
 /// An error with its causes ("client error (Connect): tcp connect error:
 /// Connection refused"), which the top-level message alone does not say.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -776,7 +776,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// A reqwest error without its URL: a storage URL's query string is a
 /// short-lived credential.
 fn req_chain(e: reqwest::Error) -> String {
-    chain(&e.without_url())
+    error_chain(&e.without_url())
 }
 
 fn header_str<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -1089,7 +1089,7 @@ impl Client {
                     .map_err(|e| GithubError::Transport {
                         what: what.clone(),
                         url: display_url(url),
-                        reason: chain(&e),
+                        reason: error_chain(&e),
                         attempts: 0,
                     })?;
                 let status = resp.status();
@@ -1104,7 +1104,7 @@ impl Client {
                         .map_err(|e| GithubError::Transport {
                             what: what.clone(),
                             url: display_url(url),
-                            reason: chain(&e),
+                            reason: error_chain(&e),
                             attempts: 0,
                         })?;
                 if !status.is_success() {

@@ -90,11 +90,7 @@ impl Session<'_> {
         st.save(&self.paths)?;
         info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
         // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
-        let name = serde_json::to_value(state)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        crate::state::checkpoint(&format!("deploy.{name}.{step}"));
+        crate::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
         Ok(())
     }
 
@@ -107,10 +103,7 @@ impl Session<'_> {
         error: Option<String>,
     ) {
         let mut details = serde_json::Map::new();
-        details.insert(
-            "state".into(),
-            serde_json::to_value(rec.state).unwrap_or_default(),
-        );
+        details.insert("state".into(), rec.state.as_str().into());
         details.insert("step".into(), rec.step.clone().into());
         if let Some(b) = &rec.backup_id {
             details.insert("backup_id".into(), b.clone().into());
@@ -253,21 +246,14 @@ impl Session<'_> {
     ) -> Result<DeployOutcome, DeployError> {
         let started = Instant::now();
         let from = self.paths.current_version()?;
-        let mut rec = DeployRecord {
-            id: new_id(),
-            state: DeployState::Checking,
-            step: "prechecks".into(),
-            from: from.clone(),
-            to: None,
-            started: now_rfc3339(),
-            updated: now_rfc3339(),
-            last_error: None,
-            backup_id: None,
-            migrate_started: false,
-            migrate_done: false,
-            swapped: false,
-            prev_last_good: self.paths.last_good_version()?,
-        };
+        let mut rec = DeployRecord::new(
+            new_id(),
+            DeployState::Checking,
+            "prechecks",
+            from.clone(),
+            None,
+        );
+        rec.prev_last_good = self.paths.last_good_version()?;
         let mut health = Vec::new();
         let res = self.deploy_steps(&mut rec, source, req, opts, &mut health, started);
         match res {
@@ -807,21 +793,16 @@ impl Session<'_> {
                 self.health("live", self.cfg.health.live.as_ref(), v, &dir, &mut health)
             });
         if let Err(reason) = live {
-            let mut rec = DeployRecord {
+            let mut rec = DeployRecord::new(
                 id,
-                state: DeployState::HealthCheck,
-                step: "live".into(),
-                from: r.from.clone(),
-                to: Some(v.clone()),
-                started: now_rfc3339(),
-                updated: now_rfc3339(),
-                last_error: Some(reason.clone()),
-                backup_id: None,
-                migrate_started: false,
-                migrate_done: false,
-                swapped: true,
-                prev_last_good: lg_before.clone(),
-            };
+                DeployState::HealthCheck,
+                "live",
+                r.from.clone(),
+                Some(v.clone()),
+            );
+            rec.last_error = Some(reason.clone());
+            rec.swapped = true;
+            rec.prev_last_good = lg_before.clone();
             let err = self.rollback(&mut rec, v, &reason, false, &mut health);
             // Keep last-good as it was before this promote.
             if r.from.is_some() {
@@ -909,21 +890,13 @@ impl Session<'_> {
         let started = Instant::now();
         let id = new_id();
         let cur = self.paths.current_version()?;
-        let rec = DeployRecord {
-            id: id.clone(),
-            state: DeployState::BackupRunning,
-            step: "backup".into(),
-            from: cur.clone(),
-            to: cur.clone(),
-            started: now_rfc3339(),
-            updated: now_rfc3339(),
-            last_error: None,
-            backup_id: None,
-            migrate_started: false,
-            migrate_done: false,
-            swapped: false,
-            prev_last_good: None,
-        };
+        let rec = DeployRecord::new(
+            id.clone(),
+            DeployState::BackupRunning,
+            "backup",
+            cur.clone(),
+            cur.clone(),
+        );
         self.event("system.backup.started", &rec, "started", started, None);
         let v = cur
             .clone()

@@ -5,15 +5,13 @@
 //! Reproducible means the same input gives the same bytes: entries sorted,
 //! mtimes fixed, owners zeroed, modes normalised, no gzip timestamp or name.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::fs::{self, FsError};
 use crate::source::SUMS_NAME;
-use crate::verify::Sha256Sums;
+use crate::verify::{HashingWriter, Sha256Sums};
 use crate::version::{Version, VersionError, check_component};
 
 /// Errors while packing.
@@ -158,22 +156,6 @@ pub fn pack_signed(
     })
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    sha: Sha256,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes a reproducible `.tar.gz` of `input` to `dest`; returns its SHA-256.
 pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
     let mut entries = Vec::new();
@@ -183,10 +165,7 @@ pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
     let tmp = fs::temp_sibling(dest);
     let file = fs::create_new(&tmp, 0o644)?;
     let res = (|| -> Result<[u8; 32], PackError> {
-        let hw = HashingWriter {
-            inner: io::BufWriter::new(file),
-            sha: Sha256::new(),
-        };
+        let hw = HashingWriter::new(io::BufWriter::new(file));
         let gz = flate2::GzBuilder::new()
             .mtime(0)
             .write(hw, flate2::Compression::default());
@@ -226,10 +205,10 @@ pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
         }
         let gz = tar.into_inner().map_err(wctx)?;
         let hw = gz.finish().map_err(wctx)?;
-        let HashingWriter { inner, sha } = hw;
+        let (inner, sha, _) = hw.finish();
         let file = inner.into_inner().map_err(|e| wctx(e.into_error()))?;
         fs::fsync_file(&file, &tmp)?;
-        Ok(sha.finalize().into())
+        Ok(sha)
     })();
     match res {
         Ok(sha) => {

@@ -3,7 +3,6 @@
 //! crash checkpoints tests use to stop the process at a named instant.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -116,7 +115,6 @@ impl AppLock {
             )
         })();
         res.map_err(|e| FsError::new("write lock holder", &path, e))?;
-        let _ = f.as_fd();
         Ok(AppLock { _flock: flock })
     }
 
@@ -216,6 +214,25 @@ pub enum DeployState {
 }
 
 impl DeployState {
+    /// The state's name, as `status` and the audit log spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployState::Idle => "idle",
+            DeployState::Checking => "checking",
+            DeployState::PrecheckFailed => "precheck_failed",
+            DeployState::BackupRunning => "backup_running",
+            DeployState::BackupFailed => "backup_failed",
+            DeployState::Downloading => "downloading",
+            DeployState::Applying => "applying",
+            DeployState::Migrating => "migrating",
+            DeployState::HealthCheck => "health_check",
+            DeployState::RollbackRunning => "rollback_running",
+            DeployState::RollbackFailed => "rollback_failed",
+            DeployState::Completed => "completed",
+            DeployState::Failed => "failed",
+        }
+    }
+
     /// True when nothing is in progress.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -261,6 +278,34 @@ pub struct DeployRecord {
     /// failed release never becomes the rollback target.
     #[serde(default)]
     pub prev_last_good: Option<Version>,
+}
+
+impl DeployRecord {
+    /// A record starting now in `state`/`step`, nothing done yet.
+    pub fn new(
+        id: String,
+        state: DeployState,
+        step: &str,
+        from: Option<Version>,
+        to: Option<Version>,
+    ) -> Self {
+        let now = now_rfc3339();
+        DeployRecord {
+            id,
+            state,
+            step: step.to_string(),
+            from,
+            to,
+            started: now.clone(),
+            updated: now,
+            last_error: None,
+            backup_id: None,
+            migrate_started: false,
+            migrate_done: false,
+            swapped: false,
+            prev_last_good: None,
+        }
+    }
 }
 
 /// The last link of the audit chain.
@@ -410,4 +455,31 @@ pub fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_match_their_serde_names() {
+        use DeployState::*;
+        for s in [
+            Idle,
+            Checking,
+            PrecheckFailed,
+            BackupRunning,
+            BackupFailed,
+            Downloading,
+            Applying,
+            Migrating,
+            HealthCheck,
+            RollbackRunning,
+            RollbackFailed,
+            Completed,
+            Failed,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

@@ -342,6 +342,50 @@ pub fn hash_on_thread<R: Read + Send + 'static>(
     )
 }
 
+/// A writer that hashes (SHA-256) and counts what passes through it, for
+/// archives written once and checksummed (pack, backups).
+pub struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+    n: u64,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            sha: Sha256::new(),
+            n: 0,
+        }
+    }
+
+    /// The inner writer, the SHA-256 and the byte count.
+    pub fn finish(self) -> (W, [u8; 32], u64) {
+        (self.inner, self.sha.finalize().into(), self.n)
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        Digest::update(&mut self.sha, &buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// SHA-256 of a file's contents, streamed.
+pub fn sha256_file(path: &std::path::Path) -> Result<[u8; 32], crate::fs::FsError> {
+    let mut f = crate::fs::open(path)?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(|e| crate::fs::FsError::new("read", path, e))?;
+    Ok(h.finalize().into())
+}
+
 /// SHA-256 of a byte slice, hex-encoded.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

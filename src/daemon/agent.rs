@@ -25,7 +25,7 @@ use crate::deploy::{DeployError, Session};
 use crate::history::Actor;
 use crate::layout::AppPaths;
 use crate::lifecycle::DeployOptions;
-use crate::source::{ReleaseSource, SUMS_NAME};
+use crate::source::ReleaseSource;
 use crate::state::AppState;
 use crate::version::VersionRequest;
 
@@ -389,6 +389,26 @@ async fn check(
 /// A failed deploy: (state, step, error, version).
 pub(crate) type Failed = (String, String, String, Option<String>);
 
+impl OpOutcome {
+    /// Records a failed deploy: the state and step it ended in (from the
+    /// state file), the error, and whether the live release was reverted.
+    pub(crate) fn deploy_failed(&mut self, paths: &AppPaths, e: &DeployError, version: &str) {
+        let (state, step) = AppState::load(paths)
+            .ok()
+            .and_then(|s| s.deploy)
+            .map(|r| (r.state.as_str().to_string(), r.step))
+            .unwrap_or_else(|| ("failed".into(), "unknown".into()));
+        self.reverted = matches!(
+            e,
+            DeployError::Failed {
+                rolled_back: true,
+                ..
+            }
+        );
+        self.deploy = Some(Err((state, step, e.to_string(), Some(version.to_string()))));
+    }
+}
+
 /// What a check or operation did, for metrics and reports.
 #[derive(Default)]
 pub(crate) struct OpOutcome {
@@ -440,7 +460,12 @@ fn check_blocking(
     };
     let v = info.version.clone();
     // Critical releases may skip the window once their deadline passes.
-    let critical = critical_of(cfg, source, &info);
+    // Only a window can hold a deploy, so only then does a critical
+    // marking matter (and is worth fetching the release's sidecars for).
+    let critical = match &cfg.agent.window {
+        Some(_) => critical_of(cfg, source, &info),
+        None => None,
+    };
     match policy::decide(cfg.agent.window.as_ref(), critical.as_ref(), clock.now()) {
         Decision::WaitUntil(t) => {
             info!(app = %cfg.name, version = %v, until = %t, "a deploy waits for the window");
@@ -472,31 +497,10 @@ fn check_blocking(
             force: false,
         },
     );
-    out.deploy = Some(match res {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            let st = AppState::load(&paths).ok().and_then(|s| s.deploy);
-            let (state, step) = st
-                .map(|r| {
-                    (
-                        serde_json::to_value(r.state)
-                            .ok()
-                            .and_then(|x| x.as_str().map(String::from))
-                            .unwrap_or_default(),
-                        r.step,
-                    )
-                })
-                .unwrap_or_else(|| ("failed".into(), "unknown".into()));
-            out.reverted = matches!(
-                e,
-                DeployError::Failed {
-                    rolled_back: true,
-                    ..
-                }
-            );
-            Err((state, step, e.to_string(), Some(v.to_string())))
-        }
-    });
+    match res {
+        Ok(o) => out.deploy = Some(Ok(o)),
+        Err(e) => out.deploy_failed(&paths, &e, &v.to_string()),
+    }
     out.current = paths
         .current_version()
         .ok()
@@ -531,7 +535,6 @@ fn critical_of(
             }
         }
     });
-    let _ = SUMS_NAME;
     match policy::critical_from(info.notes.as_deref(), toml.as_deref()) {
         Ok(c) => c,
         Err(e) => {

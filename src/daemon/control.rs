@@ -5,7 +5,6 @@
 //! in the audit log. Nothing is controllable over TCP.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -143,7 +142,6 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::Unix
             .gid;
         nix::unistd::chown(path, None, Some(gid))?;
     }
-    let _ = std::fs::Permissions::from_mode(0o660);
     Ok(l)
 }
 
@@ -309,28 +307,7 @@ pub(crate) fn execute(
                         Ok(ControlResponse::ok(v, text))
                     }
                     Err(e) => {
-                        out.reverted = matches!(
-                            e,
-                            DeployError::Failed {
-                                rolled_back: true,
-                                ..
-                            }
-                        );
-                        let rec = crate::state::AppState::load(&paths)
-                            .ok()
-                            .and_then(|s| s.deploy);
-                        let (state, step) = rec
-                            .map(|r| {
-                                (
-                                    serde_json::to_value(r.state)
-                                        .ok()
-                                        .and_then(|x| x.as_str().map(String::from))
-                                        .unwrap_or_default(),
-                                    r.step,
-                                )
-                            })
-                            .unwrap_or_default();
-                        out.deploy = Some(Err((state, step, e.to_string(), Some(version.clone()))));
+                        out.deploy_failed(&paths, &e, version);
                         Err(fail(e))
                     }
                 }

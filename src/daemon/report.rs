@@ -970,19 +970,9 @@ fn origin(u: &Url) -> String {
     u.origin().ascii_serialization()
 }
 
-/// An error with its causes, which the top-level message alone omits.
+/// An error with its causes, redacted (a URL in a cause may carry a secret).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    redact(&out)
+    redact(&crate::github::error_chain(e))
 }
 
 /// GitHub's `message` (or the start of the body), redacted and short.
