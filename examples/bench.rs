@@ -143,14 +143,14 @@ fn main() {
     );
 
     let keys = base.join("keys");
-    let (pk, sk, _) = switchyard::trust::keygen(&keys, None).unwrap();
+    let (pk, sk, _) = switchyard::verify::trust::keygen(&keys, None).unwrap();
     let public = std::fs::read_to_string(&pk)
         .unwrap()
         .lines()
         .nth(1)
         .unwrap()
         .to_string();
-    let signing = switchyard::pack::Signing {
+    let signing = switchyard::cli::pack::Signing {
         key: sk,
         password: None,
         repo: None,
@@ -159,7 +159,7 @@ fn main() {
     for (v, seed, pct) in [("1.0.0", 1, 0), ("1.0.1", 2, 5)] {
         let src = base.join(format!("build-{v}"));
         let files = build_tree(&src, mib, seed, pct);
-        let p = switchyard::pack::pack_signed(
+        let p = switchyard::cli::pack::pack_signed(
             &src,
             &format!("v{v}"),
             &drop_dir,

@@ -1,27 +1,27 @@
-//! Switchyard: a blue/green deployment agent. Releases flow one way through
-//! the modules: `config` → `source` → `verify` + `unpack` → `layout` →
-//! `deploy` (journal, lock, swap) → `history`; `cli` is the edge.
+//! Switchyard: a blue/green deployment agent.
+//!
+//! The modules form one-way layers; a module names only layers below its own
+//! (`tests/it/layers.rs` enforces it):
+//!
+//! ```text
+//! fs, clock, version          leaves: file access, time, versions
+//! config                      the whole configuration schema
+//! source                      where releases come from (folder, GitHub)
+//! verify                      checksums, signatures, safe unpacking
+//! store                       the app root on disk: layout, state, journal, history
+//! ops                         every operation (the only API of the edges)
+//! daemon                      the agent: triggers, control socket, HTTP, reports
+//! cli                         arguments, commands, rendering, pack, demo
+//! ```
 
 #![warn(missing_docs)]
 
-pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod dedup;
-pub mod demo;
-pub mod deploy;
 pub mod fs;
-pub mod github;
-pub mod health;
-pub mod history;
-pub mod hooks;
-pub mod layout;
-pub mod lifecycle;
-pub mod pack;
+pub mod ops;
 pub mod source;
-pub mod state;
-pub mod trust;
-pub mod unpack;
+pub mod store;
 pub mod verify;
 pub mod version;

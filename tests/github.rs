@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use common::World;
 use mock_github::{Fault, Host, MockGithub, in_secs};
 use switchyard::config::GithubSourceConfig;
-use switchyard::github::GithubSource;
 use switchyard::source::ReleaseSource;
+use switchyard::source::github::GithubSource;
 
 const TOKEN: &str = "ghp_mockTOKEN0123456789abcdefABCDEF0123";
 const TOKEN_VAR: &str = "SWITCHYARD_TEST_GITHUB_TOKEN";

@@ -8,7 +8,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use switchyard::demo::app::DemoApp;
+use switchyard::cli::demo::app::DemoApp;
 
 mod common;
 use common::World;

@@ -116,7 +116,7 @@ proptest! {
         std::fs::create_dir_all(&dest).unwrap();
         let targz = build(&entries);
         let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 100, strip_top_dir: true };
-        let res = switchyard::unpack::unpack_tar_gz(&targz[..], &dest, &limits);
+        let res = switchyard::verify::unpack::unpack_tar_gz(&targz[..], &dest, &limits);
         // Whatever happened, nothing appeared beside the destination...
         prop_assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         let siblings: Vec<_> = std::fs::read_dir(base.join("box")).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -143,15 +143,15 @@ proptest! {
 
     #[test]
     fn minisign_parser_never_panics(data in prop::collection::vec(any::<u8>(), 0..400), lines in prop::collection::vec("[ -~]{0,120}", 0..6)) {
-        let policy = switchyard::trust::TrustPolicy::new(
+        let policy = switchyard::verify::trust::TrustPolicy::new(
             &["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".to_string()],
             &[], &[], true, true,
         ).unwrap();
-        let _ = switchyard::trust::begin(&policy, &data, "x.minisig");
+        let _ = switchyard::verify::trust::begin(&policy, &data, "x.minisig");
         let text = lines.join("\n");
-        let _ = switchyard::trust::verify_bytes(&policy, text.as_bytes(), b"payload", "x.minisig");
+        let _ = switchyard::verify::trust::verify_bytes(&policy, text.as_bytes(), b"payload", "x.minisig");
         let structured = format!("untrusted comment: x\nRWQ{}\ntrusted comment: {}\n{}\n", lines.first().cloned().unwrap_or_default(), lines.get(1).cloned().unwrap_or_default(), lines.get(2).cloned().unwrap_or_default());
-        let _ = switchyard::trust::begin(&policy, structured.as_bytes(), "x.minisig");
+        let _ = switchyard::verify::trust::begin(&policy, structured.as_bytes(), "x.minisig");
     }
 
     #[test]

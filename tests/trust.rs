@@ -295,7 +295,7 @@ fn untrusted_and_revoked_keys_are_refused() {
     w.simple_release("v1.0.0");
     // Trust another key only.
     let other = w.tmp.path().join("other");
-    let (opub, _, oid) = switchyard::trust::keygen(&other, None).unwrap();
+    let (opub, _, oid) = switchyard::verify::trust::keygen(&other, None).unwrap();
     let other_b64 = std::fs::read_to_string(&opub)
         .unwrap()
         .lines()
@@ -310,7 +310,7 @@ fn untrusted_and_revoked_keys_are_refused() {
     );
 
     // Trusted but revoked: revocation wins. Both keys listed, so rotation works.
-    let mine = switchyard::trust::TrustPolicy::new(
+    let mine = switchyard::verify::trust::TrustPolicy::new(
         std::slice::from_ref(&w.public_b64),
         &[],
         &[],
@@ -374,7 +374,7 @@ fn manifest_problems_are_refused() {
     let text = std::fs::read_to_string(&sums).unwrap();
     std::fs::write(&sums, format!("{}{}", "1".repeat(64), &text[64..])).unwrap();
     std::fs::remove_file(dir.join("web-1.0.0.tar.gz.minisig")).unwrap();
-    switchyard::trust::sign_file(
+    switchyard::verify::trust::sign_file(
         &w.secret_key,
         None,
         &sums,
@@ -394,7 +394,7 @@ fn manifest_problems_are_refused() {
     .unwrap();
     std::fs::remove_file(dir.join("web-1.0.0.tar.gz.minisig")).unwrap();
     std::fs::remove_file(dir.join("SHA256SUMS.minisig")).unwrap();
-    switchyard::trust::sign_file(
+    switchyard::verify::trust::sign_file(
         &w.secret_key,
         None,
         &sums,

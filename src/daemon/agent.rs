@@ -17,16 +17,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{AppConfig, Config, SourceConfig};
-use crate::daemon::Trigger;
 use crate::daemon::control::{self, ControlRequest, ControlResponse};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
 use crate::daemon::policy::{self, Clock, Decision};
-use crate::deploy::{DeployError, Session};
-use crate::history::Actor;
-use crate::layout::AppPaths;
-use crate::lifecycle::DeployOptions;
+use crate::daemon::{OpOutcome, Trigger, stopped};
+use crate::ops::deploy::Session;
+use crate::ops::lifecycle::DeployOptions;
 use crate::source::ReleaseSource;
-use crate::state::AppState;
+use crate::store::history::Actor;
+use crate::store::layout::AppPaths;
+use crate::store::state::AppState;
 use crate::version::VersionRequest;
 
 /// A message to an app's task.
@@ -90,7 +90,7 @@ fn webhook_config(cfg: &Config) -> Result<WebhookConfig, String> {
 
 /// Runs the agent until SIGTERM. Blocks; builds its own runtime.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    crate::github::install_crypto_provider();
+    crate::source::github::install_crypto_provider();
     let cfg = Config::load(config_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -236,7 +236,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                     Some(h) => { let _ = h.tx.send(AppMsg::Control(req, actor, reply)); }
                     None => {
                         let _ = reply.send(ControlResponse::error(
-                            crate::deploy::exit::NOT_FOUND,
+                            crate::ops::deploy::exit::NOT_FOUND,
                             format!("the agent has no app named {:?}", req.app()),
                         ));
                     }
@@ -274,12 +274,6 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves once shutdown is asked for. (The guard `wait_for` returns is
-/// not `Send`; it is dropped here, before the caller's next await.)
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
-
 fn spawn_app(cfg: AppConfig, shared: Arc<Shared>) -> AppHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
@@ -294,7 +288,7 @@ fn spawn_app(cfg: AppConfig, shared: Arc<Shared>) -> AppHandle {
 fn make_source(cfg: &AppConfig, handle: &tokio::runtime::Handle) -> Arc<dyn ReleaseSource> {
     match &cfg.source {
         SourceConfig::Github(g) => Arc::new(
-            crate::github::GithubSource::new(cfg.name.clone(), g.clone())
+            crate::source::github::GithubSource::new(cfg.name.clone(), g.clone())
                 .with_runtime(handle.clone()),
         ),
         _ => Arc::from(crate::source::for_app(cfg)),
@@ -384,39 +378,6 @@ async fn check(
         }
         None => None,
     }
-}
-
-/// A failed deploy: (state, step, error, version).
-pub(crate) type Failed = (String, String, String, Option<String>);
-
-impl OpOutcome {
-    /// Records a failed deploy: the state and step it ended in (from the
-    /// state file), the error, and whether the live release was reverted.
-    pub(crate) fn deploy_failed(&mut self, paths: &AppPaths, e: &DeployError, version: &str) {
-        let (state, step) = AppState::load(paths)
-            .ok()
-            .and_then(|s| s.deploy)
-            .map(|r| (r.state.as_str().to_string(), r.step))
-            .unwrap_or_else(|| ("failed".into(), "unknown".into()));
-        self.reverted = matches!(
-            e,
-            DeployError::Failed {
-                rolled_back: true,
-                ..
-            }
-        );
-        self.deploy = Some(Err((state, step, e.to_string(), Some(version.to_string()))));
-    }
-}
-
-/// What a check or operation did, for metrics and reports.
-#[derive(Default)]
-pub(crate) struct OpOutcome {
-    pub current: Option<String>,
-    pub behind: Option<u64>,
-    pub deploy: Option<Result<crate::lifecycle::DeployOutcome, Failed>>,
-    pub reverted: bool,
-    pub wait_until: Option<jiff::Timestamp>,
 }
 
 fn check_blocking(
@@ -519,7 +480,7 @@ fn critical_of(
         let body = f.sidecars.get("release.toml")?.clone();
         let sig = f.sidecars.get("release.toml.minisig")?;
         let t = &cfg.trust;
-        let policy = crate::trust::TrustPolicy::new(
+        let policy = crate::verify::trust::TrustPolicy::new(
             &t.keys,
             &t.key_files,
             &t.revoked_keys,
@@ -527,7 +488,7 @@ fn critical_of(
             t.allow_legacy_signatures,
         )
         .ok()?;
-        match crate::trust::verify_bytes(&policy, sig, &body, "release.toml") {
+        match crate::verify::trust::verify_bytes(&policy, sig, &body, "release.toml") {
             Ok(_) => Some(body),
             Err(e) => {
                 warn!(app = %cfg.name, error = %e, "release.toml is not validly signed; ignored");
@@ -592,7 +553,7 @@ async fn report_failure(cfg: &AppConfig, state: &str, step: &str, error: &str, t
                 api_url: g.api_url.clone(),
                 owner,
                 repo,
-                token: crate::github::read_token(g).ok().flatten(),
+                token: crate::source::github::read_token(g).ok().flatten(),
             })
         }
         _ => None,
@@ -645,7 +606,7 @@ async fn control_op(
         Ok(r) => r,
         Err(e) => (
             ControlResponse::error(
-                crate::deploy::exit::FAILURE,
+                crate::ops::deploy::exit::FAILURE,
                 format!("the operation panicked: {e}"),
             ),
             OpOutcome::default(),

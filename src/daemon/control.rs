@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::AppConfig;
-use crate::daemon::agent::OpOutcome;
-use crate::deploy::{DeployError, Session, exit};
-use crate::history::Actor;
-use crate::layout::AppPaths;
-use crate::lifecycle::DeployOptions;
+use crate::daemon::OpOutcome;
+use crate::ops::deploy::{DeployError, Session, exit};
+use crate::ops::lifecycle::DeployOptions;
 use crate::source::ReleaseSource;
+use crate::store::history::Actor;
+use crate::store::layout::AppPaths;
 use crate::version::{Version, VersionRequest};
 
 /// Longest request line accepted.
@@ -155,7 +155,7 @@ pub async fn serve(
 ) {
     loop {
         tokio::select! {
-            _ = crate::daemon::agent::stopped(&mut shutdown) => break,
+            _ = crate::daemon::stopped(&mut shutdown) => break,
             acc = l.accept() => {
                 let Ok((stream, _)) = acc else { continue };
                 let tx = tx.clone();
@@ -211,7 +211,7 @@ fn fail(e: DeployError) -> ControlResponse {
     ControlResponse::error(e.exit_code(), format!("{e:#}"))
 }
 
-fn switch_text(app: &str, r: &crate::deploy::SwitchReport) -> String {
+fn switch_text(app: &str, r: &crate::ops::deploy::SwitchReport) -> String {
     if !r.changed {
         return format!("{app} {} is already live", r.to);
     }
@@ -243,11 +243,14 @@ pub(crate) fn execute(
     let resp = (|| -> Result<ControlResponse, ControlResponse> {
         match &req {
             ControlRequest::Status { .. } => {
-                let st = crate::deploy::status(cfg).map_err(fail)?;
-                Ok(ControlResponse::ok(
-                    serde_json::to_value(&st).unwrap_or_default(),
-                    crate::cli::render_status(&st),
-                ))
+                // The CLI renders the status from the result.
+                let st = crate::ops::deploy::status(cfg).map_err(fail)?;
+                Ok(ControlResponse {
+                    exit_code: exit::OK,
+                    result: Some(serde_json::to_value(&st).unwrap_or_default()),
+                    text: None,
+                    error: None,
+                })
             }
             ControlRequest::Promote { version, force, .. } => {
                 let v = parse(version)?;

@@ -972,7 +972,7 @@ fn origin(u: &Url) -> String {
 
 /// An error with its causes, redacted (a URL in a cause may carry a secret).
 fn chain(e: &dyn std::error::Error) -> String {
-    redact(&crate::github::error_chain(e))
+    redact(&crate::source::github::error_chain(e))
 }
 
 /// GitHub's `message` (or the start of the body), redacted and short.
@@ -1024,11 +1024,12 @@ impl<'a> Github<'a> {
         if !valid_name(&t.owner) || !valid_name(&t.repo) {
             return Err(ReportError::BadRepo { repo: t.slug() });
         }
-        let api =
-            crate::github::check_api_url(&t.api_url).map_err(|reason| ReportError::BadApiUrl {
+        let api = crate::source::github::check_api_url(&t.api_url).map_err(|reason| {
+            ReportError::BadApiUrl {
                 url: t.api_url.clone(),
                 reason,
-            })?;
+            }
+        })?;
         let base = Url::parse(&format!("{api}/")).map_err(|e| ReportError::BadApiUrl {
             url: t.api_url.clone(),
             reason: e.to_string(),

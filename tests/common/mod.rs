@@ -37,7 +37,7 @@ impl World {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().canonicalize().unwrap();
         let keys = base.join("keys");
-        let (public_key, secret_key, _) = switchyard::trust::keygen(&keys, None).unwrap();
+        let (public_key, secret_key, _) = switchyard::verify::trust::keygen(&keys, None).unwrap();
         let public_b64 = std::fs::read_to_string(&public_key)
             .unwrap()
             .lines()
@@ -126,12 +126,12 @@ impl World {
         if files.is_empty() {
             std::fs::create_dir_all(&src).unwrap();
         }
-        let signing = switchyard::pack::Signing {
+        let signing = switchyard::cli::pack::Signing {
             key: self.secret_key.clone(),
             password: None,
             repo: Some("acme/web".into()),
         };
-        switchyard::pack::pack_signed(
+        switchyard::cli::pack::pack_signed(
             &src,
             tag,
             &self.drop_dir,

@@ -7,8 +7,8 @@ use std::io::{Read, Seek, SeekFrom};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, FsError};
-use crate::layout::AppPaths;
-use crate::state::{AppState, AuditHead, StateError};
+use crate::store::layout::AppPaths;
+use crate::store::state::{AppState, AuditHead, StateError};
 use crate::verify::sha256_hex;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

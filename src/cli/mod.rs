@@ -1,6 +1,9 @@
 //! The command line: parsing, output (human or `--json`), exit codes.
 //! The only place `anyhow` is used.
 
+pub mod demo;
+pub mod pack;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
-use crate::deploy::{self, DeployError, Session, exit};
-use crate::history::{self, Actor};
-use crate::layout::AppPaths;
+use crate::ops::deploy::{self, DeployError, Session, exit};
+use crate::store::history::{self, Actor};
+use crate::store::layout::AppPaths;
 use crate::version::{Version, VersionRequest};
 
 const AFTER_HELP: &str = "\
@@ -479,7 +482,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })?;
         }
         Command::Demo { dir } => {
-            crate::demo::run(dir.as_deref()).map_err(Failure::from)?;
+            crate::cli::demo::run(dir.as_deref()).map_err(Failure::from)?;
         }
         Command::Pack {
             dir,
@@ -490,20 +493,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
             repo,
             out_fmt,
         } => {
-            let signing = key.as_ref().map(|k| crate::pack::Signing {
+            let signing = key.as_ref().map(|k| crate::cli::pack::Signing {
                 key: k.clone(),
-                password: crate::trust::key_password_from_env_or_tty(
+                password: crate::verify::trust::key_password_from_env_or_tty(
                     "Password for the signing key: ",
                 ),
                 repo: repo.clone(),
             });
-            let p = crate::pack::pack_signed(dir, version, out, asset.as_deref(), signing.as_ref())
-                .map_err(|e| match e {
-                    crate::pack::PackError::Version(_) | crate::pack::PackError::Exists(_) => {
-                        usage(e)
-                    }
-                    e => anyhow::Error::from(e).into(),
-                })?;
+            let p = crate::cli::pack::pack_signed(
+                dir,
+                version,
+                out,
+                asset.as_deref(),
+                signing.as_ref(),
+            )
+            .map_err(|e| match e {
+                crate::cli::pack::PackError::Version(_)
+                | crate::cli::pack::PackError::Exists(_) => usage(e),
+                e => anyhow::Error::from(e).into(),
+            })?;
             if out_fmt.json {
                 print_json(&p);
             } else {
@@ -520,7 +528,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out_fmt,
         } => {
             let pw = if *password {
-                let p = crate::trust::key_password_from_env_or_tty("Password for the new key: ");
+                let p = crate::verify::trust::key_password_from_env_or_tty(
+                    "Password for the new key: ",
+                );
                 if p.is_none() {
                     return Err(usage(anyhow::anyhow!(
                         "--password needs SWITCHYARD_KEY_PASSWORD or a terminal to read it from"
@@ -530,7 +540,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 None
             };
-            let (pk, sk, id) = crate::trust::keygen(out, pw).map_err(anyhow::Error::from)?;
+            let (pk, sk, id) =
+                crate::verify::trust::keygen(out, pw).map_err(anyhow::Error::from)?;
             let public = crate::fs::read_to_string(&pk)
                 .ok()
                 .and_then(|t| t.lines().nth(1).map(String::from))
@@ -550,7 +561,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             key,
             trusted_comment,
         } => {
-            let pw = crate::trust::key_password_from_env_or_tty("Password for the signing key: ");
+            let pw = crate::verify::trust::key_password_from_env_or_tty(
+                "Password for the signing key: ",
+            );
             for f in files {
                 let name = f
                     .file_name()
@@ -559,7 +572,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let comment = trusted_comment
                     .clone()
                     .unwrap_or_else(|| format!("file={name}"));
-                let sig = crate::trust::sign_file(key, pw.clone(), f, Some(&comment))
+                let sig = crate::verify::trust::sign_file(key, pw.clone(), f, Some(&comment))
                     .map_err(anyhow::Error::from)?;
                 println!("signed {}", sig.display());
             }
@@ -627,7 +640,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 && a.hooks.warm.is_none()
                 && let Some(cur) = s.paths.current_version().map_err(DeployError::from)?
             {
-                crate::dedup::dedup_release(&s.paths, &a.shared, &r.version, &cur, a.policy.dedup)?;
+                crate::store::dedup::dedup_release(
+                    &s.paths,
+                    &a.shared,
+                    &r.version,
+                    &cur,
+                    a.policy.dedup,
+                )
+                .map_err(DeployError::from)?;
             }
             if common.json {
                 print_json(&r);
@@ -698,7 +718,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let out = s.deploy(
                 src.as_ref(),
                 &req,
-                crate::lifecycle::DeployOptions {
+                crate::ops::lifecycle::DeployOptions {
                     allow_downgrade: flags.allow_downgrade,
                     allow_major: *allow_major,
                     force: *force,
@@ -770,14 +790,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let a = cfg.app(app)?;
             let paths = AppPaths::new(&a.root);
             if state == "on" {
-                crate::layout::maintenance::on(&paths, message, "operator")
+                crate::store::layout::maintenance::on(&paths, message, "operator")
                     .map_err(|e| Failure::from(DeployError::from(e)))?;
                 println!(
                     "{app}: maintenance on ({})",
-                    crate::layout::maintenance::path(&paths).display()
+                    crate::store::layout::maintenance::path(&paths).display()
                 );
             } else {
-                crate::layout::maintenance::off(&paths)
+                crate::store::layout::maintenance::off(&paths)
                     .map_err(|e| Failure::from(DeployError::from(e)))?;
                 println!("{app}: maintenance off");
             }
@@ -978,10 +998,10 @@ fn run_backup(
     load: impl Fn() -> Result<Config, ConfigError>,
     cmd: &BackupCmd,
 ) -> Result<(), Failure> {
-    let bfail = |e: crate::backup::BackupError| {
+    let bfail = |e: crate::ops::backup::BackupError| {
         let code = match e {
-            crate::backup::BackupError::NotFound { .. } => exit::NOT_FOUND,
-            crate::backup::BackupError::Damaged { .. } => exit::VERIFY,
+            crate::ops::backup::BackupError::NotFound { .. } => exit::NOT_FOUND,
+            crate::ops::backup::BackupError::Damaged { .. } => exit::VERIFY,
             _ => exit::FAILURE,
         };
         Failure {
@@ -993,12 +1013,12 @@ fn run_backup(
     let newest = |paths: &AppPaths, id: &Option<String>| -> Result<String, Failure> {
         match id {
             Some(i) => Ok(i.clone()),
-            None => crate::backup::list(paths)
+            None => crate::ops::backup::list(paths)
                 .map_err(bfail)?
                 .pop()
                 .map(|m| m.id)
                 .ok_or_else(|| {
-                    bfail(crate::backup::BackupError::NotFound {
+                    bfail(crate::ops::backup::BackupError::NotFound {
                         id: "(newest)".into(),
                     })
                 }),
@@ -1023,7 +1043,7 @@ fn run_backup(
         }
         BackupCmd::List { app, out } => {
             let a = cfg.app(app)?;
-            let all = crate::backup::list(&AppPaths::new(&a.root)).map_err(bfail)?;
+            let all = crate::ops::backup::list(&AppPaths::new(&a.root)).map_err(bfail)?;
             if out.json {
                 print_json(&all);
             } else if all.is_empty() {
@@ -1049,7 +1069,7 @@ fn run_backup(
             let a = cfg.app(app)?;
             let paths = AppPaths::new(&a.root);
             let id = newest(&paths, id)?;
-            let m = crate::backup::verify(&paths, &id).map_err(bfail)?;
+            let m = crate::ops::backup::verify(&paths, &id).map_err(bfail)?;
             if out.json {
                 print_json(&serde_json::json!({"ok": true, "backup": m}));
             } else {
@@ -1065,7 +1085,7 @@ fn run_backup(
                 .current_version()
                 .map_err(DeployError::from)?
                 .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
-            s.restore_backup(&id, &v, &crate::state::new_id())?;
+            s.restore_backup(&id, &v, &crate::store::state::new_id())?;
             if common.json {
                 print_json(&serde_json::json!({"restored": id}));
             } else {
@@ -1095,6 +1115,11 @@ fn via_agent(
             print_json(&resp.result.unwrap_or_default());
         } else if let Some(t) = resp.text {
             println!("{}", t.trim_end());
+        } else if let Some(st) = resp
+            .result
+            .and_then(|r| serde_json::from_value::<deploy::Status>(r).ok())
+        {
+            print!("{}", render_status(&st));
         }
         return Ok(true);
     }

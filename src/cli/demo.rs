@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::deploy::{self, Session};
 use crate::fs;
-use crate::history::Actor;
-use crate::layout::AppPaths;
+use crate::ops::deploy::{self, Session};
 use crate::source::LocalDirSource;
+use crate::store::history::Actor;
+use crate::store::layout::AppPaths;
 use crate::version::{Version, VersionRequest};
 
 fn step(n: &mut u32, title: &str) {
@@ -104,7 +104,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     println!("Switchyard demo in {}", base.display());
 
     step(&mut n, "generate a signing key (switchyard keygen)");
-    let (pk, sk, key_id) = crate::trust::keygen(&base.join("keys"), None)?;
+    let (pk, sk, key_id) = crate::verify::trust::keygen(&base.join("keys"), None)?;
     let public = fs::read_to_string(&pk)?
         .lines()
         .nth(1)
@@ -116,7 +116,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         &mut n,
         "build four versions of a tiny app, pack and sign them",
     );
-    let signing = crate::pack::Signing {
+    let signing = crate::cli::pack::Signing {
         key: sk.clone(),
         password: None,
         repo: Some("acme/demo".into()),
@@ -132,7 +132,7 @@ pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
                 b"this release answers 500 on /health\n",
             )?;
         }
-        let p = crate::pack::pack_signed(
+        let p = crate::cli::pack::pack_signed(
             &src,
             &format!("v{v}"),
             &drop_dir,
@@ -195,7 +195,7 @@ url = "{url}/health"
     let actor = Actor::current_user();
     let source = LocalDirSource::new(&drop_dir);
     let deploy_v = |v: &str| -> anyhow::Result<
-        Result<crate::lifecycle::DeployOutcome, crate::deploy::DeployError>,
+        Result<crate::ops::lifecycle::DeployOutcome, crate::ops::deploy::DeployError>,
     > {
         let s = Session::open(app, actor.clone(), "demo deploy", false)?;
         Ok(s.deploy(
@@ -288,7 +288,7 @@ url = "{url}/health"
         "{}",
         indent(&crate::cli::render_status(&deploy::status(app)?))
     );
-    for e in crate::history::read(&AppPaths::new(&root))? {
+    for e in crate::store::history::read(&AppPaths::new(&root))? {
         println!(
             "   {}  {:<28} {:<8} {}",
             e.event.time,
@@ -297,7 +297,7 @@ url = "{url}/health"
             e.event.outcome
         );
     }
-    let lines = crate::history::verify(&AppPaths::new(&root))?;
+    let lines = crate::store::history::verify(&AppPaths::new(&root))?;
     println!("   audit chain verified: {lines} lines");
     drop(app_server);
 

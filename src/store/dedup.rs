@@ -15,37 +15,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use crate::config::DedupMode;
 use crate::config::SharedConfig;
 use crate::fs::{self, FsError};
-use crate::layout::AppPaths;
-use crate::unpack::{EntryKind, ManifestEntry};
+use crate::store::layout::AppPaths;
+use crate::store::manifest::ReleaseMeta;
+use crate::store::state::StateError;
+use crate::verify::unpack::{EntryKind, ManifestEntry};
 use crate::version::Version;
-
-/// How releases share identical files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DedupMode {
-    /// Never.
-    Off,
-    /// Reflinks where the file system supports them; otherwise nothing.
-    #[default]
-    Reflink,
-    /// Reflinks where supported, hardlinks (made read-only) otherwise.
-    Hardlink,
-}
-
-impl std::str::FromStr for DedupMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(DedupMode::Off),
-            "reflink" => Ok(DedupMode::Reflink),
-            "hardlink" => Ok(DedupMode::Hardlink),
-            o => Err(format!(
-                "must be \"off\", \"reflink\" or \"hardlink\", got {o:?}"
-            )),
-        }
-    }
-}
 
 /// What dedup did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -103,14 +80,14 @@ pub fn dedup_release(
     new: &Version,
     prev: &Version,
     mode: DedupMode,
-) -> Result<DedupReport, crate::deploy::DeployError> {
+) -> Result<DedupReport, StateError> {
     let mut report = DedupReport::default();
     if mode == DedupMode::Off || new == prev {
         return Ok(report);
     }
     let (Some(mut nm), Some(mut pm)) = (
-        crate::deploy::ReleaseMeta::load(paths, new)?,
-        crate::deploy::ReleaseMeta::load(paths, prev)?,
+        ReleaseMeta::load(paths, new)?,
+        ReleaseMeta::load(paths, prev)?,
     ) else {
         return Ok(report);
     };
@@ -237,8 +214,8 @@ pub fn rescan_manifest(
     paths: &AppPaths,
     shared: &SharedConfig,
     v: &Version,
-) -> Result<(), crate::deploy::DeployError> {
-    let Some(mut meta) = crate::deploy::ReleaseMeta::load(paths, v)? else {
+) -> Result<(), StateError> {
+    let Some(mut meta) = ReleaseMeta::load(paths, v)? else {
         return Ok(());
     };
     let root = paths.release(v);

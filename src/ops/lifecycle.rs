@@ -16,15 +16,15 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::backup::{self, BackupRequest};
 use crate::config::RestorePolicy;
-use crate::deploy::{DeployError, InstallOptions, Session};
 use crate::fs;
-use crate::health::{HealthConfig, HealthReport, run_health};
-use crate::hooks::{HookContext, HookError, HookSpec, run_hook};
-use crate::layout::maintenance;
+use crate::ops::backup::{self, BackupRequest};
+use crate::ops::deploy::{DeployError, InstallOptions, Session};
+use crate::ops::health::{HealthConfig, HealthReport, run_health};
+use crate::ops::hooks::{HookContext, HookError, HookSpec, run_hook};
 use crate::source::ReleaseSource;
-use crate::state::{
+use crate::store::layout::maintenance;
+use crate::store::state::{
     AppState, Attention, DeployRecord, DeployState, Quarantine, new_id, now_rfc3339,
 };
 use crate::version::{Version, VersionRequest};
@@ -90,7 +90,7 @@ impl Session<'_> {
         st.save(&self.paths)?;
         info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
         // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
-        crate::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
+        crate::store::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
         Ok(())
     }
 
@@ -377,10 +377,10 @@ impl Session<'_> {
         // identical files with the live release.
         if inst.installed {
             if self.cfg.hooks.warm.is_some() {
-                crate::dedup::rescan_manifest(&self.paths, &self.cfg.shared, &v)?;
+                crate::store::dedup::rescan_manifest(&self.paths, &self.cfg.shared, &v)?;
             }
             if let Some(p) = &prev {
-                crate::dedup::dedup_release(
+                crate::store::dedup::dedup_release(
                     &self.paths,
                     &self.cfg.shared,
                     &v,
@@ -538,7 +538,7 @@ impl Session<'_> {
     ) -> DeployError {
         rec.last_error = Some(reason.to_string());
         if installed_now && !self.cfg.policy.keep_failed {
-            if let Err(e) = crate::deploy::remove_release(&self.paths, v) {
+            if let Err(e) = crate::ops::deploy::remove_release(&self.paths, v) {
                 warn!(error = %e, "could not remove the failed release");
             }
         }
@@ -643,7 +643,7 @@ impl Session<'_> {
                     // The failed release must not become the rollback target:
                     // last-good goes back to what it was before the deploy.
                     let target = rec.prev_last_good.clone().filter(|l| l != v && l != &f);
-                    crate::deploy::set_link(&self.paths.last_good(), target.as_ref())
+                    crate::ops::deploy::set_link(&self.paths.last_good(), target.as_ref())
                         .map_err(|e| e.to_string())?;
                     let dir = self.paths.release(&f);
                     let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
@@ -651,7 +651,7 @@ impl Session<'_> {
                         .map_err(|e| format!("activate hook failed after the revert: {e}"))?;
                 }
                 None => {
-                    crate::deploy::set_link(&self.paths.current(), None)
+                    crate::ops::deploy::set_link(&self.paths.current(), None)
                         .map_err(|e| e.to_string())?;
                 }
             }
@@ -774,7 +774,7 @@ impl Session<'_> {
         &self,
         v: &Version,
         force: bool,
-    ) -> Result<crate::deploy::SwitchReport, DeployError> {
+    ) -> Result<crate::ops::deploy::SwitchReport, DeployError> {
         self.check_blocked()?;
         self.check_quarantine(v, force)?;
         let lg_before = self.paths.last_good_version()?;
@@ -806,7 +806,7 @@ impl Session<'_> {
             let err = self.rollback(&mut rec, v, &reason, false, &mut health);
             // Keep last-good as it was before this promote.
             if r.from.is_some() {
-                crate::deploy::set_link(
+                crate::ops::deploy::set_link(
                     &self.paths.last_good(),
                     lg_before.filter(|l| l != v).as_ref(),
                 )?;
@@ -821,7 +821,7 @@ impl Session<'_> {
     pub fn revert_checked(
         &self,
         to: Option<&Version>,
-    ) -> Result<crate::deploy::SwitchReport, DeployError> {
+    ) -> Result<crate::ops::deploy::SwitchReport, DeployError> {
         let r = self.revert(to)?;
         if !r.changed {
             return Ok(r);

@@ -1,6 +1,9 @@
 //! Integrity checks that run while the asset streams: SHA-256 against a
 //! `SHA256SUMS` manifest. Nothing here holds an artifact in memory.
 
+pub mod trust;
+pub mod unpack;
+
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 

@@ -286,7 +286,7 @@ pub mod maintenance {
     pub fn on(paths: &AppPaths, message: &str, reason: &str) -> Result<Maintenance, FsError> {
         let m = Maintenance {
             message: message.to_string(),
-            since: crate::state::now_rfc3339(),
+            since: crate::store::state::now_rfc3339(),
             reason: reason.to_string(),
         };
         fs::create_dir_all(&paths.shared())?;

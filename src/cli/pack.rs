@@ -36,7 +36,7 @@ pub enum PackError {
     Fs(#[from] FsError),
     /// Signing failed.
     #[error(transparent)]
-    Trust(#[from] crate::trust::TrustError),
+    Trust(#[from] crate::verify::trust::TrustError),
 }
 
 /// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because
@@ -139,7 +139,7 @@ pub fn pack_signed(
                 comment.push_str(&format!("repo={r} "));
             }
             comment.push_str(&format!("tag={version} file={fname}"));
-            signatures.push(crate::trust::sign_file(
+            signatures.push(crate::verify::trust::sign_file(
                 &s.key,
                 s.password.clone(),
                 f,

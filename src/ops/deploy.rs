@@ -12,14 +12,15 @@ use tracing::{info, warn};
 
 use crate::config::AppConfig;
 use crate::fs::{self, FsError};
-use crate::history::{self, Actor, Event, HistoryError};
-use crate::layout::{AppPaths, LinkError, STAGING_PREFIX, link_shared};
 use crate::source::{ReleaseSource, SUMS_NAME, SourceError};
-use crate::state::{
+use crate::store::history::{self, Actor, Event, HistoryError};
+use crate::store::layout::{AppPaths, LinkError, STAGING_PREFIX, link_shared};
+pub use crate::store::manifest::{ReleaseMeta, SignatureInfo};
+use crate::store::state::{
     AppLock, AppState, Journal, StateError, checkpoint, new_id, now_rfc3339, remove_debris,
 };
-use crate::trust::{self, SigCheck, TrustError, TrustPolicy, Verified};
-use crate::unpack::{ManifestEntry, UnpackError, unpack_tar_gz};
+use crate::verify::trust::{self, SigCheck, TrustError, TrustPolicy, Verified};
+use crate::verify::unpack::{UnpackError, unpack_tar_gz};
 use crate::verify::{HashingReader, Sha256Sums, StreamCheck, VerifyError, check_digest};
 use crate::version::{Version, VersionRequest};
 
@@ -201,59 +202,6 @@ impl DeployError {
     }
 }
 
-/// Metadata kept for every installed release in `.switchyard/manifests/<v>.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseMeta {
-    /// The version.
-    pub version: Version,
-    /// The tag or folder name it came from.
-    pub tag: String,
-    /// The asset's file name.
-    pub asset: String,
-    /// SHA-256 of the asset.
-    pub sha256: String,
-    /// Size of the asset in bytes.
-    pub asset_bytes: u64,
-    /// Unpacked content size in bytes.
-    pub content_bytes: u64,
-    /// When it was installed.
-    pub installed_at: String,
-    /// The operation that installed it.
-    pub install_id: String,
-    /// The signatures that verified it.
-    #[serde(default)]
-    pub signatures: Vec<SignatureInfo>,
-    /// Installed with --allow-downgrade below the highest verified version.
-    #[serde(default)]
-    pub downgrade: bool,
-    /// Every entry of the release as unpacked.
-    pub entries: Vec<ManifestEntry>,
-}
-
-/// One verified signature of a release.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SignatureInfo {
-    /// The signed file (`<asset>` or `SHA256SUMS`).
-    pub file: String,
-    /// The key id that signed it (16 hex digits).
-    pub key_id: String,
-    /// The signed trusted comment.
-    pub trusted_comment: String,
-    /// A legacy (non-prehashed) signature.
-    pub legacy: bool,
-}
-
-impl SignatureInfo {
-    fn new(file: &str, v: Verified) -> Self {
-        SignatureInfo {
-            file: file.to_string(),
-            key_id: v.key_id,
-            trusted_comment: v.trusted_comment,
-            legacy: v.legacy,
-        }
-    }
-}
-
 /// Options of an install.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InstallOptions {
@@ -332,22 +280,6 @@ fn check_comment(
         }
     }
     Ok(())
-}
-
-impl ReleaseMeta {
-    /// Loads a release's metadata, if present.
-    pub fn load(paths: &AppPaths, v: &Version) -> Result<Option<ReleaseMeta>, StateError> {
-        let path = paths.manifest(v);
-        match fs::read_optional(&path)? {
-            None => Ok(None),
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
-        }
-    }
 }
 
 /// An app with its lock held and its on-disk state repaired: the only way to
@@ -1051,7 +983,7 @@ impl<'a> Session<'a> {
 }
 
 /// What `status` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// The app.
     pub app: String,
@@ -1068,19 +1000,19 @@ pub struct Status {
     /// The downgrade floor.
     pub highest_verified: Option<Version>,
     /// The operation running now, if any.
-    pub running: Option<crate::state::LockHolder>,
+    pub running: Option<crate::store::state::LockHolder>,
     /// An interrupted operation the next command will undo.
     pub interrupted: Option<String>,
     /// The last history event.
     pub last_event: Option<Event>,
     /// The last (or running) deploy: state, step, last error.
-    pub deploy: Option<crate::state::DeployRecord>,
+    pub deploy: Option<crate::store::state::DeployRecord>,
     /// Set when deploys are blocked until `switchyard resolve`.
-    pub attention: Option<crate::state::Attention>,
+    pub attention: Option<crate::store::state::Attention>,
     /// The maintenance flag, when on.
-    pub maintenance: Option<crate::layout::maintenance::Maintenance>,
+    pub maintenance: Option<crate::store::layout::maintenance::Maintenance>,
     /// Quarantined releases.
-    pub quarantined: std::collections::BTreeMap<String, crate::state::Quarantine>,
+    pub quarantined: std::collections::BTreeMap<String, crate::store::state::Quarantine>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
 }
@@ -1131,7 +1063,7 @@ pub fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let maintenance = crate::layout::maintenance::get(&paths)?;
+    let maintenance = crate::store::layout::maintenance::get(&paths)?;
     Ok(Status {
         deploy: st.deploy.clone(),
         attention: st.attention.clone(),
@@ -1167,7 +1099,7 @@ pub struct ListedRelease {
     /// SHA-256 of its asset.
     pub sha256: Option<String>,
     /// Disk it actually uses (files shared with another release by hardlink counted apart).
-    pub disk: Option<crate::dedup::DiskUsage>,
+    pub disk: Option<crate::store::dedup::DiskUsage>,
 }
 
 /// Installed releases, newest first.
@@ -1184,7 +1116,7 @@ pub fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
             installed_at: meta.as_ref().map(|m| m.installed_at.clone()),
             content_bytes: meta.as_ref().map(|m| m.content_bytes),
             sha256: meta.map(|m| m.sha256),
-            disk: crate::dedup::disk_usage(&paths, &v).ok(),
+            disk: crate::store::dedup::disk_usage(&paths, &v).ok(),
             version: v,
         });
     }
@@ -1270,12 +1202,12 @@ pub fn verify_release(cfg: &AppConfig, v: &Version) -> Result<VerifyReport, Depl
             continue;
         };
         let ok = match e.kind {
-            crate::unpack::EntryKind::Dir => m.is_dir(),
-            crate::unpack::EntryKind::Symlink => {
+            crate::verify::unpack::EntryKind::Dir => m.is_dir(),
+            crate::verify::unpack::EntryKind::Symlink => {
                 m.file_type().is_symlink()
                     && fs::read_link(&p)?.map(|t| t.to_string_lossy().into_owned()) == e.target
             }
-            crate::unpack::EntryKind::File => {
+            crate::verify::unpack::EntryKind::File => {
                 m.is_file()
                     && m.len() == e.size
                     && (m.permissions().mode() & 0o777) == e.mode

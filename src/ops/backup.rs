@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SharedConfig, UnpackLimits};
 use crate::fs::{self, FsError};
-use crate::layout::AppPaths;
+use crate::store::layout::AppPaths;
 use crate::verify::HashingWriter;
 
 /// Runs a hook with `$SWITCHYARD_BACKUP_FILE` set to the path given.
@@ -216,7 +216,7 @@ fn create_in(
     drop(file);
     let meta = BackupMeta {
         id: id.to_string(),
-        time: crate::state::now_rfc3339(),
+        time: crate::store::state::now_rfc3339(),
         app: req.app.to_string(),
         app_version: req.app_version.clone(),
         deploy_id: req.deploy_id.to_string(),
@@ -308,9 +308,11 @@ fn restore_in(
         max_entries: u64::MAX / 4,
         strip_top_dir: false,
     };
-    let un = crate::unpack::unpack_tar_gz(f, work, &limits).map_err(|e| BackupError::Unpack {
-        id: id.clone(),
-        reason: e.to_string(),
+    let un = crate::verify::unpack::unpack_tar_gz(f, work, &limits).map_err(|e| {
+        BackupError::Unpack {
+            id: id.clone(),
+            reason: e.to_string(),
+        }
     })?;
     let root = un.content_root;
     if meta.has_hook_dump {

@@ -2,6 +2,11 @@
 //! shared paths and unpack limits. Unknown keys are errors; every problem is
 //! reported with its line and column.
 
+pub mod github;
+pub mod health;
+pub mod hooks;
+pub mod policy;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -109,9 +114,9 @@ pub struct AppAgentConfig {
     /// How often to poll the source.
     pub poll_interval: std::time::Duration,
     /// Which upgrades it deploys without an operator.
-    pub auto: crate::daemon::policy::AutoLevel,
+    pub auto: policy::AutoLevel,
     /// When it may deploy.
-    pub window: Option<crate::daemon::policy::Window>,
+    pub window: Option<policy::Window>,
     /// Open a GitHub issue on a failed deploy or revert.
     pub report_issues: bool,
     /// POST failure reports to this URL.
@@ -161,26 +166,26 @@ pub struct AppConfig {
 #[derive(Debug, Clone, Default)]
 pub struct HooksConfig {
     /// In the staging release before the swap.
-    pub warm: Option<crate::hooks::HookSpec>,
+    pub warm: Option<hooks::HookSpec>,
     /// Writes a backup to `$SWITCHYARD_BACKUP_FILE` before `migrate`.
-    pub backup: Option<crate::hooks::HookSpec>,
+    pub backup: Option<hooks::HookSpec>,
     /// After the backup, before the swap.
-    pub migrate: Option<crate::hooks::HookSpec>,
+    pub migrate: Option<hooks::HookSpec>,
     /// After the swap, and again after a revert.
-    pub activate: Option<crate::hooks::HookSpec>,
+    pub activate: Option<hooks::HookSpec>,
     /// Restores `$SWITCHYARD_BACKUP_FILE` when a revert must restore data.
-    pub restore: Option<crate::hooks::HookSpec>,
+    pub restore: Option<hooks::HookSpec>,
     /// After any failed deploy.
-    pub on_failure: Option<crate::hooks::HookSpec>,
+    pub on_failure: Option<hooks::HookSpec>,
 }
 
 /// `[apps.<name>.health.staging]` and `[apps.<name>.health.live]`.
 #[derive(Debug, Clone, Default)]
 pub struct HealthChecks {
     /// Before the swap, on the staging tree.
-    pub staging: Option<crate::health::HealthConfig>,
+    pub staging: Option<health::HealthConfig>,
     /// After `activate`, on the live app.
-    pub live: Option<crate::health::HealthConfig>,
+    pub live: Option<health::HealthConfig>,
 }
 
 /// What to do with this deploy's backup when a revert follows migrations.
@@ -210,7 +215,7 @@ pub struct Policy {
     /// Include the shared paths in every backup.
     pub backup_shared: bool,
     /// How a release shares identical files with the previous one.
-    pub dedup: crate::dedup::DedupMode,
+    pub dedup: DedupMode,
 }
 
 impl Default for Policy {
@@ -222,7 +227,7 @@ impl Default for Policy {
             restore_on_revert: RestorePolicy::Auto,
             keep_backups: 3,
             backup_shared: false,
-            dedup: crate::dedup::DedupMode::default(),
+            dedup: DedupMode::default(),
         }
     }
 }
@@ -320,7 +325,7 @@ pub struct GithubSourceConfig {
     /// Owner and repository name.
     pub repo: (String, String),
     /// The asset to install: a template with `{version}`, `{tag}` and
-    /// `{target}`, optionally with `*`/`?` wildcards (see `crate::github`).
+    /// `{target}`, optionally with `*`/`?` wildcards (see `crate::source::github`).
     /// Default `*.tar.gz`: the release's only `.tar.gz` asset.
     pub asset: String,
     /// Which releases `latest` may pick.
@@ -441,12 +446,12 @@ struct RawApp {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHooks {
-    warm: Option<Spanned<crate::hooks::HookConfig>>,
-    backup: Option<Spanned<crate::hooks::HookConfig>>,
-    migrate: Option<Spanned<crate::hooks::HookConfig>>,
-    activate: Option<Spanned<crate::hooks::HookConfig>>,
-    restore: Option<Spanned<crate::hooks::HookConfig>>,
-    on_failure: Option<Spanned<crate::hooks::HookConfig>>,
+    warm: Option<Spanned<hooks::HookConfig>>,
+    backup: Option<Spanned<hooks::HookConfig>>,
+    migrate: Option<Spanned<hooks::HookConfig>>,
+    activate: Option<Spanned<hooks::HookConfig>>,
+    restore: Option<Spanned<hooks::HookConfig>>,
+    on_failure: Option<Spanned<hooks::HookConfig>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -712,7 +717,7 @@ fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Op
                 Err(m) => ck.at(g.span(), format!("apps.{name}.source.github: {m}")),
             }
             if let Some(a) = src.asset {
-                match crate::github::check_asset_pattern(a.get_ref()) {
+                match github::check_asset_pattern(a.get_ref()) {
                     Ok(()) => cfg.asset = a.into_inner(),
                     Err(m) => ck.at(a.span(), format!("apps.{name}.source.asset: {m}")),
                 }
@@ -753,7 +758,7 @@ fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Op
                 }
             }
             if let Some(u) = src.api_url {
-                match crate::github::check_api_url(u.get_ref()) {
+                match github::check_api_url(u.get_ref()) {
                     Ok(url) => cfg.api_url = url,
                     Err(m) => ck.at(u.span(), format!("apps.{name}.source.api_url: {m}")),
                 }
@@ -906,7 +911,7 @@ impl Config {
                 }
             }
             let trust = check_trust(&mut ck, &name, app.trust);
-            let mut hook = |h: Option<Spanned<crate::hooks::HookConfig>>, which: &str| {
+            let mut hook = |h: Option<Spanned<hooks::HookConfig>>, which: &str| {
                 let h = h?;
                 match h.get_ref().to_spec() {
                     Ok(spec) => Some(spec),
@@ -927,7 +932,7 @@ impl Config {
             let mut health_of = |h: Option<Spanned<toml::Value>>, which: &str| {
                 let h = h?;
                 let span = h.span();
-                match crate::health::HealthConfig::from_toml(h.into_inner()) {
+                match health::HealthConfig::from_toml(h.into_inner()) {
                     Ok(c) => Some(c),
                     Err(m) => {
                         ck.at(span, format!("apps.{name}.health.{which}: {m}"));
@@ -984,7 +989,7 @@ impl Config {
                 ..AppAgentConfig::default()
             };
             if let Some(p) = &app.poll_interval {
-                match crate::hooks::parse_duration(p.get_ref()) {
+                match hooks::parse_duration(p.get_ref()) {
                     Ok(d) if d >= std::time::Duration::from_secs(1) => agent.poll_interval = d,
                     Ok(_) => ck.at(
                         p.span(),
@@ -994,7 +999,7 @@ impl Config {
                 }
             }
             if let Some(a) = &app.auto {
-                match a.get_ref().parse::<crate::daemon::policy::AutoLevel>() {
+                match a.get_ref().parse::<policy::AutoLevel>() {
                     Ok(l) => agent.auto = l,
                     Err(m) => ck.at(a.span(), format!("apps.{name}.auto: {m}")),
                 }
@@ -1005,7 +1010,7 @@ impl Config {
                 .map(|t| t.get_ref().as_str())
                 .unwrap_or("UTC");
             if let Some(w) = &app.window {
-                match crate::daemon::policy::Window::parse(w.get_ref(), tz) {
+                match policy::Window::parse(w.get_ref(), tz) {
                     Ok(win) => agent.window = Some(win),
                     Err(m) => ck.at(
                         app.timezone
@@ -1107,7 +1112,7 @@ impl Config {
             }
             agent.control_group = a.control_group;
             if let Some(t) = a.shutdown_timeout {
-                match crate::hooks::parse_duration(t.get_ref()) {
+                match hooks::parse_duration(t.get_ref()) {
                     Ok(d) => agent.shutdown_timeout = d,
                     Err(m) => ck.at(t.span(), format!("agent.shutdown_timeout: {m}")),
                 }
@@ -1130,6 +1135,32 @@ impl Config {
             path: self.path.clone(),
             known: self.apps.keys().cloned().collect(),
         })
+    }
+}
+
+/// How releases share identical files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DedupMode {
+    /// Never.
+    Off,
+    /// Reflinks where the file system supports them; otherwise nothing.
+    #[default]
+    Reflink,
+    /// Reflinks where supported, hardlinks (made read-only) otherwise.
+    Hardlink,
+}
+
+impl std::str::FromStr for DedupMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(DedupMode::Off),
+            "reflink" => Ok(DedupMode::Reflink),
+            "hardlink" => Ok(DedupMode::Hardlink),
+            o => Err(format!(
+                "must be \"off\", \"reflink\" or \"hardlink\", got {o:?}"
+            )),
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! plug in beside it. A source lists releases and opens one as a stream plus
 //! its small sidecar files (checksums, signatures); it never unpacks.
 
+pub mod github;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub enum SourceError {
     },
     /// The GitHub API failed (network, server, rate limit, token).
     #[error(transparent)]
-    Github(Box<crate::github::GithubError>),
+    Github(Box<crate::source::github::GithubError>),
     /// A name was unsafe or not semver.
     #[error(transparent)]
     Version(#[from] VersionError),
@@ -283,7 +285,10 @@ impl ReleaseSource for LocalDirSource {
 pub fn for_app(app: &AppConfig) -> Box<dyn ReleaseSource> {
     match &app.source {
         SourceConfig::Dir(d) => Box::new(LocalDirSource::new(&d.dir)),
-        SourceConfig::Github(g) => Box::new(crate::github::GithubSource::new(&app.name, g.clone())),
+        SourceConfig::Github(g) => Box::new(crate::source::github::GithubSource::new(
+            &app.name,
+            g.clone(),
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, FsError};
-use crate::layout::AppPaths;
+use crate::store::layout::AppPaths;
 use crate::version::Version;
 
 /// Errors about state, lock and journal.
@@ -433,7 +433,7 @@ pub fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
     };
     let is_tmp = |n: &str| n.starts_with('.') && n.contains(".tmp-");
     sweep(&paths.releases(), &|n| {
-        n.starts_with(crate::layout::STAGING_PREFIX) || is_tmp(n)
+        n.starts_with(crate::store::layout::STAGING_PREFIX) || is_tmp(n)
     })?;
     sweep(&paths.root, &is_tmp)?;
     sweep(&paths.state_dir(), &is_tmp)?;
