@@ -2,8 +2,7 @@
 //! installed, and in no case is anything written outside the release.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-use common::{Kind, RawTar, World, gzip, testdata};
+use crate::common::{Kind, RawTar, World, gzip, testdata};
 
 /// Files the corpus payloads aim at; none may appear or change.
 const PAYLOADS: &[&str] = &["/tmp/PWNED.txt", "/tmp/VICTIM.txt", "/tmp/evil.txt"];

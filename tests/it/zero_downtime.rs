@@ -9,8 +9,7 @@
 //! without them the test prints `SKIP`, or fails under `CI=true`.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-use common::World;
+use crate::common::World;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
-use common::World;
+use crate::common::World;
 
 fn have_minisign() -> bool {
     let ok = Command::new("minisign")

@@ -1,8 +1,7 @@
 //! The operator's commands, driven through the real binary on temporary roots.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-use common::World;
+use crate::common::World;
 
 #[test]
 fn install_promote_deploy_revert_prune() {

@@ -6,8 +6,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::World;
+use crate::common::World;
 
 fn crash_at(w: &World, checkpoint: &str, args: &[&str]) {
     let out = w

@@ -8,11 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-mod mock_github;
 
-use common::World;
-use mock_github::MockGithub;
+use crate::common::World;
+use crate::mock_github::MockGithub;
 
 const SECRET: &str = "It's a Secret to Everybody";
 

@@ -10,8 +10,7 @@ use std::path::Path;
 
 use switchyard::cli::demo::app::DemoApp;
 
-mod common;
-use common::World;
+use crate::common::World;
 
 const ACTIVATE: &str = r#"activate = 'touch "$SWITCHYARD_ROOT/shared/.reload"'"#;
 const BACKUP: &str =

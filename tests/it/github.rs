@@ -3,14 +3,12 @@
 //! a separate process; the mock runs on a tokio runtime in this one.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-mod mock_github;
 
 use std::io::Read;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::World;
-use mock_github::{Fault, Host, MockGithub, in_secs};
+use crate::common::World;
+use crate::mock_github::{Fault, Host, MockGithub, in_secs};
 use switchyard::config::GithubSourceConfig;
 use switchyard::source::ReleaseSource;
 use switchyard::source::github::GithubSource;
@@ -33,7 +31,7 @@ fn source(m: &MockGithub, extra: &str) -> String {
 
 /// Packs and signs a release (trusted comment `repo=acme/web tag=<tag>
 /// file=<name>`) and returns it as a mock release with every file as an asset.
-fn packed(w: &World, m: &MockGithub, tag: &str) -> mock_github::MockRelease {
+fn packed(w: &World, m: &MockGithub, tag: &str) -> crate::mock_github::MockRelease {
     let dir = w.simple_release(tag);
     m.release_from_dir(tag, &dir)
 }
