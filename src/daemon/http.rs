@@ -971,7 +971,7 @@ mod tests {
     fn testdata_dir() -> PathBuf {
         PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/webhooks/octokit-payload-examples"
+            "/tests/fixtures/webhooks/octokit-payload-examples"
         ))
     }
 
