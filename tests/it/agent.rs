@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use crate::common::World;
 use crate::mock_github::MockGithub;
 
@@ -219,7 +218,7 @@ fn current(w: &World) -> Option<String> {
 
 #[test]
 fn signed_webhook_deploys_and_forgeries_do_nothing() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     // Polling is slow here: only webhooks can trigger within the test.
     configure(&w, &m, "poll_interval = \"1h\"\nauto = \"all\"");
@@ -333,7 +332,7 @@ fn signed_webhook_deploys_and_forgeries_do_nothing() {
 
 #[test]
 fn auto_patch_deploys_patches_only() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(&w, &m, "poll_interval = \"1s\"\nauto = \"patch\"");
     publish(&w, &m, "v1.2.3");
@@ -358,7 +357,7 @@ fn auto_patch_deploys_patches_only() {
 
 #[test]
 fn window_holds_a_deploy_until_it_opens() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(
         &w,
@@ -389,7 +388,7 @@ fn window_holds_a_deploy_until_it_opens() {
 
 #[test]
 fn cli_goes_through_the_control_socket() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(&w, &m, "poll_interval = \"1h\"");
     publish(&w, &m, "v1.0.0");
@@ -416,7 +415,7 @@ fn cli_goes_through_the_control_socket() {
 
 #[test]
 fn sigterm_during_a_deploy_exits_cleanly_and_consistently() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(&w, &m, "poll_interval = \"1h\"\nauto = \"all\"");
     publish(&w, &m, "v1.0.0");
@@ -461,7 +460,7 @@ fn sigterm_during_a_deploy_exits_cleanly_and_consistently() {
 
 #[test]
 fn sighup_reloads_and_refuses_a_broken_config() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(&w, &m, "poll_interval = \"1h\"");
     let agent = Agent::start(&w);
@@ -504,17 +503,9 @@ fn systemd_unit_verifies() {
     ] {
         assert!(text.contains(needle), "{needle} missing from the unit");
     }
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but systemd-analyze is missing (apt-get install systemd)");
-        }
-        eprintln!("SKIP: systemd-analyze not installed");
+    let Some(systemd_analyze) = crate::common::require_tool("systemd-analyze") else {
         return;
-    }
+    };
     // Verified as installed: ExecStart pointing at the built binary.
     let d = tempfile::tempdir().unwrap();
     let copy = d.path().join("switchyard.service");
@@ -524,7 +515,7 @@ fn systemd_unit_verifies() {
         text.replace("/usr/local/bin/switchyard", bin.to_str().unwrap()),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(&systemd_analyze)
         .arg("verify")
         .arg(&copy)
         .output()
@@ -538,7 +529,7 @@ fn systemd_unit_verifies() {
 
 #[test]
 fn failed_deploy_opens_one_issue_with_secrets_redacted() {
-    let Some(m) = MockGithub::start() else { return };
+    let m = MockGithub::start();
     let w = World::new();
     configure(
         &w,

@@ -3,7 +3,6 @@
 //! a separate process; the mock runs on a tokio runtime in this one.
 #![allow(clippy::disallowed_methods)]
 
-
 use std::io::Read;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -16,9 +15,8 @@ use switchyard::source::github::GithubSource;
 const TOKEN: &str = "ghp_mockTOKEN0123456789abcdefABCDEF0123";
 const TOKEN_VAR: &str = "SWITCHYARD_TEST_GITHUB_TOKEN";
 
-fn setup() -> Option<(World, MockGithub)> {
-    let m = MockGithub::start()?;
-    Some((World::new(), m))
+fn setup() -> (World, MockGithub) {
+    (World::new(), MockGithub::start())
 }
 
 /// The `[apps.web.source]` body for the mock, plus `extra` lines.
@@ -58,7 +56,7 @@ fn epoch(t: std::time::SystemTime) -> f64 {
 
 #[test]
 fn latest_is_the_highest_semver_on_the_channel_across_pages() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     // Two releases per page: four pages, followed through `Link` headers
     // that point at /repositories/1000/releases, as GitHub's do.
     m.with(|s| s.page_size = 2);
@@ -157,7 +155,7 @@ fn latest_is_the_highest_semver_on_the_channel_across_pages() {
 
 #[test]
 fn private_repository_token_stays_on_the_api_host() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     m.with(|s| {
         s.token = Some(TOKEN.into());
         s.redirect = true;
@@ -234,7 +232,7 @@ fn private_repository_token_stays_on_the_api_host() {
 
 #[test]
 fn server_errors_are_retried_and_client_errors_are_not() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     w.write_config_source(&source(&m, ""));
     let list = MockGithub::list_path();
@@ -284,7 +282,7 @@ fn server_errors_are_retried_and_client_errors_are_not() {
 
 #[test]
 fn a_short_rate_limit_is_waited_out_once() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     w.write_config_source(&source(&m, ""));
     let list = MockGithub::list_path();
@@ -328,7 +326,7 @@ fn a_short_rate_limit_is_waited_out_once() {
 
 #[test]
 fn a_long_rate_limit_is_reported_with_its_reset_time() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     w.write_config_source(&source(&m, ""));
     let list = MockGithub::list_path();
@@ -359,7 +357,7 @@ fn a_long_rate_limit_is_reported_with_its_reset_time() {
 
 #[test]
 fn unchanged_listings_are_conditional_requests() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     m.with(|s| s.page_size = 1);
     publish(&w, &m, "v1.0.0");
     publish(&w, &m, "v1.1.0");
@@ -391,7 +389,7 @@ fn unchanged_listings_are_conditional_requests() {
 
 #[test]
 fn the_asset_streams_lazily_and_carries_the_api_digest() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     m.with(|s| s.redirect = false);
     publish(&w, &m, "v1.0.0");
     let mut cfg = GithubSourceConfig::new("acme", "web");
@@ -432,7 +430,7 @@ fn the_asset_streams_lazily_and_carries_the_api_digest() {
 
 #[test]
 fn missing_and_ambiguous_assets_are_explained() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     r.assets.retain(|a| !a.name.ends_with(".tar.gz"));
     m.push(r);
@@ -444,7 +442,7 @@ fn missing_and_ambiguous_assets_are_explained() {
         "{err}"
     );
 
-    let (w, m) = setup().unwrap();
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     r.assets
         .push(m.asset("web-1.0.0-debug.tar.gz", b"x".to_vec()));
@@ -464,7 +462,7 @@ fn missing_and_ambiguous_assets_are_explained() {
 
 #[test]
 fn a_tampered_asset_is_refused_by_the_trust_checks() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     w.write_config_source(&source(&m, ""));
     let id = m.asset_id("v1.0.0", "web-1.0.0.tar.gz");
@@ -492,7 +490,7 @@ fn a_tampered_asset_is_refused_by_the_trust_checks() {
 #[test]
 fn unsafe_or_incomplete_releases_are_refused() {
     // An asset whose upload did not finish.
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     for a in &mut r.assets {
         if a.name.ends_with(".tar.gz") {
@@ -514,7 +512,7 @@ fn unsafe_or_incomplete_releases_are_refused() {
     assert!(installed(&w).is_empty());
 
     // A release name that is not a safe path component.
-    let (w, m) = setup().unwrap();
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     r.name = Some("../../etc/cron.d/x".into());
     m.push(r);
@@ -528,7 +526,7 @@ fn unsafe_or_incomplete_releases_are_refused() {
     assert!(installed(&w).is_empty());
 
     // An asset name that is not one (a wildcard would match it).
-    let (w, m) = setup().unwrap();
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     for a in &mut r.assets {
         if a.name == "web-1.0.0.tar.gz" {
@@ -549,7 +547,7 @@ fn unsafe_or_incomplete_releases_are_refused() {
     assert!(installed(&w).is_empty());
 
     // A sidecar that does not match the digest the API lists for it.
-    let (w, m) = setup().unwrap();
+    let (w, m) = setup();
     let mut r = packed(&w, &m, "v1.0.0");
     for a in &mut r.assets {
         if a.name == "SHA256SUMS" {
@@ -567,7 +565,7 @@ fn unsafe_or_incomplete_releases_are_refused() {
     assert!(installed(&w).is_empty());
 
     // A tag that is not a safe name is not a version: ignored, not chosen.
-    let (w, m) = setup().unwrap();
+    let (w, m) = setup();
     let evil = m.release(
         "v9.9.9/../../x",
         vec![m.asset("web-9.9.9.tar.gz", b"x".to_vec())],
@@ -581,7 +579,7 @@ fn unsafe_or_incomplete_releases_are_refused() {
 
 #[test]
 fn github_enterprise_base_path_is_kept() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     m.with(|s| s.page_size = 1);
     publish(&w, &m, "v1.0.0");
     publish(&w, &m, "v1.1.0");
@@ -685,7 +683,7 @@ fn github_source_configuration_is_checked() {
 /// refused.
 #[test]
 fn the_api_digest_is_checked_against_the_stream() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     w.write_config_source(&source(&m, ""));
     let id = m.asset_id("v1.0.0", "web-1.0.0.tar.gz");
@@ -708,7 +706,7 @@ fn the_api_digest_is_checked_against_the_stream() {
 /// pruning drops the cache with the release.
 #[test]
 fn the_same_asset_is_never_downloaded_twice() {
-    let Some((w, m)) = setup() else { return };
+    let (w, m) = setup();
     publish(&w, &m, "v1.0.0");
     let asset_path = MockGithub::asset_path(m.asset_id("v1.0.0", "web-1.0.0.tar.gz"));
     let fetches = || m.api_hits(&asset_path).len();

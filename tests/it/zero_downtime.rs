@@ -6,16 +6,17 @@
 //! socket errors.
 //!
 //! Needs `nginx` and `wrk` (`apt-get install nginx wrk`, as `.ci/run` does):
-//! without them the test prints `SKIP`, or fails under `CI=true`.
+//! without them the test is skipped with a `SKIP` line, or fails under
+//! `CI=true` (see `crate::common::skip`).
 #![allow(clippy::disallowed_methods)]
 
-use crate::common::World;
+use crate::common::{World, require_tool};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,10 @@ fn promote_revert_under_load_serves_every_request() {
         "examples/nginx.conf must leave disable_symlinks off: `current` is a symlink"
     );
 
-    let (Some(nginx_bin), Some(wrk_bin)) = (tool("nginx"), tool("wrk")) else {
+    let Some(nginx_bin) = require_tool("nginx") else {
+        return;
+    };
+    let Some(wrk_bin) = require_tool("wrk") else {
         return;
     };
 
@@ -389,26 +393,6 @@ impl WrkReport {
         assert!(seen_done, "the script's done() did not run:\n{text}");
         r
     }
-}
-
-/// `name` on PATH or in the sbin directories (nginx lives in /usr/sbin,
-/// which is not on every user's PATH). Missing: `None` with a SKIP line, or
-/// a failure under `CI=true`.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but {name} is missing (apt-get install {name})");
-        }
-        eprintln!(
-            "SKIP: {name} not installed (apt-get install nginx wrk); zero-downtime test not run"
-        );
-    }
-    found
 }
 
 /// Kills the child, if still running, when dropped.

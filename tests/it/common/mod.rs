@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use assert_cmd::Command;
 use flate2::Compression;
@@ -284,12 +285,24 @@ impl RawTar {
         }
     }
 
+    /// Appends one entry. A name or link target longer than the header's
+    /// 100 bytes goes first into a GNU long-name (`L`) or long-link (`K`)
+    /// entry, as GNU tar writes it, the header keeping the first 100 bytes.
     pub fn entry(mut self, name: &[u8], kind: Kind<'_>, mode: u32) -> Self {
+        if name.len() > 100 {
+            self = self.long_name(name);
+        }
+        if let Kind::Symlink(t) | Kind::Hardlink(t) = kind {
+            if t.len() > 100 {
+                self = self.meta(b'K', b"././@LongLink", &[t.as_bytes(), b"\0"].concat());
+            }
+        }
         let mut h = tar::Header::new_gnu();
         {
             let g = h.as_gnu_mut().unwrap();
             g.name = [0; 100];
-            g.name[..name.len()].copy_from_slice(name);
+            let n = name.len().min(100);
+            g.name[..n].copy_from_slice(&name[..n]);
         }
         h.set_mode(mode);
         h.set_mtime(946_684_800);
@@ -310,7 +323,8 @@ impl RawTar {
                 });
                 let g = h.as_gnu_mut().unwrap();
                 g.linkname = [0; 100];
-                g.linkname[..t.len()].copy_from_slice(t.as_bytes());
+                let n = t.len().min(100);
+                g.linkname[..n].copy_from_slice(&t.as_bytes()[..n]);
                 &[]
             }
             Kind::Char => {
@@ -326,6 +340,47 @@ impl RawTar {
                 &[]
             }
         };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
+    }
+
+    /// A GNU long-name entry (`L`, `././@LongLink`): the name of the next
+    /// entry, whatever that entry's own header says.
+    pub fn long_name(self, name: &[u8]) -> Self {
+        self.meta(b'L', b"././@LongLink", &[name, b"\0"].concat())
+    }
+
+    /// A PAX extended header (`x`) whose records (`path`, `linkpath`, ...)
+    /// override the next entry's header, as Python's `tarfile` writes
+    /// non-ASCII names.
+    pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            // "<len> <key>=<value>\n", where <len> counts its own digits.
+            let rest = key.len() + value.len() + 3;
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        self.meta(b'x', b"././@PaxHeader", &data)
+    }
+
+    /// A metadata entry of type `kind` carrying `data`.
+    fn meta(mut self, kind: u8, name: &[u8], data: &[u8]) -> Self {
+        let mut h = tar::Header::new_gnu();
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.name = [0; 100];
+            g.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::new(kind));
         h.set_size(data.len() as u64);
         h.set_cksum();
         self.b.append(&h, data).unwrap();
@@ -361,17 +416,61 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// `../shared/testdata` beside the repository, if present.
-pub fn testdata() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
-    if p.is_dir() {
-        Some(p)
-    } else if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {} is missing", p.display());
-    } else {
-        eprintln!("SKIP: {} not found", p.display());
-        None
+/// A file or folder under `tests/fixtures/` (see its `PROVENANCE.md`).
+/// Fixtures are part of the repository: a missing one is a broken checkout.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    assert!(p.exists(), "fixture {} is missing", p.display());
+    p
+}
+
+/// Tests skipped so far in this run, across all test threads.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Skips the calling test for `reason`, or fails it under `CI=true` (CI
+/// installs everything the tests need; see `.ci/run`). The SKIP line goes
+/// straight to the process's stderr: `eprintln!` is captured by the test
+/// harness and shown only for failing tests, so a skip would go unseen.
+/// The caller returns right after.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(n) if n != "main" => n,
+        _ => "(test)",
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true, so this test may not be skipped: {test}: {reason}");
     }
+    let n = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "SKIP ({n} so far): {test}: {reason}");
+}
+
+/// The Debian tool `name`, found on `PATH` or in the sbin directories
+/// (nginx lives in /usr/sbin, which is not on every user's `PATH`). When
+/// missing: `None` after a SKIP line (see [`skip`]), or a panic under
+/// `CI=true`.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    if found.is_none() {
+        let package = match name {
+            "systemd-analyze" => "systemd",
+            other => other,
+        };
+        skip(&format!(
+            "{name} not installed (apt-get install {package}; .ci/run installs it)"
+        ));
+    }
+    found
 }
 
 /// Helpers for sources other than the release folder (the GitHub tests).

@@ -2,7 +2,7 @@
 //! server standing in for the storage host the asset endpoint redirects to.
 //!
 //! Its JSON is built from real recorded GitHub answers in
-//! `../shared/testdata/github-api/` (a release from octocrab's recording of
+//! `tests/fixtures/github-api/` (a release from octocrab's recording of
 //! `GET /repos/{o}/{r}/releases`, an asset from GitHub's docs example with its
 //! `digest`), rewritten to point at the mock. Headers follow the octokit
 //! recordings: `ETag`, `Link` to `/repositories/{id}/releases?page=N`,
@@ -153,9 +153,9 @@ fn sha256_hex(d: &[u8]) -> String {
 }
 
 impl MockGithub {
-    /// Starts both servers; `None` (test skipped) without the recorded data.
-    pub fn start() -> Option<MockGithub> {
-        let data = crate::common::testdata()?.join("github-api");
+    /// Starts both servers.
+    pub fn start() -> MockGithub {
+        let data = crate::common::fixture("github-api");
         let list: serde_json::Value = serde_json::from_slice(
             &std::fs::read(data.join("octocrab/repos_releases_list.json")).unwrap(),
         )
@@ -202,12 +202,12 @@ impl MockGithub {
             .with_state(ctx);
         rt.spawn(async move { axum::serve(api, api_app).await.unwrap() });
         rt.spawn(async move { axum::serve(storage, storage_app).await.unwrap() });
-        Some(MockGithub {
+        MockGithub {
             api: api_addr,
             storage: storage_addr,
             state,
             rt: Some(rt),
-        })
+        }
     }
 
     pub fn api_url(&self) -> String {
