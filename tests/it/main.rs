@@ -13,6 +13,7 @@ mod mock_github;
 mod agent;
 mod cli;
 mod crash;
+mod faults;
 mod github;
 mod hostile;
 mod layers;

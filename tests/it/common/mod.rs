@@ -448,6 +448,12 @@ pub fn skip(reason: &str) {
     let _ = writeln!(err, "SKIP ({n} so far): {test}: {reason}");
 }
 
+/// Prints a line past the test harness's capture, so figures show in a
+/// normal run.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// The Debian tool `name`, found on `PATH` or in the sbin directories
 /// (nginx lives in /usr/sbin, which is not on every user's `PATH`). When
 /// missing: `None` after a SKIP line (see [`skip`]), or a panic under
