@@ -5,7 +5,7 @@
 //! waiting for it.
 //!
 //! Production uses [`SystemClock`]. The fake clocks exist only in unit tests
-//! and in builds with the `test-seams` feature: [`FileClock`] reads the time
+//! and in builds with the `test-seams` feature: `FileClock` reads the time
 //! from a file that a test rewrites (it reaches the agent, a separate
 //! process, through `SWITCHYARD_FAKE_CLOCK_FILE`); `ManualClock` is moved by
 //! unit tests. A release build ignores that variable.
@@ -58,7 +58,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn sleep(&self, d: Duration);
     /// Waits without blocking a thread until `d` of this clock's time has
     /// passed, or at least until it is worth reading the clock again.
-    /// Callers loop on [`Clock::tick`] (see [`sleep_until`]).
+    /// Callers loop on [`Clock::tick`] until their deadline.
     fn sleep_async(&self, d: Duration) -> Sleep<'_>;
 }
 
@@ -107,7 +107,7 @@ impl Clock for SystemClock {
 pub const FAKE_CLOCK_ENV: &str = "SWITCHYARD_FAKE_CLOCK_FILE";
 
 /// The clock the agent runs on: the [`SystemClock`], or, in a build with the
-/// `test-seams` feature, a [`FileClock`] on the file named by
+/// `test-seams` feature, a `FileClock` on the file named by
 /// `SWITCHYARD_FAKE_CLOCK_FILE` when that is set and not empty. Without the
 /// feature the variable is not even read.
 pub(crate) fn from_env() -> Arc<dyn Clock> {

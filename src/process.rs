@@ -1,7 +1,7 @@
 //! The one process supervisor: runs a command in a process group of its
 //! own, streams its output line by line (bounded in memory), and kills the
 //! whole group, grandchildren included, when it overruns its timeout. Deploy
-//! hooks and health `command` checks both run through [`supervise`].
+//! hooks and health `command` checks both run through `supervise`.
 //!
 //! Timeouts and durations are measured on the caller's [`Clock`], so a test
 //! can make a long timeout pass at once; the short waits for a real process
