@@ -4,7 +4,8 @@
 //! (`tests/it/layers.rs` enforces it):
 //!
 //! ```text
-//! fs, clock, version          leaves: file access, time, versions
+//! fs, clock, process, version leaves: file access, time, the process
+//!                             supervisor, versions
 //! config                      the whole configuration schema
 //! source                      where releases come from (folder, GitHub)
 //! verify                      checksums, signatures, safe unpacking
@@ -17,10 +18,12 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod fs;
 pub mod ops;
+pub mod process;
 pub mod source;
 pub mod store;
 pub mod verify;

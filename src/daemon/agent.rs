@@ -16,10 +16,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::clock::{Clock, Tick};
 use crate::config::{AppConfig, Config, SourceConfig};
 use crate::daemon::control::{self, ControlRequest, ControlResponse};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
-use crate::daemon::policy::{self, Clock, Decision};
+use crate::daemon::policy::{self, Decision};
 use crate::daemon::{OpOutcome, Trigger, stopped};
 use crate::ops::deploy::Session;
 use crate::ops::lifecycle::DeployOptions;
@@ -101,7 +102,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
 async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let clock = policy::clock_from_env();
+    let clock = crate::clock::from_env();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
@@ -305,8 +306,10 @@ async fn app_task(
     // Kept between polls: the GitHub source remembers ETags.
     let mut source = make_source(&cfg, &handle);
     let mut shutdown = shared.shutdown.clone();
-    // The first look soon after start, then every poll_interval with jitter.
-    let mut next = tokio::time::Instant::now() + Duration::from_millis(500);
+    // The first look soon after start, then every poll_interval with jitter,
+    // all timed on the agent's clock.
+    let clock = shared.clock.clone();
+    let mut next = clock.tick() + Duration::from_millis(500);
     loop {
         tokio::select! {
             biased;
@@ -315,7 +318,7 @@ async fn app_task(
                 if changed.is_err() { break; }
                 cfg = cfg_rx.borrow().clone();
                 source = make_source(&cfg, &handle);
-                next = tokio::time::Instant::now() + Duration::from_millis(100);
+                next = clock.tick() + Duration::from_millis(100);
             }
             msg = rx.recv() => match msg {
                 None => break,
@@ -333,10 +336,10 @@ async fn app_task(
                     let _ = reply.send(resp);
                 }
             },
-            _ = tokio::time::sleep_until(next) => {
+            _ = crate::clock::sleep_until(clock.as_ref(), next) => {
                 let actor = Actor { user: "agent:poll".into(), uid: None };
                 let wait = check(&cfg, &source, &shared, actor).await;
-                next = tokio::time::Instant::now() + policy::jittered(cfg.agent.poll_interval, 0.1);
+                next = clock.tick() + policy::jittered(cfg.agent.poll_interval, 0.1);
                 if let Some(w) = wait { next = next.min(w); }
             }
         }
@@ -350,14 +353,13 @@ async fn check(
     source: &Arc<dyn ReleaseSource>,
     shared: &Arc<Shared>,
     actor: Actor,
-) -> Option<tokio::time::Instant> {
+) -> Option<Tick> {
     let cfg2 = cfg.clone();
     let src = source.clone();
     let clock = shared.clock.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        check_blocking(&cfg2, src.as_ref(), clock.as_ref(), actor)
-    })
-    .await;
+    let res =
+        tokio::task::spawn_blocking(move || check_blocking(&cfg2, src.as_ref(), &clock, actor))
+            .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {
@@ -374,7 +376,7 @@ async fn check(
             let d = d
                 .min(cfg.agent.poll_interval)
                 .max(Duration::from_millis(200));
-            Some(tokio::time::Instant::now() + d)
+            Some(shared.clock.tick() + d)
         }
         None => None,
     }
@@ -383,7 +385,7 @@ async fn check(
 fn check_blocking(
     cfg: &AppConfig,
     source: &dyn ReleaseSource,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     actor: Actor,
 ) -> OpOutcome {
     let mut out = OpOutcome::default();
@@ -436,7 +438,13 @@ fn check_blocking(
         Decision::Now => {}
     }
     info!(app = %cfg.name, version = %v, actor = %actor.user, step = "deploy", "deploying on my own");
-    let session = match Session::open(cfg, actor, &format!("agent deploy {v}"), true) {
+    let session = match Session::open_with_clock(
+        cfg,
+        actor,
+        &format!("agent deploy {v}"),
+        true,
+        clock.clone(),
+    ) {
         Ok(s) => s,
         Err(e) => {
             out.deploy = Some(Err((
@@ -599,9 +607,11 @@ async fn control_op(
 ) -> ControlResponse {
     let cfg2 = cfg.clone();
     let src = source.clone();
-    let res =
-        tokio::task::spawn_blocking(move || control::execute(&cfg2, src.as_ref(), req, actor))
-            .await;
+    let clock = shared.clock.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        control::execute(&cfg2, src.as_ref(), req, actor, clock)
+    })
+    .await;
     let (resp, outcome) = match res {
         Ok(r) => r,
         Err(e) => (

@@ -6,12 +6,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::AppConfig;
 use crate::daemon::OpOutcome;
 use crate::ops::deploy::{DeployError, Session, exit};
@@ -235,11 +237,14 @@ pub(crate) fn execute(
     source: &dyn ReleaseSource,
     req: ControlRequest,
     actor: Actor,
+    clock: Arc<dyn Clock>,
 ) -> (ControlResponse, OpOutcome) {
     let mut out = OpOutcome::default();
     let paths = AppPaths::new(&cfg.root);
     let parse =
         |s: &str| Version::parse(s).map_err(|e| ControlResponse::error(exit::USAGE, e.to_string()));
+    // Sessions run on the agent's clock, as its own deploys do.
+    let open = |actor, op: &str| Session::open_with_clock(cfg, actor, op, true, clock.clone());
     let resp = (|| -> Result<ControlResponse, ControlResponse> {
         match &req {
             ControlRequest::Status { .. } => {
@@ -254,7 +259,7 @@ pub(crate) fn execute(
             }
             ControlRequest::Promote { version, force, .. } => {
                 let v = parse(version)?;
-                let s = Session::open(cfg, actor, &format!("promote {v}"), true).map_err(fail)?;
+                let s = open(actor, &format!("promote {v}")).map_err(fail)?;
                 let r = s.promote_checked(&v, *force).map_err(fail)?;
                 Ok(ControlResponse::ok(
                     serde_json::to_value(&r).unwrap_or_default(),
@@ -263,7 +268,7 @@ pub(crate) fn execute(
             }
             ControlRequest::Revert { to, .. } => {
                 let to = to.as_deref().map(parse).transpose()?;
-                let s = Session::open(cfg, actor, "revert", true).map_err(fail)?;
+                let s = open(actor, "revert").map_err(fail)?;
                 let r = s.revert_checked(to.as_ref()).map_err(fail)?;
                 out.reverted = r.changed;
                 Ok(ControlResponse::ok(
@@ -282,8 +287,7 @@ pub(crate) fn execute(
                     version.parse().map_err(|e: crate::version::VersionError| {
                         ControlResponse::error(exit::USAGE, e.to_string())
                     })?;
-                let s =
-                    Session::open(cfg, actor, &format!("deploy {version}"), true).map_err(fail)?;
+                let s = open(actor, &format!("deploy {version}")).map_err(fail)?;
                 let res = s.deploy(
                     source,
                     &req,

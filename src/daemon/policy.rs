@@ -1,13 +1,10 @@
 //! The agent's update policy: which upgrades it deploys on its own
 //! ([`AutoLevel`], [`auto_allows`]), when it may deploy them ([`Window`]),
 //! which releases may skip the window ([`Critical`], [`critical_from`]), the
-//! combination of the two ([`decide`]), and the clock all of it reads
-//! ([`Clock`]), kept behind a trait so tests can move time.
+//! combination of the two ([`decide`]), and the poll interval's jitter
+//! ([`jittered`]). The time it all reads comes from the agent's
+//! [`crate::clock::Clock`].
 
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -193,90 +190,6 @@ pub fn decide(window: Option<&Window>, critical: Option<&Critical>, now: Timesta
             deadline: Some(deadline),
         }) => Decision::WaitUntil(opens.min(*deadline)),
         None => Decision::WaitUntil(opens),
-    }
-}
-
-/// The agent's clock, a seam so tests can fake time.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current instant.
-    fn now(&self) -> Timestamp;
-}
-
-/// The real clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
-
-/// A fake clock for tests: reads an RFC 3339 instant from a file at every
-/// call, so a test moves time by rewriting the file (with
-/// [`crate::fs::write_atomic`], so a reader never sees it half-written).
-///
-/// When the file is missing, unreadable or does not hold an instant, it falls
-/// back to the system clock and logs a warning, once per clock.
-#[derive(Debug)]
-pub struct FileClock {
-    path: PathBuf,
-    warned: AtomicBool,
-}
-
-impl FileClock {
-    /// A clock reading `path`.
-    pub fn new(path: PathBuf) -> FileClock {
-        FileClock {
-            path,
-            warned: AtomicBool::new(false),
-        }
-    }
-
-    fn read(&self) -> Result<Timestamp, String> {
-        let text = crate::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
-        let text = text.trim();
-        text.parse::<Timestamp>().map_err(|e| {
-            format!(
-                "{}: {text:?} is not an RFC 3339 instant ({e}); write e.g. {DEADLINE_EXAMPLE}",
-                self.path.display()
-            )
-        })
-    }
-}
-
-impl Clock for FileClock {
-    fn now(&self) -> Timestamp {
-        match self.read() {
-            Ok(t) => t,
-            Err(e) => {
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "fake clock unusable; using the system clock");
-                }
-                Timestamp::now()
-            }
-        }
-    }
-}
-
-/// The environment variable naming a [`FileClock`] file. A test seam only:
-/// set in production it would freeze the agent's time.
-pub const FAKE_CLOCK_ENV: &str = "SWITCHYARD_FAKE_CLOCK_FILE";
-
-/// The clock the agent should use: a [`FileClock`] on the file named by
-/// `SWITCHYARD_FAKE_CLOCK_FILE` when that is set and not empty (a test seam,
-/// logged as a warning), else the [`SystemClock`].
-pub fn clock_from_env() -> Arc<dyn Clock> {
-    clock_from_var(std::env::var_os(FAKE_CLOCK_ENV).map(PathBuf::from))
-}
-
-fn clock_from_var(path: Option<PathBuf>) -> Arc<dyn Clock> {
-    match path {
-        Some(path) if !path.as_os_str().is_empty() => {
-            tracing::warn!(path = %path.display(), "{FAKE_CLOCK_ENV} is set: reading time from this file (a test seam)");
-            Arc::new(FileClock::new(path))
-        }
-        _ => Arc::new(SystemClock),
     }
 }
 
@@ -838,48 +751,12 @@ mod tests {
         assert_eq!(decide(None, Some(&later), outside), Decision::Now);
     }
 
-    #[test]
-    fn file_clock_reads_and_moves() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("now");
-        crate::fs::write_atomic(&path, b"2026-03-28T01:00:00Z\n").unwrap();
-        let clock = FileClock::new(path.clone());
-        assert_eq!(clock.now(), ts("2026-03-28T01:00:00Z"));
-        crate::fs::write_atomic(&path, b"2026-03-28T02:30:00+01:00").unwrap();
-        assert_eq!(clock.now(), ts("2026-03-28T01:30:00Z"));
-    }
-
-    #[test]
-    fn file_clock_falls_back_to_the_system_clock() {
-        let d = tempfile::tempdir().unwrap();
-        let near_now = |t: Timestamp| {
-            let diff = Timestamp::now().duration_since(t).abs();
-            diff < jiff::SignedDuration::from_secs(60)
-        };
-        let clock = FileClock::new(d.path().join("missing"));
-        assert!(near_now(clock.now()));
-        assert!(near_now(clock.now()), "warns once, keeps working");
-        let garbage = d.path().join("garbage");
-        crate::fs::write_atomic(&garbage, b"tomorrow").unwrap();
-        assert!(near_now(FileClock::new(garbage).now()));
-    }
-
-    #[test]
-    fn clock_from_var_picks_the_file_clock() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("now");
-        crate::fs::write_atomic(&path, b"2000-01-01T00:00:00Z").unwrap();
-        assert_eq!(clock_from_var(Some(path)).now(), ts("2000-01-01T00:00:00Z"));
-        assert!(clock_from_var(None).now() > ts("2020-01-01T00:00:00Z"));
-        assert!(clock_from_var(Some(PathBuf::new())).now() > ts("2020-01-01T00:00:00Z"));
-    }
-
     /// The agent's loop in small: a window holds a deploy until it opens.
     #[test]
     fn a_window_holds_a_deploy_until_it_opens_fake_clock() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("now");
-        let clock = clock_from_var(Some(path.clone()));
+        let clock = crate::clock::from_var(Some(path.clone().into_os_string()));
         let w = berlin("Sat,Sun 02:00-05:00");
         crate::fs::write_atomic(&path, b"2026-01-16T12:00:00Z").unwrap();
         let Decision::WaitUntil(until) = decide(Some(&w), None, clock.now()) else {

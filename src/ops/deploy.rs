@@ -5,11 +5,13 @@
 //! uncommitted and when the next start finds the journal of a killed process.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::AppConfig;
 use crate::fs::{self, FsError};
 use crate::source::{ReleaseSource, SUMS_NAME, SourceError};
@@ -291,6 +293,8 @@ pub struct Session<'a> {
     pub paths: AppPaths,
     /// Who is acting.
     pub actor: Actor,
+    /// The clock hooks and health checks are timed on.
+    pub(crate) clock: Arc<dyn Clock>,
     _lock: AppLock,
 }
 
@@ -445,6 +449,17 @@ impl<'a> Session<'a> {
         operation: &str,
         wait: bool,
     ) -> Result<Session<'a>, DeployError> {
+        Self::open_with_clock(cfg, actor, operation, wait, Arc::new(SystemClock))
+    }
+
+    /// [`Session::open`] on the agent's clock (which tests may fake).
+    pub(crate) fn open_with_clock(
+        cfg: &'a AppConfig,
+        actor: Actor,
+        operation: &str,
+        wait: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Session<'a>, DeployError> {
         let paths = AppPaths::new(&cfg.root);
         paths.ensure()?;
         let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
@@ -452,6 +467,7 @@ impl<'a> Session<'a> {
             cfg,
             paths,
             actor,
+            clock,
             _lock: lock,
         };
         s.repair()?;

@@ -15,8 +15,7 @@
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{debug, info, warn};
@@ -25,12 +24,14 @@ use tracing::{debug, info, warn};
 /// bounded so that a check pointed at a large file cannot eat memory.
 const BODY_LIMIT: u64 = 64 * 1024;
 
+use crate::clock::{Clock, Tick};
 pub use crate::config::health::{
     CheckConfig, CommandCheck, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_HTTP_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TCP_TIMEOUT,
     ExpectVersion, HealthConfig, HttpCheck, StatusSet, TcpCheck,
 };
-use crate::ops::hooks::{self, Ending, LineSink, Stream, SuperviseError, show_duration};
+use crate::ops::hooks::show_duration;
+use crate::process::{self, Ending, LineSink, Stream, SuperviseError};
 
 /// The outcome of [`run_health`], serializable for `status` and `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,11 +87,17 @@ fn serialize_ms_fraction<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::
 ///
 /// `version` is the version the app must report under `expect_version` (a
 /// leading `v` is ignored); command checks get it as `SWITCHYARD_VERSION` and
-/// run in `workdir`. Blocking, and it builds a reqwest blocking client: from
+/// run in `workdir`. Rounds, intervals, timeouts and the deadline are timed
+/// on `clock`. Blocking, and it builds a reqwest blocking client: from
 /// async code call it inside `tokio::task::spawn_blocking`. Events carry the
 /// `version` field; callers add `app` and the phase with a span.
-pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthReport {
-    let start = Instant::now();
+pub fn run_health(
+    cfg: &HealthConfig,
+    version: &str,
+    workdir: &Path,
+    clock: &dyn Clock,
+) -> HealthReport {
+    let start = clock.tick();
     let deadline = start.checked_add(cfg.deadline);
     let mut report = HealthReport {
         passed: false,
@@ -106,7 +113,7 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
                 report.last_error = Some(format!(
                     "cannot set up the HTTP client for health checks: {e}"
                 ));
-                report.elapsed = start.elapsed();
+                report.elapsed = clock.tick().saturating_duration_since(start);
                 return report;
             }
         }
@@ -121,12 +128,13 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
             .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
             .unwrap_or(version),
         workdir,
+        clock,
     };
     let mut failures = 0u32;
     let mut streak = 0u32;
     let mut last_failure: Option<String> = None;
     let verdict: Result<(), String> = loop {
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let remaining = deadline.map(|d| d.saturating_duration_since(clock.tick()));
         if remaining == Some(Duration::ZERO) {
             break Err(deadline_message(
                 cfg,
@@ -154,7 +162,7 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
             }
             // A round the deadline cut short says little ("no response within
             // 3ms"): the failure before it is the one worth reporting.
-            let cut_short = deadline.is_some_and(|d| Instant::now() >= d);
+            let cut_short = deadline.is_some_and(|d| clock.tick() >= d);
             if !cut_short || last_failure.is_none() {
                 last_failure = round
                     .results
@@ -169,7 +177,7 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
         }
         // A round the deadline cut short failed because of the deadline, and
         // saying "retries" then would send the operator to the wrong knob.
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| clock.tick() >= d) {
             break Err(deadline_message(
                 cfg,
                 report.attempts,
@@ -185,7 +193,7 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
             ));
         }
         // No point sleeping into the deadline: another round could not start.
-        if deadline.is_some_and(|d| Instant::now() + cfg.interval >= d) {
+        if deadline.is_some_and(|d| clock.tick() + cfg.interval >= d) {
             break Err(deadline_message(
                 cfg,
                 report.attempts,
@@ -193,9 +201,9 @@ pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthRe
                 &last_failure,
             ));
         }
-        thread::sleep(cfg.interval);
+        clock.sleep(cfg.interval);
     };
-    report.elapsed = start.elapsed();
+    report.elapsed = clock.tick().saturating_duration_since(start);
     match verdict {
         Ok(()) => {
             report.passed = true;
@@ -254,9 +262,10 @@ struct RoundEnv<'a> {
     expect: Option<&'a ExpectVersion>,
     version: &'a str,
     workdir: &'a Path,
+    clock: &'a dyn Clock,
 }
 
-fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Instant>) -> RoundReport {
+fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Tick>) -> RoundReport {
     let mut results = Vec::with_capacity(cfg.checks.len());
     for check in &cfg.checks {
         let label = check.label();
@@ -264,10 +273,10 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Instant>) 
         let timeout = match deadline {
             Some(d) => check
                 .timeout()
-                .min(d.saturating_duration_since(Instant::now())),
+                .min(d.saturating_duration_since(env.clock.tick())),
             None => check.timeout(),
         };
-        let t = Instant::now();
+        let t = env.clock.tick();
         let res = if timeout.is_zero() {
             Err("not run: the deadline had passed".to_string())
         } else {
@@ -278,11 +287,11 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Instant>) 
                 },
                 CheckConfig::Tcp(tc) => tcp_check(tc, timeout),
                 CheckConfig::Command(cc) => {
-                    command_check(cc, &label, env.version, env.workdir, timeout)
+                    command_check(cc, &label, env.version, env.workdir, timeout, env.clock)
                 }
             }
         };
-        let latency = t.elapsed();
+        let latency = env.clock.tick().saturating_duration_since(t);
         let (ok, detail) = match res {
             Ok(d) => (true, d),
             Err(d) => (false, d),
@@ -542,6 +551,7 @@ fn command_check(
     version: &str,
     workdir: &Path,
     timeout: Duration,
+    clock: &dyn Clock,
 ) -> Result<String, String> {
     let mut cmd = c.command.to_process();
     cmd.current_dir(workdir).env("SWITCHYARD_VERSION", version);
@@ -549,7 +559,7 @@ fn command_check(
         check: label,
         version,
     };
-    let fin = match hooks::supervise(&mut cmd, timeout, &mut out) {
+    let fin = match process::supervise(&mut cmd, timeout, clock, &mut out) {
         Ok(f) => f,
         Err(SuperviseError::Spawn(e)) => {
             return Err(format!(
@@ -568,7 +578,7 @@ fn command_check(
     match fin.ending {
         Ending::Exited(0) => Ok("exit code 0".to_string()),
         Ending::Exited(code) => Err(format!("exit code {code}{last}")),
-        Ending::Signaled(sig) => Err(format!("killed by {}{last}", hooks::signal_name(sig))),
+        Ending::Signaled(sig) => Err(format!("killed by {}{last}", process::signal_name(sig))),
         Ending::TimedOut => Err(format!(
             "no result within {}; killed it with its process group{last}",
             show_duration(timeout)
@@ -579,10 +589,13 @@ fn command_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
     use std::io::Write;
     use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
+    use std::thread;
+    use std::time::Instant;
 
     /// A canned HTTP/1.1 response: status, extra headers, body.
     type Reply = (u16, Vec<(&'static str, String)>, String);
@@ -679,7 +692,7 @@ mod tests {
     const FAST: &str = "interval = \"10ms\"";
 
     fn run(c: &HealthConfig) -> HealthReport {
-        run_health(c, "1.2.0", Path::new("/"))
+        run_health(c, "1.2.0", Path::new("/"), &SystemClock)
     }
 
     #[test]
@@ -767,7 +780,7 @@ mod tests {
         assert!(r.passed, "{r:?}");
         assert_eq!(r.rounds[0].results[0].detail, "status 200, version 1.2.0");
         // A tag with its `v` names the same release.
-        assert!(run_health(&c, "v1.2.0", Path::new("/")).passed);
+        assert!(run_health(&c, "v1.2.0", Path::new("/"), &SystemClock).passed);
 
         let unversioned = serve(|_| ok("ok"));
         let r = run(&http_cfg(&settings, &unversioned.url("/"), ""));
@@ -874,6 +887,32 @@ mod tests {
         assert!(r.last_error.unwrap().contains("deadline"));
     }
 
+    /// Rounds are timed on the clock: minutes of intervals and a deadline
+    /// pass at once on a fake clock, and the verdict is exact.
+    #[test]
+    fn rounds_and_deadline_run_on_the_clock() {
+        let s = serve(|_| (500, vec![], "boom".into()));
+        let clock = ManualClock::new("2026-03-28T01:00:00Z".parse().unwrap());
+        let c = http_cfg(
+            "interval = \"30s\"\nretries = 100\ndeadline = \"2m\"",
+            &s.url("/"),
+            "",
+        );
+        let t = Instant::now();
+        let r = run_health(&c, "1.2.0", Path::new("/"), &clock);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(!r.passed);
+        // Rounds at 0s, 30s, 60s and 90s; a fifth could not start before 120s.
+        assert_eq!(r.attempts, 4, "{r:?}");
+        assert_eq!(r.elapsed, Duration::from_secs(90));
+        assert_eq!(s.hits.load(Ordering::SeqCst), 4);
+        let e = r.last_error.unwrap();
+        assert!(
+            e.starts_with("the deadline of 2m passed after 4 round(s)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn https_works_without_a_preinstalled_crypto_provider() {
         // A plain-HTTP server answering a TLS handshake: the check must fail
@@ -933,7 +972,7 @@ mod tests {
             let c = cfg(&format!(
                 "{FAST}\nretries = 0\n[[checks]]\nkind = \"command\"\ncommand = {command}\ntimeout = \"{timeout}\"\n"
             ));
-            run_health(&c, "1.2.0", dir.path())
+            run_health(&c, "1.2.0", dir.path(), &SystemClock)
         };
         // Runs in the working directory, with the expected version.
         let r = check(

@@ -9,45 +9,25 @@
 //! When it overruns its timeout the whole group is killed, grandchildren
 //! included, so a hung `npm` or `php` leaves nothing behind.
 //!
-//! The runner here (`supervise`) is also what `health` uses for `command`
-//! checks.
+//! Hooks run through the process supervisor (`crate::process`), as health
+//! `command` checks do; their timeouts are measured on the deploy's clock.
 
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{self, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process;
+use std::sync::Arc;
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 pub use crate::config::hooks::{
     Command, DEFAULT_TIMEOUT, HookConfig, HookSpec, HookTable, parse_duration, show_duration,
 };
 use crate::fs::{self, FsError};
-
-/// Lines of output kept in memory for an error message.
-const TAIL_LINES: usize = 20;
-/// Longest line kept; the rest of a longer line is dropped so that a hook
-/// printing megabytes without a newline cannot exhaust the agent's memory.
-const MAX_LINE: usize = 4096;
-/// Lines in flight between the reader threads and the supervisor: bounds
-/// memory while still letting a burst of output through without blocking.
-const CHANNEL_LINES: usize = 256;
-/// How often a running child is polled; short enough that a timeout is
-/// precise to a few tens of milliseconds, long enough to cost nothing.
-const POLL: Duration = Duration::from_millis(25);
-/// After the hook itself exits, how long processes it left behind may keep its
-/// output open before they are killed.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// After killing a group, how long to wait for the output already written.
-const DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
+use crate::process::{Ending, LineSink, Stream, SuperviseError, signal_name, supervise};
 
 impl Command {
     pub(crate) fn to_process(&self) -> process::Command {
@@ -67,7 +47,7 @@ impl Command {
 }
 
 /// What a hook needs to know about the deploy it is part of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HookContext {
     /// The app's name.
     pub app: String,
@@ -85,6 +65,8 @@ pub struct HookContext {
     pub backup_file: Option<PathBuf>,
     /// Where hook logs go, e.g. `root/.switchyard/logs/<deploy_id>`.
     pub log_dir: PathBuf,
+    /// The deploy's clock: hook timeouts and durations are measured on it.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl HookContext {
@@ -263,7 +245,7 @@ pub fn run_hook(name: &str, spec: &HookSpec, ctx: &HookContext) -> Result<HookOu
     };
     log.note(&format!(
         "=== {} hook {name} started: {} (timeout {})",
-        jiff::Timestamp::now(),
+        ctx.clock.now(),
         spec.command,
         show_duration(spec.timeout)
     ));
@@ -281,7 +263,7 @@ pub fn run_hook(name: &str, spec: &HookSpec, ctx: &HookContext) -> Result<HookOu
     info!(hook = name, app = %ctx.app, version = %ctx.version, command = %spec.command,
         timeout = %show_duration(spec.timeout), "running hook");
 
-    let fin = match supervise(&mut cmd, spec.timeout, &mut log) {
+    let fin = match supervise(&mut cmd, spec.timeout, ctx.clock.as_ref(), &mut log) {
         Ok(f) => f,
         Err(SuperviseError::Spawn(source)) => {
             log.note(&format!("=== not started: {source}"));
@@ -373,13 +355,6 @@ fn file_stem(name: &str) -> String {
     if s.is_empty() { "hook".to_string() } else { s }
 }
 
-pub(crate) fn signal_name(sig: i32) -> String {
-    match Signal::try_from(sig) {
-        Ok(s) => s.as_str().to_string(),
-        Err(_) => format!("signal {sig}"),
-    }
-}
-
 /// Where a hook's output lines go: `tracing` and its log file.
 struct HookLog<'a> {
     name: &'a str,
@@ -453,283 +428,17 @@ impl LineSink for HookLog<'_> {
     }
 }
 
-/// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stream {
-    Out,
-    Err,
-}
-
-impl Stream {
-    pub(crate) fn prefix(self) -> &'static str {
-        match self {
-            Stream::Out => "out",
-            Stream::Err => "err",
-        }
-    }
-}
-
-/// Receives a supervised child's output, line by line.
-pub(crate) trait LineSink {
-    /// One line, without its newline, at most [`MAX_LINE`] bytes plus a note.
-    fn line(&mut self, stream: Stream, text: &str);
-    /// No output for a while.
-    fn idle(&mut self) {}
-}
-
-/// How a supervised child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Exited(i32),
-    Signaled(i32),
-    /// It overran the timeout and its group was killed.
-    TimedOut,
-}
-
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub ending: Ending,
-    /// The last [`TAIL_LINES`] lines, each prefixed `out: ` or `err: `. Lines
-    /// of the two streams written at the same instant may appear swapped.
-    pub tail: Vec<String>,
-    pub duration: Duration,
-    /// Processes of its group outlived it holding the output open and were killed.
-    pub left_running: bool,
-}
-
-#[derive(Debug)]
-pub(crate) enum SuperviseError {
-    /// The child could not be started; nothing ran.
-    Spawn(io::Error),
-    /// Waiting failed; the group was killed.
-    Wait(io::Error),
-}
-
-enum Msg {
-    Line(Stream, String),
-    Eof,
-}
-
-/// Runs `cmd` with stdin from /dev/null, in a new process group, feeding its
-/// output to `sink`, and kills the whole group (SIGKILL) if it overruns
-/// `timeout`. The caller sets the program, arguments, directory and environment.
-pub(crate) fn supervise(
-    cmd: &mut process::Command,
-    timeout: Duration,
-    sink: &mut dyn LineSink,
-) -> Result<Finished, SuperviseError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = cmd.spawn().map_err(SuperviseError::Spawn)?;
-    // The child is the leader of its new group, so its pid is the group id.
-    let pgid = Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::sync_channel(CHANNEL_LINES);
-    let readers = match (child.stdout.take(), child.stderr.take()) {
-        (Some(out), Some(err)) => spawn_reader(Stream::Out, out, tx.clone())
-            .and_then(|()| spawn_reader(Stream::Err, err, tx)),
-        _ => Err(io::Error::other("the child's output pipes are missing")),
-    };
-    if let Err(e) = readers {
-        kill_group(pgid);
-        let _ = child.wait();
-        return Err(SuperviseError::Spawn(e));
-    }
-
-    let mut c = Collector {
-        rx,
-        open: 2,
-        tail: VecDeque::with_capacity(TAIL_LINES),
-        sink,
-    };
-    let deadline = start.checked_add(timeout);
-    let mut status: Option<(ExitStatus, Instant)> = None;
-    let mut next_poll = start + POLL;
-    let mut timed_out = false;
-    let mut left_running = false;
-    loop {
-        if c.open > 0 {
-            c.pump(POLL);
-        } else if status.is_none() {
-            // The child closed its output but runs on: nothing to read, so just wait.
-            thread::sleep(POLL);
-        }
-        let now = Instant::now();
-        if status.is_none() && now >= next_poll {
-            next_poll = now + POLL;
-            match child.try_wait() {
-                Ok(Some(st)) => status = Some((st, now)),
-                Ok(None) => {}
-                Err(e) => {
-                    kill_group(pgid);
-                    let _ = child.wait();
-                    return Err(SuperviseError::Wait(e));
-                }
-            }
-        }
-        match status {
-            Some((_, exited)) => {
-                if c.open == 0 {
-                    break;
-                }
-                if now >= exited + DRAIN_GRACE {
-                    // Something it started keeps the pipes open (`cmd &`): it
-                    // belongs to the hook, and waiting on it could take forever.
-                    kill_group(pgid);
-                    left_running = true;
-                    c.drain_until(Instant::now() + DRAIN_AFTER_KILL);
-                    break;
-                }
-            }
-            None => {
-                if deadline.is_some_and(|d| now >= d) {
-                    // It may have exited since the last poll: then it finished in time.
-                    if let Ok(Some(st)) = child.try_wait() {
-                        status = Some((st, now));
-                        continue;
-                    }
-                    kill_group(pgid);
-                    timed_out = true;
-                    match child.wait() {
-                        Ok(st) => status = Some((st, Instant::now())),
-                        Err(e) => return Err(SuperviseError::Wait(e)),
-                    }
-                    c.drain_until(Instant::now() + DRAIN_AFTER_KILL);
-                    break;
-                }
-            }
-        }
-    }
-    let ending = match status {
-        _ if timed_out => Ending::TimedOut,
-        Some((st, _)) => match (st.code(), st.signal()) {
-            (Some(code), _) => Ending::Exited(code),
-            (None, Some(sig)) => Ending::Signaled(sig),
-            (None, None) => Ending::Exited(-1),
-        },
-        None => Ending::Exited(-1),
-    };
-    let duration = status.map_or_else(|| start.elapsed(), |(_, at)| at - start);
-    Ok(Finished {
-        ending,
-        tail: c.tail.into_iter().collect(),
-        duration,
-        left_running,
-    })
-}
-
-fn kill_group(pgid: Pid) {
-    // ESRCH (nobody left in the group) is the outcome we want anyway.
-    let _ = killpg(pgid, Signal::SIGKILL);
-}
-
-struct Collector<'a> {
-    rx: Receiver<Msg>,
-    open: usize,
-    tail: VecDeque<String>,
-    sink: &'a mut dyn LineSink,
-}
-
-impl Collector<'_> {
-    /// Handles one message, waiting at most `wait` for it.
-    fn pump(&mut self, wait: Duration) {
-        match self.rx.recv_timeout(wait) {
-            Ok(Msg::Line(stream, text)) => {
-                self.sink.line(stream, &text);
-                if self.tail.len() == TAIL_LINES {
-                    self.tail.pop_front();
-                }
-                self.tail.push_back(format!("{}: {text}", stream.prefix()));
-            }
-            Ok(Msg::Eof) => self.open -= 1,
-            Err(RecvTimeoutError::Timeout) => self.sink.idle(),
-            Err(RecvTimeoutError::Disconnected) => self.open = 0,
-        }
-    }
-
-    fn drain_until(&mut self, until: Instant) {
-        while self.open > 0 {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            self.pump(until - now);
-        }
-    }
-}
-
-fn spawn_reader<R: Read + Send + 'static>(
-    stream: Stream,
-    pipe: R,
-    tx: SyncSender<Msg>,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name(format!("hook-std{}", stream.prefix()))
-        .spawn(move || {
-            let mut r = BufReader::with_capacity(64 * 1024, pipe);
-            let mut line = Vec::with_capacity(256);
-            let mut listening = true;
-            // A read error on a pipe means nothing more will come: same as EOF.
-            while let Ok(Some(dropped)) = read_line_bounded(&mut r, &mut line) {
-                // Once the supervisor has stopped listening, keep draining: a
-                // process that escaped the group would otherwise die of
-                // SIGPIPE or block on a full pipe.
-                if listening && tx.send(Msg::Line(stream, decode(&line, dropped))).is_err() {
-                    listening = false;
-                }
-            }
-            let _ = tx.send(Msg::Eof);
-        })
-        .map(|_| ())
-}
-
-/// Reads one line into `line` (without the newline), keeping at most
-/// [`MAX_LINE`] bytes. Returns how many bytes were dropped, or `None` at EOF.
-fn read_line_bounded<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<usize>> {
-    line.clear();
-    let mut dropped = 0usize;
-    let mut any = false;
-    loop {
-        let buf = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(any.then_some(dropped));
-        }
-        any = true;
-        let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        let take = chunk.len().min(MAX_LINE - line.len());
-        line.extend_from_slice(&chunk[..take]);
-        dropped += chunk.len() - take;
-        r.consume(used);
-        if done {
-            return Ok(Some(dropped));
-        }
-    }
-}
-
-fn decode(line: &[u8], dropped: usize) -> String {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    if dropped > 0 {
-        s.push_str(&format!(" [... {dropped} more bytes of this line dropped]"));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::process::{MAX_LINE, TAIL_LINES};
     use nix::sys::signal::kill;
+    use nix::unistd::Pid;
     use serde::Deserialize;
     use std::collections::BTreeMap;
+    use std::thread;
+    use std::time::Instant;
 
     struct Env {
         _dir: tempfile::TempDir,
@@ -750,6 +459,7 @@ mod tests {
             deploy_id: "d-42".into(),
             backup_file: None,
             log_dir: root.join(".switchyard/logs/d-42"),
+            clock: Arc::new(SystemClock),
         };
         Env { _dir: dir, ctx }
     }
@@ -902,6 +612,34 @@ mod tests {
         for pid in pids {
             assert!(wait_gone(pid), "process {pid} survived the timeout");
         }
+    }
+
+    /// Hook timeouts are the deploy clock's: fifteen minutes pass at once
+    /// when a fake clock is moved.
+    #[test]
+    fn timeout_is_measured_on_the_deploy_clock() {
+        let mut e = env();
+        let clock = Arc::new(crate::clock::ManualClock::new(
+            "2026-03-28T01:00:00Z".parse().unwrap(),
+        ));
+        e.ctx.clock = clock.clone();
+        let mover = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            clock.advance(Duration::from_secs(15 * 60));
+        });
+        let t = Instant::now();
+        let err = run_hook(
+            "migrate",
+            &shell("sleep 1000", Duration::from_secs(15 * 60)),
+            &e.ctx,
+        )
+        .unwrap_err();
+        mover.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(matches!(err, HookError::TimedOut { .. }), "{err:?}");
+        assert!(
+            log_of(&e.ctx, "migrate").contains("=== 2026-03-28T01:00:00Z hook migrate started")
+        );
     }
 
     #[test]

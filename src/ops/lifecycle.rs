@@ -139,6 +139,7 @@ impl Session<'_> {
             deploy_id: id.to_string(),
             backup_file: backup_file.map(Path::to_path_buf),
             log_dir: self.paths.state_dir().join("logs").join(id),
+            clock: self.clock.clone(),
         }
     }
 
@@ -166,7 +167,7 @@ impl Session<'_> {
         out: &mut Vec<NamedReport>,
     ) -> Result<(), String> {
         let Some(cfg) = cfg else { return Ok(()) };
-        let report = run_health(cfg, &v.to_string(), dir);
+        let report = run_health(cfg, &v.to_string(), dir, self.clock.as_ref());
         let passed = report.passed;
         let err = report.last_error.clone();
         info!(app = %self.cfg.name, version = %v, step = which, passed, attempts = report.attempts, "health check");

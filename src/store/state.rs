@@ -1,6 +1,7 @@
 //! Per-app state under `root/.switchyard/`: the exclusive operation lock, the
 //! journal of the operation in progress, the persistent state file, and the
-//! crash checkpoints tests use to stop the process at a named instant.
+//! crash checkpoints tests use to stop the process at a named instant (in
+//! builds with the `test-seams` feature only).
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -392,7 +393,9 @@ impl Journal {
 }
 
 /// Stops the process with SIGKILL when `SWITCHYARD_CRASH_AT` names this
-/// checkpoint. Crash-consistency tests use it to kill at exact instants.
+/// checkpoint. Crash-consistency tests use it to kill at exact instants; only
+/// a build with the `test-seams` feature has it.
+#[cfg(feature = "test-seams")]
 pub fn checkpoint(name: &str) {
     if let Some(want) = std::env::var_os("SWITCHYARD_CRASH_AT")
         && want == name
@@ -401,6 +404,13 @@ pub fn checkpoint(name: &str) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// A crash checkpoint; without the `test-seams` feature it does nothing and
+/// the variable is not read, so a production process can never be killed
+/// through it.
+#[cfg(not(feature = "test-seams"))]
+#[inline(always)]
+pub fn checkpoint(_name: &str) {}
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {

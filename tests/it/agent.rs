@@ -206,10 +206,35 @@ fn sign(body: &[u8]) -> String {
 }
 
 /// Moves the agent's fake clock; atomically, so it never reads half a file.
+/// Once the file exists the agent's time stands still between moves: its
+/// polls, windows and timeouts wait for the test instead of for real time.
 fn set_clock(w: &World, t: &str) {
+    require_test_seams();
     let tmp = w.tmp.path().join("clock.tmp");
     std::fs::write(&tmp, t).unwrap();
     std::fs::rename(&tmp, w.tmp.path().join("clock")).unwrap();
+}
+
+/// The fake clock exists only in a build with the test seams: without them a
+/// test moving it would wait on real time, so it says why it fails.
+fn require_test_seams() {
+    #[cfg(not(feature = "test-seams"))]
+    panic!(
+        "this test moves the agent's fake clock, which only a build with the test seams has: run cargo test --features test-seams"
+    );
+}
+
+/// Moves the agent's fake clock `secs` seconds forward.
+fn advance_clock(w: &World, secs: i64) {
+    let now: jiff::Timestamp = std::fs::read_to_string(w.tmp.path().join("clock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    set_clock(
+        w,
+        &(now + jiff::SignedDuration::from_secs(secs)).to_string(),
+    );
 }
 
 fn current(w: &World) -> Option<String> {
@@ -339,14 +364,30 @@ fn auto_patch_deploys_patches_only() {
     w.ok(&["deploy", "web", "1.2.3"]);
     publish(&w, &m, "v1.3.0");
     publish(&w, &m, "v1.2.4");
+    set_clock(&w, "2026-11-20T15:00:00Z");
     let agent = Agent::start(&w);
+    // The agent's time moves only with the test: each move makes a poll due.
     assert!(
-        eventually(Duration::from_secs(20), || current(&w).as_deref()
-            == Some("releases/1.2.4")),
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 60);
+            current(&w).as_deref() == Some("releases/1.2.4")
+        }),
         "1.2.4 not deployed:\n{}",
         agent.log()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Three more listings: a check lists once and a deploy once more, so the
+    // third comes from a check started after the one that could have taken
+    // 1.3.0 had finished.
+    let listings = || m.api_hits(&MockGithub::list_path()).len();
+    let n = listings();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 60);
+            listings() >= n + 3
+        }),
+        "the agent stopped polling:\n{}",
+        agent.log()
+    );
     assert_eq!(
         current(&w).as_deref(),
         Some("releases/1.2.4"),
@@ -370,7 +411,17 @@ fn window_holds_a_deploy_until_it_opens() {
     // A Friday afternoon: outside the window.
     set_clock(&w, "2026-11-20T15:00:00Z");
     let agent = Agent::start(&w);
-    std::thread::sleep(Duration::from_secs(4));
+    // A few seconds at a time (still Friday): the agent looks, and holds the
+    // deploy at two polls in a row.
+    let held = || agent.log().matches("a deploy waits for the window").count();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 5);
+            held() >= 2
+        }),
+        "the agent did not look:\n{}",
+        agent.log()
+    );
     assert_eq!(
         current(&w).as_deref(),
         Some("releases/1.0.0"),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::World;
 
 fn crash_at(w: &World, checkpoint: &str, args: &[&str]) {
+    require_test_seams();
     let out = w
         .cmd()
         .env("SWITCHYARD_CRASH_AT", checkpoint)
@@ -20,6 +21,15 @@ fn crash_at(w: &World, checkpoint: &str, args: &[&str]) {
         Some(9),
         "{args:?} should have been killed at {checkpoint}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Crash checkpoints exist only in a build with the test seams: without
+/// them these tests would see no crash, so they say why they fail.
+fn require_test_seams() {
+    #[cfg(not(feature = "test-seams"))]
+    panic!(
+        "SWITCHYARD_CRASH_AT is obeyed only by a build with the test seams: run cargo test --features test-seams"
     );
 }
 

@@ -380,8 +380,18 @@ fn audit_chain_detects_tampering() {
     assert!(err.contains("edited"), "{err}");
 }
 
+/// Crash checkpoints exist only in a build with the test seams: without
+/// them the test would see no crash, so it says why it fails.
+fn require_test_seams() {
+    #[cfg(not(feature = "test-seams"))]
+    panic!(
+        "SWITCHYARD_CRASH_AT is obeyed only by a build with the test seams: run cargo test --features test-seams"
+    );
+}
+
 #[test]
 fn crash_mid_migrate_needs_attention_and_mid_live_check_rolls_back() {
+    require_test_seams();
     let f = Fixture::new(&[ACTIVATE, BACKUP, MIGRATE, RESTORE], "", "");
     f.w.simple_release("v1.0.0");
     f.w.simple_release("v1.1.0");
