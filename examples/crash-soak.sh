@@ -10,4 +10,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials="${1:-2000}"
-SWITCHYARD_CRASH_TRIALS="$trials" cargo test --release --test it crash::random_kills_never_break_current -- --nocapture
+SWITCHYARD_CRASH_TRIALS="$trials" cargo test --release --features test-seams --test it crash::random_kills_never_break_current -- --nocapture
