@@ -20,9 +20,9 @@ use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
 use crate::daemon::control::{self, ControlError, Job};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
 use crate::daemon::policy::{self, Clock, Decision};
-use crate::daemon::{FailedDeploy, OpOutcome, Trigger, recorded_deploy, stopped};
+use crate::daemon::{FailedDeploy, OpOutcome, Trigger, run_op, stopped};
 use crate::fs::FsError;
-use crate::ops::api::{self, Caller, RemoteError, Reply, Request};
+use crate::ops::api::{Caller, RemoteError, Reply, Request};
 use crate::source::ReleaseSource;
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
@@ -37,9 +37,16 @@ pub(crate) enum AgentError {
     Config(#[from] ConfigError),
     /// The webhook secret file could not be read.
     #[error(
-        "cannot read the webhook secret; write the GitHub webhook secret there, or remove webhook_secret_file"
+        "cannot read the webhook secret {}; write the GitHub webhook secret there, or remove webhook_secret_file",
+        path.display()
     )]
-    WebhookSecret(#[source] FsError),
+    WebhookSecret {
+        /// `webhook_secret_file`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FsError,
+    },
     /// The webhook secret file is empty.
     #[error("{} is empty", .0.display())]
     EmptySecret(PathBuf),
@@ -93,7 +100,10 @@ fn status(msg: &str) {
 fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AgentError> {
     let secret = match &cfg.agent.webhook_secret_file {
         Some(p) => {
-            let s = crate::fs::read_to_string(p).map_err(AgentError::WebhookSecret)?;
+            let s = crate::fs::read_to_string(p).map_err(|source| AgentError::WebhookSecret {
+                path: p.clone(),
+                source,
+            })?;
             let s = s.trim().as_bytes().to_vec();
             if s.is_empty() {
                 return Err(AgentError::EmptySecret(p.clone()));
@@ -475,9 +485,7 @@ fn check_blocking(
         wait: true,
         automatic: true,
     };
-    let before = recorded_deploy(&paths);
-    let res = api::execute(cfg, source, &req, &caller);
-    out.record(&paths, &req, &res, before, caller.automatic);
+    let _ = run_op(cfg, source, &req, &caller, &mut out);
     out
 }
 
@@ -611,12 +619,9 @@ async fn control_op(
     let cfg2 = cfg.clone();
     let src = source.clone();
     let res = tokio::task::spawn_blocking(move || {
-        let paths = AppPaths::new(&cfg2.root);
-        let caller = Caller::operator(actor, true);
-        let before = recorded_deploy(&paths);
-        let res = api::execute(&cfg2, src.as_ref(), &req, &caller);
         let mut outcome = OpOutcome::default();
-        outcome.record(&paths, &req, &res, before, caller.automatic);
+        let caller = Caller::operator(actor, true);
+        let res = run_op(&cfg2, src.as_ref(), &req, &caller, &mut outcome);
         (res.map_err(|e| RemoteError::from(&e)), outcome)
     })
     .await;

@@ -11,9 +11,11 @@ pub mod report;
 
 use tokio::sync::watch;
 
+use crate::config::AppConfig;
 use crate::ops::DeployError;
-use crate::ops::api::{DeployOutcome, Outcome, Request, show};
+use crate::ops::api::{self, Caller, DeployOutcome, Outcome, Request, show};
 use crate::ops::error::chain;
+use crate::source::ReleaseSource;
 use crate::store::layout::AppPaths;
 use crate::store::state::{AppState, DeployState};
 
@@ -55,8 +57,24 @@ pub(crate) struct FailedDeploy {
     pub target: String,
 }
 
+/// Runs a request through the operations API (blocking), noting in `out`
+/// what it did.
+pub(crate) fn run_op(
+    cfg: &AppConfig,
+    source: &dyn ReleaseSource,
+    req: &Request,
+    caller: &Caller,
+    out: &mut OpOutcome,
+) -> Result<Outcome, DeployError> {
+    let paths = AppPaths::new(&cfg.root);
+    let before = recorded_deploy(&paths);
+    let res = api::execute(cfg, source, req, caller);
+    out.record(&paths, req, &res, before, caller.automatic);
+    res
+}
+
 /// The id of the deploy the state file records, if any.
-pub(crate) fn recorded_deploy(paths: &AppPaths) -> Option<String> {
+fn recorded_deploy(paths: &AppPaths) -> Option<String> {
     AppState::load(paths).ok()?.deploy.map(|r| r.id)
 }
 
@@ -65,7 +83,7 @@ impl OpOutcome {
     /// as far as recording itself in the state file (`before` is the deploy
     /// recorded when it was asked for), or, for the agent's own deploys,
     /// when its session would not even open.
-    pub(crate) fn record(
+    fn record(
         &mut self,
         paths: &AppPaths,
         req: &Request,

@@ -17,7 +17,7 @@ pub(crate) use crate::ops::switch::SwitchReport;
 
 use crate::config::AppConfig;
 use crate::ops::backup::{self, BackupMeta};
-use crate::ops::error::DeployError;
+use crate::ops::error::{DeployError, messages};
 use crate::ops::install::InstallOptions;
 use crate::ops::lifecycle::DeployOptions;
 use crate::ops::session::Session;
@@ -30,7 +30,7 @@ use crate::version::{Version, VersionRequest};
 
 /// Who asks for an operation, and how.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Recorded in the audit log.
     pub actor: Actor,
     /// Wait for the app's lock instead of failing at once when it is taken.
@@ -41,7 +41,7 @@ pub struct Caller {
 
 impl Caller {
     /// An operator, waiting for the lock or not.
-    pub fn operator(actor: Actor, wait: bool) -> Caller {
+    pub(crate) fn operator(actor: Actor, wait: bool) -> Caller {
         Caller {
             actor,
             wait,
@@ -55,7 +55,7 @@ impl Caller {
 /// queue behind its own work); the others always run where they are asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
+pub(crate) enum Request {
     /// Make an installed release live, activate it and check it.
     Promote {
         /// The app.
@@ -194,7 +194,7 @@ pub enum Request {
 
 impl Request {
     /// The app it concerns.
-    pub fn app(&self) -> &str {
+    pub(crate) fn app(&self) -> &str {
         match self {
             Request::Promote { app, .. }
             | Request::Revert { app, .. }
@@ -218,7 +218,7 @@ impl Request {
 
     /// Whether a running agent takes it (the CLI then hands it over): the
     /// operations that change what is live, and status.
-    pub fn through_agent(&self) -> bool {
+    pub(crate) fn through_agent(&self) -> bool {
         matches!(
             self,
             Request::Promote { .. }
@@ -252,7 +252,7 @@ impl Request {
 /// of the requests the control socket carries.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "result", rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A promote or revert.
     Switched(SwitchReport),
     /// A deploy.
@@ -323,7 +323,7 @@ pub enum Outcome {
 impl Outcome {
     /// The error an outcome still ends with once it is shown: a release
     /// that differs from its manifest.
-    pub fn failure(&self, app: &str) -> Option<DeployError> {
+    pub(crate) fn failure(&self, app: &str) -> Option<DeployError> {
         match self {
             Outcome::Verified(r) if !r.drift.is_clean() => Some(DeployError::Drift {
                 app: app.to_string(),
@@ -338,13 +338,13 @@ impl Outcome {
 }
 
 /// The agent's answer on the control socket.
-pub type Reply = Result<Outcome, RemoteError>;
+pub(crate) type Reply = Result<Outcome, RemoteError>;
 
 /// An error as it crosses the control socket: the exit code the CLI ends
 /// with, and each message of the error's chain, outermost first (the CLI
 /// prints the chain once, like any other error).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteError {
+pub(crate) struct RemoteError {
     /// The exit code.
     pub exit_code: i32,
     /// The error and its sources, outermost first.
@@ -353,14 +353,11 @@ pub struct RemoteError {
 
 impl RemoteError {
     /// Captures `e` and its sources.
-    pub fn new(exit_code: i32, e: &(dyn std::error::Error + 'static)) -> RemoteError {
-        let mut chain = vec![e.to_string()];
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            chain.push(c.to_string());
-            cur = c.source();
+    pub(crate) fn new(exit_code: i32, e: &(dyn std::error::Error + 'static)) -> RemoteError {
+        RemoteError {
+            exit_code,
+            chain: messages(e),
         }
-        RemoteError { exit_code, chain }
     }
 }
 
@@ -373,7 +370,7 @@ impl From<&DeployError> for RemoteError {
 /// Runs one operation on `cfg`'s app. Operations that change the app open a
 /// session first (its lock, then the repair of whatever a killed process
 /// left); `source` is asked only by those that need a release.
-pub fn execute(
+pub(crate) fn execute(
     cfg: &AppConfig,
     source: &dyn ReleaseSource,
     req: &Request,

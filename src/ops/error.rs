@@ -196,7 +196,7 @@ pub mod exit {
     pub const NEEDS_ATTENTION: i32 = 8;
 
     /// Every code with a one-line meaning, for `--help`.
-    pub const ALL: [(i32, &str); 9] = [
+    pub(crate) const ALL: [(i32, &str); 9] = [
         (OK, "success"),
         (FAILURE, "failure"),
         (USAGE, "usage or configuration error"),
