@@ -135,3 +135,30 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_error_prints_its_chain_once() {
+        let f = Failure::from_agent(RemoteError {
+            exit_code: exit::NOT_FOUND,
+            chain: vec!["outer".into(), "middle".into(), "inner".into()],
+        });
+        assert_eq!(f.code, exit::NOT_FOUND);
+        assert!(f.via_agent);
+        assert_eq!(format!("{:#}", f.err), "outer: middle: inner");
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        let help = args::after_help();
+        for code in 0..=8 {
+            assert!(
+                help.contains(&format!("\n  {code}  ")),
+                "{code} missing:\n{help}"
+            );
+        }
+    }
+}

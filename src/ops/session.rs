@@ -19,7 +19,7 @@ use crate::store::state::{AppLock, Journal, now_rfc3339, remove_debris};
 use crate::version::Version;
 
 /// An app with its lock held and its on-disk state repaired.
-pub(crate) struct Session<'a> {
+pub(super) struct Session<'a> {
     /// The app's configuration.
     pub(super) cfg: &'a AppConfig,
     /// Its paths.
