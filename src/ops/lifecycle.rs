@@ -9,7 +9,6 @@
 //! in `state.json` before its step runs, so a restart after a crash resumes or
 //! undoes the step and never guesses: a migrate whose outcome is unknown
 //! stops everything until an operator runs `switchyard resolve`.
-
 //!
 //! `promote` and `revert` go live through the same activation and live
 //! check (here), and a failed promote is undone by the same rollback.
