@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::fs;
-use crate::ops::deploy::{self, Session};
+use crate::ops::api::{self, Caller, Outcome, Request};
 use crate::source::LocalDirSource;
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
@@ -192,17 +192,17 @@ url = "{url}/health"
     print!("{}", indent(&cfg_text));
     let cfg = Config::load(&cfg_path)?;
     let app = cfg.app("demo")?;
-    let actor = Actor::current_user();
+    let caller = Caller::operator(Actor::current_user(), false);
     let source = LocalDirSource::new(&drop_dir);
-    let deploy_v = |v: &str| -> anyhow::Result<
-        Result<crate::ops::lifecycle::DeployOutcome, crate::ops::deploy::DeployError>,
-    > {
-        let s = Session::open(app, actor.clone(), "demo deploy", false)?;
-        Ok(s.deploy(
-            &source,
-            &VersionRequest::Exact(Version::parse(v)?),
-            Default::default(),
-        ))
+    let op = |req: Request| api::execute(app, &source, &req, &caller);
+    let deploy_v = |v: &str| -> anyhow::Result<_> {
+        Ok(op(Request::Deploy {
+            app: "demo".into(),
+            version: VersionRequest::Exact(Version::parse(v)?),
+            allow_downgrade: false,
+            allow_major: false,
+            force: false,
+        }))
     };
     let db = || fs::read_to_string(&root.join("shared/data/db.txt")).unwrap_or_default();
 
@@ -227,14 +227,16 @@ url = "{url}/health"
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x01;
         fs::write_atomic(&asset, &bytes)?;
-        let s = Session::open(app, actor.clone(), "demo install", false)?;
-        match s.install(
-            &source,
-            &VersionRequest::Exact(Version::parse("1.2.0")?),
-            Default::default(),
-        ) {
+        match op(Request::Install {
+            app: "demo".into(),
+            version: VersionRequest::Exact(Version::parse("1.2.0")?),
+            allow_downgrade: false,
+        }) {
             Ok(_) => anyhow::bail!("the tampered release was accepted"),
-            Err(e) => println!("   refused, nothing installed:\n   {e}"),
+            Err(e) => println!(
+                "   refused, nothing installed:\n   {:#}",
+                anyhow::Error::from(e)
+            ),
         }
         fs::remove_dir_all(&drop_dir.join("v1.2.0"))?;
     }
@@ -251,8 +253,13 @@ url = "{url}/health"
         "revert (current -> last-good, instantly), then promote 1.1.0 again",
     );
     {
-        let s = Session::open(app, actor.clone(), "demo revert", false)?;
-        let r = s.revert_checked(None)?;
+        let Outcome::Switched(r) = op(Request::Revert {
+            app: "demo".into(),
+            to: None,
+        })?
+        else {
+            anyhow::bail!("a revert that did not switch");
+        };
         println!(
             "   current -> {} (was {})",
             r.to,
@@ -262,7 +269,14 @@ url = "{url}/health"
             "   GET /health -> {}",
             http_get(&format!("{}/health", app_server.url()))
         );
-        let r = s.promote_checked(&Version::parse("1.1.0")?, false)?;
+        let Outcome::Switched(r) = op(Request::Promote {
+            app: "demo".into(),
+            version: Version::parse("1.1.0")?,
+            force: false,
+        })?
+        else {
+            anyhow::bail!("a promote that did not switch");
+        };
         println!("   current -> {}", r.to);
     }
     print!("{}", render_layout(&root)?);
@@ -271,7 +285,7 @@ url = "{url}/health"
     println!("   shared/data/db.txt before:\n{}", indent(&db()));
     match deploy_v("1.3.0")? {
         Ok(_) => anyhow::bail!("the broken release was kept live"),
-        Err(e) => println!("   {e}"),
+        Err(e) => println!("   {:#}", anyhow::Error::from(e)),
     }
     println!(
         "   shared/data/db.txt after the automatic revert and restore:\n{}",
@@ -284,9 +298,10 @@ url = "{url}/health"
     print!("{}", render_layout(&root)?);
 
     step(&mut n, "status and history (the audit log)");
+    let status = op(Request::Status { app: "demo".into() })?;
     print!(
         "{}",
-        indent(&crate::cli::render_status(&deploy::status(app)?))
+        indent(&crate::cli::render::outcome("demo", &status, false))
     );
     for e in crate::store::history::read(&AppPaths::new(&root))? {
         println!(

@@ -13,29 +13,67 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, Tick};
-use crate::config::{AppConfig, Config, SourceConfig};
-use crate::daemon::control::{self, ControlRequest, ControlResponse};
+use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
+use crate::daemon::control::{self, ControlError, Job};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
+use crate::clock::{Clock, Tick};
 use crate::daemon::policy::{self, Decision};
-use crate::daemon::{OpOutcome, Trigger, stopped};
-use crate::ops::deploy::Session;
-use crate::ops::lifecycle::DeployOptions;
+use crate::daemon::{FailedDeploy, OpOutcome, Trigger, run_op, stopped};
+use crate::fs::FsError;
+use crate::ops::api::{Caller, RemoteError, Reply, Request};
 use crate::source::ReleaseSource;
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
 use crate::store::state::AppState;
 use crate::version::VersionRequest;
 
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AgentError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The webhook secret file could not be read.
+    #[error(
+        "cannot read the webhook secret {}; write the GitHub webhook secret there, or remove webhook_secret_file",
+        path.display()
+    )]
+    WebhookSecret {
+        /// `webhook_secret_file`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FsError,
+    },
+    /// The webhook secret file is empty.
+    #[error("{} is empty", .0.display())]
+    EmptySecret(PathBuf),
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}; change [agent] listen")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socket failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The runtime, a signal handler or the listener's address failed.
+    #[error("the agent's runtime failed")]
+    Runtime(#[source] std::io::Error),
+}
+
 /// A message to an app's task.
 pub(crate) enum AppMsg {
     /// Look at the releases now.
     Trigger(Trigger),
     /// An operator's command from the control socket.
-    Control(ControlRequest, Actor, oneshot::Sender<ControlResponse>),
+    Control(Job),
 }
 
 struct AppHandle {
@@ -60,15 +98,16 @@ fn status(msg: &str) {
     notify_systemd(&[sd_notify::NotifyState::Status(msg)]);
 }
 
-fn webhook_config(cfg: &Config) -> Result<WebhookConfig, String> {
+fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AgentError> {
     let secret = match &cfg.agent.webhook_secret_file {
         Some(p) => {
-            let s = crate::fs::read_to_string(p).map_err(|e| {
-                format!("{e}; write the GitHub webhook secret there, or remove webhook_secret_file")
+            let s = crate::fs::read_to_string(p).map_err(|source| AgentError::WebhookSecret {
+                path: p.clone(),
+                source,
             })?;
             let s = s.trim().as_bytes().to_vec();
             if s.is_empty() {
-                return Err(format!("{} is empty", p.display()));
+                return Err(AgentError::EmptySecret(p.clone()));
             }
             Some(s)
         }
@@ -90,17 +129,18 @@ fn webhook_config(cfg: &Config) -> Result<WebhookConfig, String> {
 }
 
 /// Runs the agent until SIGTERM. Blocks; builds its own runtime.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     crate::source::github::install_crypto_provider();
     let cfg = Config::load(config_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard-agent")
-        .build()?;
+        .build()
+        .map_err(AgentError::Runtime)?;
     rt.block_on(run_async(config_path.to_path_buf(), cfg))
 }
 
-async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::new());
     let clock = crate::clock::from_env();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -112,18 +152,16 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 
     // Triggers from the webhook handler, routed to app tasks.
     let (trig_tx, mut trig_rx) = mpsc::unbounded_channel::<Trigger>();
-    let wh = webhook_config(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let wh = webhook_config(&cfg)?;
     let http_state: Arc<HttpState> = HttpState::new(wh, trig_tx, metrics.clone());
     let http_for_reload = http_state.clone();
     let listener = tokio::net::TcpListener::bind(cfg.agent.listen)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}: {e}; change [agent] listen",
-                cfg.agent.listen
-            )
+        .map_err(|source| AgentError::Listen {
+            addr: cfg.agent.listen,
+            source,
         })?;
-    let local = listener.local_addr()?;
+    let local = listener.local_addr().map_err(AgentError::Runtime)?;
     let mut sd = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         let app = crate::daemon::http::router(http_state.clone());
@@ -154,8 +192,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let apps = Arc::new(tokio::sync::Mutex::new(apps));
 
     // The control socket: the CLI's way in, serialised through app tasks.
-    let (ctl_tx, mut ctl_rx) =
-        mpsc::unbounded_channel::<(ControlRequest, Actor, oneshot::Sender<ControlResponse>)>();
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Job>();
     let ctl_listener = control::bind(
         &cfg.agent.control_socket,
         cfg.agent.control_group.as_deref(),
@@ -184,9 +221,10 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         None
     };
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
     let mut cfg = cfg;
     loop {
         tokio::select! {
@@ -194,7 +232,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
-                match Config::load(&config_path).map_err(|e| e.to_string()).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
+                match Config::load(&config_path).map_err(AgentError::from).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
                     Ok((new, wh)) => {
                         let mut map = apps.lock().await;
                         for a in new.apps.values() {
@@ -220,7 +258,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                         status(&format!("configuration reloaded; watching {} app(s)", cfg.apps.len()));
                     }
                     Err(e) => {
-                        error!(error = %e, "the new configuration is invalid; keeping the running one");
+                        error!(error = %crate::ops::error::chain(&e), "the new configuration is invalid; keeping the running one");
                         status("configuration reload refused (invalid); running the previous one");
                     }
                 }
@@ -232,14 +270,12 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                     let _ = h.tx.send(AppMsg::Trigger(t));
                 }
             }
-            Some((req, actor, reply)) = ctl_rx.recv() => {
-                match apps.lock().await.get(req.app()) {
-                    Some(h) => { let _ = h.tx.send(AppMsg::Control(req, actor, reply)); }
+            Some(job) = ctl_rx.recv() => {
+                match apps.lock().await.get(job.0.app()) {
+                    Some(h) => { let _ = h.tx.send(AppMsg::Control(job)); }
                     None => {
-                        let _ = reply.send(ControlResponse::error(
-                            crate::ops::deploy::exit::NOT_FOUND,
-                            format!("the agent has no app named {:?}", req.app()),
-                        ));
+                        let (req, _, reply) = job;
+                        let _ = reply.send(Err(ControlError::NoSuchApp(req.app().to_string()).to_remote()));
                     }
                 }
             }
@@ -306,8 +342,8 @@ async fn app_task(
     // Kept between polls: the GitHub source remembers ETags.
     let mut source = make_source(&cfg, &handle);
     let mut shutdown = shared.shutdown.clone();
-    // The first look soon after start, then every poll_interval with jitter,
-    // all timed on the agent's clock.
+    // The first look soon after start, then every poll_interval with jitter.
+    // All timed on the agent's clock.
     let clock = shared.clock.clone();
     let mut next = clock.tick() + Duration::from_millis(500);
     loop {
@@ -331,7 +367,7 @@ async fn app_task(
                         next = next.min(wait);
                     }
                 }
-                Some(AppMsg::Control(req, actor, reply)) => {
+                Some(AppMsg::Control((req, actor, reply))) => {
                     let resp = control_op(&cfg, &source, &shared, req, actor).await;
                     let _ = reply.send(resp);
                 }
@@ -357,9 +393,10 @@ async fn check(
     let cfg2 = cfg.clone();
     let src = source.clone();
     let clock = shared.clock.clone();
-    let res =
-        tokio::task::spawn_blocking(move || check_blocking(&cfg2, src.as_ref(), &clock, actor))
-            .await;
+    let res = tokio::task::spawn_blocking(move || {
+        check_blocking(&cfg2, src.as_ref(), &clock, actor)
+    })
+    .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {
@@ -438,43 +475,21 @@ fn check_blocking(
         Decision::Now => {}
     }
     info!(app = %cfg.name, version = %v, actor = %actor.user, step = "deploy", "deploying on my own");
-    let session = match Session::open_with_clock(
-        cfg,
-        actor,
-        &format!("agent deploy {v}"),
-        true,
-        clock.clone(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            out.deploy = Some(Err((
-                "failed".into(),
-                "prechecks".into(),
-                e.to_string(),
-                Some(v.to_string()),
-            )));
-            return out;
-        }
+    let req = Request::Deploy {
+        app: cfg.name.clone(),
+        version: VersionRequest::Exact(v),
+        allow_downgrade: false,
+        // The auto level already allowed it.
+        allow_major: true,
+        force: false,
     };
-    let res = session.deploy(
-        source,
-        &VersionRequest::Exact(v.clone()),
-        DeployOptions {
-            allow_downgrade: false,
-            // The auto level already allowed it.
-            allow_major: true,
-            force: false,
-        },
-    );
-    match res {
-        Ok(o) => out.deploy = Some(Ok(o)),
-        Err(e) => out.deploy_failed(&paths, &e, &v.to_string()),
-    }
-    out.current = paths
-        .current_version()
-        .ok()
-        .flatten()
-        .map(|v| v.to_string());
+    let caller = Caller {
+        clock: clock.clone(),
+        actor,
+        wait: true,
+        automatic: true,
+    };
+    let _ = run_op(cfg, source, &req, &caller, &mut out);
     out
 }
 
@@ -533,22 +548,22 @@ async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOutcome) {
             }
             status(&format!("{}: deployed {}", cfg.name, o.to));
         }
-        Some(Err((state, step, error, to))) => {
+        Some(Err(f)) => {
+            let state = f.state.as_str();
             m.deploy_outcome(&cfg.name, if out.reverted { "rolled_back" } else { state });
             if out.reverted {
                 m.revert(&cfg.name);
             }
             status(&format!(
                 "{}: deploy of {} failed ({state})",
-                cfg.name,
-                to.clone().unwrap_or_default()
+                cfg.name, f.target
             ));
-            report_failure(cfg, state, step, error, to.as_deref()).await;
+            report_failure(cfg, f).await;
         }
     }
 }
 
-async fn report_failure(cfg: &AppConfig, state: &str, step: &str, error: &str, to: Option<&str>) {
+async fn report_failure(cfg: &AppConfig, f: &FailedDeploy) {
     use crate::daemon::report;
     let github = match (&cfg.source, cfg.agent.report_issues) {
         (SourceConfig::Github(g), true) => {
@@ -577,11 +592,11 @@ async fn report_failure(cfg: &AppConfig, state: &str, step: &str, error: &str, t
         &cfg.root,
         &cfg.name,
         from.as_deref(),
-        to.unwrap_or("?"),
+        &f.target,
         &deploy_id,
-        state,
-        step,
-        error,
+        f.state.as_str(),
+        &f.step,
+        &f.error,
         40,
     );
     let target = report::ReportTarget {
@@ -602,26 +617,30 @@ async fn control_op(
     cfg: &Arc<AppConfig>,
     source: &Arc<dyn ReleaseSource>,
     shared: &Arc<Shared>,
-    req: ControlRequest,
+    req: Request,
     actor: Actor,
-) -> ControlResponse {
+) -> Reply {
     let cfg2 = cfg.clone();
     let src = source.clone();
     let clock = shared.clock.clone();
     let res = tokio::task::spawn_blocking(move || {
-        control::execute(&cfg2, src.as_ref(), req, actor, clock)
+        let mut outcome = OpOutcome::default();
+        // Operators' commands run on the agent's clock, as its own deploys do.
+        let caller = Caller {
+            clock,
+            ..Caller::operator(actor, true)
+        };
+        let res = run_op(&cfg2, src.as_ref(), &req, &caller, &mut outcome);
+        (res.map_err(|e| RemoteError::from(&e)), outcome)
     })
     .await;
-    let (resp, outcome) = match res {
+    let (reply, outcome) = match res {
         Ok(r) => r,
         Err(e) => (
-            ControlResponse::error(
-                crate::ops::deploy::exit::FAILURE,
-                format!("the operation panicked: {e}"),
-            ),
+            Err(ControlError::Panicked(e).to_remote()),
             OpOutcome::default(),
         ),
     };
     after_operation(cfg, shared, &outcome).await;
-    resp
+    reply
 }

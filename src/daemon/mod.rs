@@ -11,9 +11,13 @@ pub mod report;
 
 use tokio::sync::watch;
 
-use crate::ops::deploy::DeployError;
+use crate::config::AppConfig;
+use crate::ops::DeployError;
+use crate::ops::api::{self, Caller, DeployOutcome, Outcome, Request, show};
+use crate::ops::error::chain;
+use crate::source::ReleaseSource;
 use crate::store::layout::AppPaths;
-use crate::store::state::AppState;
+use crate::store::state::{AppState, DeployState};
 
 /// Why an app task should look at its releases or act.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +45,86 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-/// A failed deploy: (state, step, error, version).
-pub(crate) type Failed = (String, String, String, Option<String>);
+/// A failed deploy, for metrics and the failure report.
+pub(crate) struct FailedDeploy {
+    /// The state it ended in.
+    pub state: DeployState,
+    /// The step it ended in.
+    pub step: String,
+    /// The error, with its chain.
+    pub error: String,
+    /// What was asked for: a version, or `latest`.
+    pub target: String,
+}
+
+/// Runs a request through the operations API (blocking), noting in `out`
+/// what it did.
+pub(crate) fn run_op(
+    cfg: &AppConfig,
+    source: &dyn ReleaseSource,
+    req: &Request,
+    caller: &Caller,
+    out: &mut OpOutcome,
+) -> Result<Outcome, DeployError> {
+    let paths = AppPaths::new(&cfg.root);
+    let before = recorded_deploy(&paths);
+    let res = api::execute(cfg, source, req, caller);
+    out.record(&paths, req, &res, before, caller.automatic);
+    res
+}
+
+/// The id of the deploy the state file records, if any.
+fn recorded_deploy(paths: &AppPaths) -> Option<String> {
+    AppState::load(paths).ok()?.deploy.map(|r| r.id)
+}
 
 impl OpOutcome {
-    /// Records a failed deploy: the state and step it ended in (from the
-    /// state file), the error, and whether the live release was reverted.
-    pub(crate) fn deploy_failed(&mut self, paths: &AppPaths, e: &DeployError, version: &str) {
-        let (state, step) = AppState::load(paths)
-            .ok()
-            .and_then(|s| s.deploy)
-            .map(|r| (r.state.as_str().to_string(), r.step))
-            .unwrap_or_else(|| ("failed".into(), "unknown".into()));
-        self.reverted = matches!(
-            e,
-            DeployError::Failed {
-                rolled_back: true,
-                ..
+    /// Records what a request did. A deploy counts as failed when it got
+    /// as far as recording itself in the state file (`before` is the deploy
+    /// recorded when it was asked for), or, for the agent's own deploys,
+    /// when its session would not even open.
+    fn record(
+        &mut self,
+        paths: &AppPaths,
+        req: &Request,
+        res: &Result<Outcome, DeployError>,
+        before: Option<String>,
+        automatic: bool,
+    ) {
+        match (req, res) {
+            (Request::Revert { .. }, Ok(Outcome::Switched(r))) => self.reverted = r.changed,
+            (_, Ok(Outcome::Deployed(o))) => self.deploy = Some(Ok(o.clone())),
+            (Request::Deploy { version, .. }, Err(e)) => {
+                let rec = AppState::load(paths)
+                    .ok()
+                    .and_then(|s| s.deploy)
+                    .filter(|r| Some(&r.id) != before.as_ref());
+                self.reverted = matches!(
+                    e,
+                    DeployError::Failed {
+                        rolled_back: true,
+                        ..
+                    }
+                );
+                let (state, step) = match rec {
+                    Some(r) => (r.state, r.step),
+                    None if automatic => (DeployState::Failed, "prechecks".into()),
+                    None => return,
+                };
+                self.deploy = Some(Err(FailedDeploy {
+                    state,
+                    step,
+                    error: chain(e),
+                    target: show(version),
+                }));
             }
-        );
-        self.deploy = Some(Err((state, step, e.to_string(), Some(version.to_string()))));
+            _ => {}
+        }
+        self.current = paths
+            .current_version()
+            .ok()
+            .flatten()
+            .map(|v| v.to_string());
     }
 }
 
@@ -69,7 +133,7 @@ impl OpOutcome {
 pub(crate) struct OpOutcome {
     pub current: Option<String>,
     pub behind: Option<u64>,
-    pub deploy: Option<Result<crate::ops::lifecycle::DeployOutcome, Failed>>,
+    pub deploy: Option<Result<Box<DeployOutcome>, FailedDeploy>>,
     pub reverted: bool,
     pub wait_until: Option<jiff::Timestamp>,
 }

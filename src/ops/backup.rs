@@ -263,6 +263,19 @@ pub fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     serde_json::from_slice(&b).map_err(|_| BackupError::NotFound { id: id.to_string() })
 }
 
+/// The backup `id` names, or without one the newest.
+pub(crate) fn resolve_id(paths: &AppPaths, id: Option<&str>) -> Result<String, BackupError> {
+    match id {
+        Some(i) => Ok(i.to_string()),
+        None => list(paths)?
+            .pop()
+            .map(|m| m.id)
+            .ok_or_else(|| BackupError::NotFound {
+                id: "(newest)".into(),
+            }),
+    }
+}
+
 /// Re-checks a backup's checksum.
 pub fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     let meta = get(paths, id)?;

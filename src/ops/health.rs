@@ -17,7 +17,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 /// How much of a response body is read: enough for any health endpoint,
@@ -34,7 +34,7 @@ use crate::ops::hooks::show_duration;
 use crate::process::{self, Ending, LineSink, Stream, SuperviseError};
 
 /// The outcome of [`run_health`], serializable for `status` and `--json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// Whether `success_threshold` consecutive rounds passed.
     pub passed: bool,
@@ -43,14 +43,18 @@ pub struct HealthReport {
     /// Every round, in order.
     pub rounds: Vec<RoundReport>,
     /// Time from start to verdict.
-    #[serde(rename = "elapsed_ms", serialize_with = "serialize_ms")]
+    #[serde(
+        rename = "elapsed_ms",
+        serialize_with = "serialize_ms",
+        deserialize_with = "deserialize_ms"
+    )]
     pub elapsed: Duration,
     /// Why it failed (`None` when it passed).
     pub last_error: Option<String>,
 }
 
 /// One round: every check, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundReport {
     /// Whether every check passed.
     pub ok: bool,
@@ -59,14 +63,18 @@ pub struct RoundReport {
 }
 
 /// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// Which check, e.g. `http GET http://127.0.0.1:8080/health`.
     pub check: String,
     /// Whether it passed.
     pub ok: bool,
     /// How long it took.
-    #[serde(rename = "latency_ms", serialize_with = "serialize_ms_fraction")]
+    #[serde(
+        rename = "latency_ms",
+        serialize_with = "serialize_ms_fraction",
+        deserialize_with = "deserialize_ms_fraction"
+    )]
     pub latency: Duration,
     /// What was seen, e.g. `status 503` or `version 1.2.0 not reported (...)`.
     pub detail: String,
@@ -74,6 +82,15 @@ pub struct CheckResult {
 
 fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+// Reports cross the agent's control socket inside a deploy's outcome.
+fn deserialize_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+fn deserialize_ms_fraction<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Duration::try_from_secs_f64(f64::deserialize(d)? / 1e3).map_err(serde::de::Error::custom)
 }
 
 // Loopback checks take well under a millisecond: whole milliseconds would

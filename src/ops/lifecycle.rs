@@ -9,29 +9,32 @@
 //! in `state.json` before its step runs, so a restart after a crash resumes or
 //! undoes the step and never guesses: a migrate whose outcome is unknown
 //! stops everything until an operator runs `switchyard resolve`.
+//!
+//! `promote` and `revert` go live through the same activation and live
+//! check (here), and a failed promote is undone by the same rollback.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::Serialize;
-use tracing::{error, info, warn};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
-use crate::config::RestorePolicy;
 use crate::fs;
-use crate::ops::backup::{self, BackupRequest};
-use crate::ops::deploy::{DeployError, InstallOptions, Session};
-use crate::ops::health::{HealthConfig, HealthReport, run_health};
-use crate::ops::hooks::{HookContext, HookError, HookSpec, run_hook};
+use crate::ops::backup::{self, BackupMeta};
+use crate::ops::error::{DeployError, chain};
+use crate::ops::hooks::run_hook;
+use crate::ops::install::InstallOptions;
+use crate::ops::session::{Session, remove_release, set_link};
+use crate::ops::steps::NamedReport;
+use crate::ops::switch::SwitchReport;
 use crate::source::ReleaseSource;
 use crate::store::layout::maintenance;
-use crate::store::state::{
-    AppState, Attention, DeployRecord, DeployState, Quarantine, new_id, now_rfc3339,
-};
+use crate::store::state::{AppState, Attention, DeployRecord, DeployState, new_id};
 use crate::version::{Version, VersionRequest};
 
 /// Operator choices for one deploy.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DeployOptions {
+pub(crate) struct DeployOptions {
     /// Accept a version older than the highest verified.
     pub allow_downgrade: bool,
     /// Accept a major-version upgrade.
@@ -41,7 +44,7 @@ pub struct DeployOptions {
 }
 
 /// What a deploy did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployOutcome {
     /// Deploy id.
     pub id: String,
@@ -57,17 +60,8 @@ pub struct DeployOutcome {
     pub backup_id: Option<String>,
 }
 
-/// A health report with the phase it belongs to.
-#[derive(Debug, Clone, Serialize)]
-pub struct NamedReport {
-    /// `staging`, `live`, `live-after-revert`.
-    pub phase: String,
-    /// The report.
-    pub report: HealthReport,
-}
-
 /// Is `to` a major (breaking) upgrade from `from`? For 0.x, a minor bump is.
-pub fn is_major_upgrade(from: &Version, to: &Version) -> bool {
+fn is_major_upgrade(from: &Version, to: &Version) -> bool {
     let (f, t) = (&from.0, &to.0);
     if t.major != f.major {
         return t.major > f.major;
@@ -76,170 +70,8 @@ pub fn is_major_upgrade(from: &Version, to: &Version) -> bool {
 }
 
 impl Session<'_> {
-    fn save_rec(
-        &self,
-        rec: &mut DeployRecord,
-        state: DeployState,
-        step: &str,
-    ) -> Result<(), DeployError> {
-        rec.state = state;
-        rec.step = step.to_string();
-        rec.updated = now_rfc3339();
-        let mut st = AppState::load(&self.paths)?;
-        st.deploy = Some(rec.clone());
-        st.save(&self.paths)?;
-        info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
-        // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
-        crate::store::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
-        Ok(())
-    }
-
-    fn event(
-        &self,
-        name: &str,
-        rec: &DeployRecord,
-        outcome: &str,
-        started: Instant,
-        error: Option<String>,
-    ) {
-        let mut details = serde_json::Map::new();
-        details.insert("state".into(), rec.state.as_str().into());
-        details.insert("step".into(), rec.step.clone().into());
-        if let Some(b) = &rec.backup_id {
-            details.insert("backup_id".into(), b.clone().into());
-        }
-        if let Err(e) = self.record(
-            name,
-            &rec.id,
-            rec.from.as_ref().map(|v| v.to_string()),
-            rec.to.as_ref().map(|v| v.to_string()),
-            outcome,
-            started,
-            error,
-            details,
-        ) {
-            error!(error = %e, "could not append to the audit log");
-        }
-    }
-
-    fn hook_ctx(
-        &self,
-        version: &Version,
-        prev: Option<&Version>,
-        dir: &Path,
-        id: &str,
-        backup_file: Option<&Path>,
-    ) -> HookContext {
-        HookContext {
-            app: self.cfg.name.clone(),
-            version: version.to_string(),
-            previous_version: prev.map(|v| v.to_string()),
-            release_dir: dir.to_path_buf(),
-            root: self.paths.root.clone(),
-            deploy_id: id.to_string(),
-            backup_file: backup_file.map(Path::to_path_buf),
-            log_dir: self.paths.state_dir().join("logs").join(id),
-            clock: self.clock.clone(),
-        }
-    }
-
-    /// Runs a configured hook, if any.
-    fn run_opt_hook(
-        &self,
-        name: &str,
-        spec: Option<&HookSpec>,
-        ctx: &HookContext,
-    ) -> Result<(), HookError> {
-        if let Some(spec) = spec {
-            // run_hook logs the start with the command and timeout.
-            tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = name, "hook");
-            run_hook(name, spec, ctx)?;
-        }
-        Ok(())
-    }
-
-    fn health(
-        &self,
-        which: &str,
-        cfg: Option<&HealthConfig>,
-        v: &Version,
-        dir: &Path,
-        out: &mut Vec<NamedReport>,
-    ) -> Result<(), String> {
-        let Some(cfg) = cfg else { return Ok(()) };
-        let report = run_health(cfg, &v.to_string(), dir, self.clock.as_ref());
-        let passed = report.passed;
-        let err = report.last_error.clone();
-        info!(app = %self.cfg.name, version = %v, step = which, passed, attempts = report.attempts, "health check");
-        out.push(NamedReport {
-            phase: which.to_string(),
-            report,
-        });
-        if passed {
-            Ok(())
-        } else {
-            Err(format!(
-                "{which} health check failed: {}",
-                err.unwrap_or_else(|| "no check passed".into())
-            ))
-        }
-    }
-
-    fn quarantine(&self, v: &Version, reason: &str, id: &str) -> Result<(), DeployError> {
-        let mut st = AppState::load(&self.paths)?;
-        st.quarantined.insert(
-            v.to_string(),
-            Quarantine {
-                reason: reason.to_string(),
-                time: now_rfc3339(),
-                deploy_id: id.to_string(),
-            },
-        );
-        st.save(&self.paths)?;
-        warn!(app = %self.cfg.name, version = %v, reason, "release quarantined");
-        Ok(())
-    }
-
-    fn set_attention(&self, kind: &str, reason: &str, id: &str) -> Result<(), DeployError> {
-        let mut st = AppState::load(&self.paths)?;
-        st.attention = Some(Attention {
-            kind: kind.to_string(),
-            reason: reason.to_string(),
-            since: now_rfc3339(),
-            deploy_id: id.to_string(),
-        });
-        st.save(&self.paths)?;
-        maintenance::on(&self.paths, "Maintenance in progress", kind)?;
-        error!(app = %self.cfg.name, kind, reason, "the app needs an operator");
-        Ok(())
-    }
-
-    fn check_blocked(&self) -> Result<(), DeployError> {
-        if let Some(a) = AppState::load(&self.paths)?.attention {
-            return Err(DeployError::Blocked {
-                app: self.cfg.name.clone(),
-                kind: a.kind,
-                reason: a.reason,
-            });
-        }
-        Ok(())
-    }
-
-    fn check_quarantine(&self, v: &Version, force: bool) -> Result<(), DeployError> {
-        if force {
-            return Ok(());
-        }
-        if let Some(q) = AppState::load(&self.paths)?.quarantined.get(&v.to_string()) {
-            return Err(DeployError::Precheck(format!(
-                "release {v} is quarantined since {} ({}); pass --force to deploy it anyway",
-                q.time, q.reason
-            )));
-        }
-        Ok(())
-    }
-
     /// Deploys a release through the whole lifecycle.
-    pub fn deploy(
+    pub(super) fn deploy(
         &self,
         source: &dyn ReleaseSource,
         req: &VersionRequest,
@@ -272,7 +104,7 @@ impl Session<'_> {
                 })
             }
             Err(e) => {
-                rec.last_error = Some(e.to_string());
+                rec.last_error = Some(chain(&e));
                 let state = match (&e, rec.state) {
                     (DeployError::Precheck(_) | DeployError::Blocked { .. }, _) => {
                         DeployState::PrecheckFailed
@@ -291,7 +123,7 @@ impl Session<'_> {
                     &rec,
                     "failed",
                     started,
-                    Some(e.to_string()),
+                    Some(chain(&e)),
                 );
                 if let Some(v) = rec.to.clone() {
                     let dir = self.paths.release(&v);
@@ -339,8 +171,9 @@ impl Session<'_> {
             .paths
             .state_dir()
             .join(format!(".write-test.tmp-{}", rec.id));
-        fs::write_atomic(&probe, b"ok")
-            .map_err(|e| DeployError::Precheck(format!("the app root is not writable: {e}")))?;
+        fs::write_atomic(&probe, b"ok").map_err(|e| {
+            DeployError::Precheck(format!("the app root is not writable: {}", chain(&e)))
+        })?;
         fs::remove_file(&probe)?;
 
         self.save_rec(rec, DeployState::Downloading, "install")?;
@@ -359,10 +192,10 @@ impl Session<'_> {
         let ctx = self.hook_ctx(&v, prev.as_ref(), &dir, &rec.id, None);
         let staged = self
             .run_opt_hook("warm", self.cfg.hooks.warm.as_ref(), &ctx)
-            .map_err(|e| e.to_string())
+            .map_err(|e| chain(&e))
             .and_then(|()| {
                 self.save_rec(rec, DeployState::HealthCheck, "staging")
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 self.health(
                     "staging",
                     self.cfg.health.staging.as_ref(),
@@ -408,11 +241,11 @@ impl Session<'_> {
                         rec,
                         "failed",
                         b_started,
-                        Some(e.to_string()),
+                        Some(chain(&e)),
                     );
                     return Err(DeployError::Failed {
-                        state: "backup_failed".into(),
-                        reason: e.to_string(),
+                        state: DeployState::BackupFailed,
+                        reason: chain(&e),
                         rolled_back: false,
                     });
                 }
@@ -426,7 +259,8 @@ impl Session<'_> {
                 Ok(_) => rec.migrate_done = true,
                 Err(e) if e.outcome_unknown() => {
                     let reason = format!(
-                        "the migrate hook of {v} did not finish ({e}); its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
+                        "the migrate hook of {v} did not finish ({}); its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
+                        chain(&e),
                         rec.backup_id.as_deref().unwrap_or("(none)"),
                         self.cfg.name
                     );
@@ -436,7 +270,7 @@ impl Session<'_> {
                 Err(e) => {
                     // A migrate that failed cleanly may still have changed
                     // data: put the backup back per policy, then give up.
-                    let reason = format!("migrate hook failed: {e}");
+                    let reason = format!("migrate hook failed: {}", chain(&e));
                     rec.last_error = Some(reason.clone());
                     return Err(self.rollback(rec, &v, &reason, true, health));
                 }
@@ -450,10 +284,10 @@ impl Session<'_> {
         self.save_rec(rec, DeployState::Applying, "activate")?;
         let live = self
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {e}"))
+            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
             .and_then(|()| {
                 self.save_rec(rec, DeployState::HealthCheck, "live")
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 self.health("live", self.cfg.health.live.as_ref(), &v, &dir, health)
             });
         if let Err(reason) = live {
@@ -462,74 +296,6 @@ impl Session<'_> {
         }
         Ok(v)
     }
-
-    fn take_backup(
-        &self,
-        id: &str,
-        prev: Option<&Version>,
-        v: &Version,
-        dir: &Path,
-    ) -> Result<String, DeployError> {
-        let spec = self.cfg.hooks.backup.clone();
-        let run = |file: &Path| -> Result<(), String> {
-            let spec = spec.as_ref().expect("only called with a hook");
-            let live_dir = prev
-                .map(|p| self.paths.release(p))
-                .unwrap_or_else(|| dir.to_path_buf());
-            let ctx = self.hook_ctx(v, prev, &live_dir, id, Some(file));
-            run_hook("backup", spec, &ctx)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        let empty = crate::config::SharedConfig::default();
-        let meta = backup::create(
-            &self.paths,
-            &BackupRequest {
-                app: &self.cfg.name,
-                app_version: prev.map(|p| p.to_string()),
-                deploy_id: id,
-                run_hook: if self.cfg.hooks.backup.is_some() {
-                    Some(&run)
-                } else {
-                    None
-                },
-                shared: if self.cfg.policy.backup_shared {
-                    &self.cfg.shared
-                } else {
-                    &empty
-                },
-                keep: self.cfg.policy.keep_backups,
-            },
-        )
-        .map_err(|e| DeployError::Precheck(e.to_string()))?;
-        Ok(meta.id)
-    }
-
-    /// Restores a backup with the configured restore hook.
-    pub fn restore_backup(
-        &self,
-        backup_id: &str,
-        version: &Version,
-        deploy_id: &str,
-    ) -> Result<(), DeployError> {
-        let spec = self.cfg.hooks.restore.clone();
-        let dir = self.paths.release(version);
-        let run = |file: &Path| -> Result<(), String> {
-            let spec = spec.as_ref().expect("only called with a hook");
-            let ctx = self.hook_ctx(version, None, &dir, deploy_id, Some(file));
-            run_hook("restore", spec, &ctx)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        backup::restore(
-            &self.paths,
-            backup_id,
-            if spec.is_some() { Some(&run) } else { None },
-        )
-        .map_err(|e| DeployError::Precheck(e.to_string()))?;
-        Ok(())
-    }
-
     fn fail_before_swap(
         &self,
         rec: &mut DeployRecord,
@@ -539,7 +305,7 @@ impl Session<'_> {
     ) -> DeployError {
         rec.last_error = Some(reason.to_string());
         if installed_now && !self.cfg.policy.keep_failed {
-            if let Err(e) = crate::ops::deploy::remove_release(&self.paths, v) {
+            if let Err(e) = remove_release(&self.paths, v) {
                 warn!(error = %e, "could not remove the failed release");
             }
         }
@@ -547,7 +313,7 @@ impl Session<'_> {
             warn!(error = %e, "could not quarantine");
         }
         DeployError::Failed {
-            state: "failed".into(),
+            state: DeployState::Failed,
             reason: format!(
                 "{reason}; the live release was not touched, {v} is quarantined{}",
                 if self.cfg.policy.keep_failed {
@@ -560,222 +326,12 @@ impl Session<'_> {
         }
     }
 
-    /// Reverts a failed deploy of `v`: swap back, activate, check, restore
-    /// the backup where data may have changed.
-    fn rollback(
-        &self,
-        rec: &mut DeployRecord,
-        v: &Version,
-        reason: &str,
-        data_changed: bool,
-        health: &mut Vec<NamedReport>,
-    ) -> DeployError {
-        let started = Instant::now();
-        match self.rollback_inner(rec, v, data_changed, health) {
-            Ok(restored) => {
-                self.event("system.rollback.completed", rec, "ok", started, None);
-                let _ = self.quarantine(v, reason, &rec.id);
-                DeployError::Failed {
-                    state: "failed".into(),
-                    reason: format!(
-                        "{reason}; reverted to {}{}, {v} is quarantined",
-                        rec.from
-                            .as_ref()
-                            .map(|f| f.to_string())
-                            .unwrap_or_else(|| "no release (there was none before)".into()),
-                        if restored {
-                            " and restored the backup"
-                        } else {
-                            ""
-                        }
-                    ),
-                    rolled_back: true,
-                }
-            }
-            Err(e) => {
-                let why = format!(
-                    "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
-                    self.cfg.name, self.cfg.name
-                );
-                self.event(
-                    "system.rollback.failed",
-                    rec,
-                    "failed",
-                    started,
-                    Some(why.clone()),
-                );
-                let _ = self.set_attention("rollback_failed", &why, &rec.id);
-                let _ = self.quarantine(v, reason, &rec.id);
-                DeployError::NeedsAttention { reason: why }
-            }
-        }
-    }
-
-    fn rollback_inner(
-        &self,
-        rec: &mut DeployRecord,
-        v: &Version,
-        data_changed: bool,
-        health: &mut Vec<NamedReport>,
-    ) -> Result<bool, String> {
-        let s = |e: DeployError| e.to_string();
-        self.save_rec(rec, DeployState::RollbackRunning, "revert")
-            .map_err(s)?;
-        self.event(
-            "system.rollback.started",
-            rec,
-            "started",
-            Instant::now(),
-            None,
-        );
-        maintenance::on(&self.paths, "Maintenance in progress", "rollback")
-            .map_err(|e| e.to_string())?;
-        if rec.swapped
-            || self
-                .paths
-                .current_version()
-                .map_err(|e| e.to_string())?
-                .as_ref()
-                == Some(v)
-        {
-            match rec.from.clone() {
-                Some(f) => {
-                    self.revert(Some(&f)).map_err(s)?;
-                    // The failed release must not become the rollback target:
-                    // last-good goes back to what it was before the deploy.
-                    let target = rec.prev_last_good.clone().filter(|l| l != v && l != &f);
-                    crate::ops::deploy::set_link(&self.paths.last_good(), target.as_ref())
-                        .map_err(|e| e.to_string())?;
-                    let dir = self.paths.release(&f);
-                    let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
-                    self.run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-                        .map_err(|e| format!("activate hook failed after the revert: {e}"))?;
-                }
-                None => {
-                    crate::ops::deploy::set_link(&self.paths.current(), None)
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            rec.swapped = false;
-        }
-        let mut restored = false;
-        let mut ask_pending = false;
-        if data_changed && let Some(b) = rec.backup_id.clone() {
-            match self.cfg.policy.restore_on_revert {
-                RestorePolicy::Auto => {
-                    self.save_rec(rec, DeployState::RollbackRunning, "restore")
-                        .map_err(s)?;
-                    let f = rec.from.clone().unwrap_or_else(|| v.clone());
-                    self.restore_backup(&b, &f, &rec.id).map_err(s)?;
-                    restored = true;
-                }
-                RestorePolicy::Ask => {
-                    // The revert itself worked; whether the data goes back
-                    // is the operator's call. Deploys wait for it.
-                    let why = format!(
-                        "{v} was reverted, but its migrations ran and restore_on_revert = \"ask\": restore with `switchyard backup restore {} {b}` if the data needs it, then `switchyard resolve {}`",
-                        self.cfg.name, self.cfg.name
-                    );
-                    self.set_attention("needs_attention", &why, &rec.id)
-                        .map_err(s)?;
-                    ask_pending = true;
-                }
-                RestorePolicy::Never => {}
-            }
-        }
-        if let Some(f) = rec.from.clone() {
-            self.save_rec(rec, DeployState::HealthCheck, "live-after-revert")
-                .map_err(s)?;
-            self.health(
-                "live-after-revert",
-                self.cfg.health.live.as_ref(),
-                &f,
-                &self.paths.release(&f),
-                health,
-            )?;
-        }
-        if !ask_pending {
-            maintenance::off(&self.paths).map_err(|e| e.to_string())?;
-        }
-        Ok(restored)
-    }
-
-    /// After a crash: resume or undo the deploy the state file says was
-    /// running. Called by the repair every mutating command runs first.
-    pub(crate) fn resume_interrupted_deploy(&self) -> Result<(), DeployError> {
-        let st = AppState::load(&self.paths)?;
-        let Some(mut rec) = st.deploy.clone() else {
-            return Ok(());
-        };
-        if rec.state.is_terminal() {
-            return Ok(());
-        }
-        warn!(app = %self.cfg.name, deploy_id = %rec.id, state = ?rec.state, step = %rec.step, "resuming an interrupted deploy");
-        let started = Instant::now();
-        let reason = format!(
-            "interrupted in state {:?}/{} (the process died)",
-            rec.state, rec.step
-        )
-        .to_lowercase();
-        let mut health = Vec::new();
-        let Some(v) = rec.to.clone() else {
-            self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-            return Ok(());
-        };
-        match rec.state {
-            DeployState::Migrating if !rec.migrate_done => {
-                let why = format!(
-                    "the migrate hook of {v} was running when the process died; its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
-                    rec.backup_id.as_deref().unwrap_or("(none)"),
-                    self.cfg.name
-                );
-                self.set_attention("needs_attention", &why, &rec.id)?;
-                rec.last_error = Some(why.clone());
-                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-                self.event("system.update.failed", &rec, "failed", started, Some(why));
-            }
-            DeployState::RollbackRunning | DeployState::HealthCheck | DeployState::Applying
-                if rec.swapped || rec.state == DeployState::RollbackRunning =>
-            {
-                let data_changed = rec.migrate_done;
-                let err = self.rollback(&mut rec, &v, &reason, data_changed, &mut health);
-                rec.last_error = Some(err.to_string());
-                let state = if matches!(err, DeployError::NeedsAttention { .. }) {
-                    DeployState::RollbackFailed
-                } else {
-                    DeployState::Failed
-                };
-                self.save_rec(&mut rec, state, "interrupted")?;
-                self.event(
-                    "system.update.failed",
-                    &rec,
-                    "failed",
-                    started,
-                    Some(err.to_string()),
-                );
-            }
-            _ => {
-                // Nothing live changed (the install journal undid any partial release).
-                rec.last_error = Some(reason.clone());
-                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-                self.event(
-                    "system.update.failed",
-                    &rec,
-                    "failed",
-                    started,
-                    Some(reason),
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Promote with activation and the live check; reverts at once on failure.
-    pub fn promote_checked(
+    pub(super) fn promote_checked(
         &self,
         v: &Version,
         force: bool,
-    ) -> Result<crate::ops::deploy::SwitchReport, DeployError> {
+    ) -> Result<SwitchReport, DeployError> {
         self.check_blocked()?;
         self.check_quarantine(v, force)?;
         let lg_before = self.paths.last_good_version()?;
@@ -789,7 +345,7 @@ impl Session<'_> {
         let mut health = Vec::new();
         let live = self
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {e}"))
+            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
             .and_then(|()| {
                 self.health("live", self.cfg.health.live.as_ref(), v, &dir, &mut health)
             });
@@ -807,7 +363,7 @@ impl Session<'_> {
             let err = self.rollback(&mut rec, v, &reason, false, &mut health);
             // Keep last-good as it was before this promote.
             if r.from.is_some() {
-                crate::ops::deploy::set_link(
+                set_link(
                     &self.paths.last_good(),
                     lg_before.filter(|l| l != v).as_ref(),
                 )?;
@@ -819,10 +375,7 @@ impl Session<'_> {
 
     /// Revert with activation and the live check; a failing check leaves the
     /// maintenance flag on and asks for an operator.
-    pub fn revert_checked(
-        &self,
-        to: Option<&Version>,
-    ) -> Result<crate::ops::deploy::SwitchReport, DeployError> {
+    pub(super) fn revert_checked(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
         let r = self.revert(to)?;
         if !r.changed {
             return Ok(r);
@@ -833,7 +386,7 @@ impl Session<'_> {
         let mut health = Vec::new();
         let live = self
             .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {e}"))
+            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
             .and_then(|()| {
                 self.health(
                     "live",
@@ -856,7 +409,7 @@ impl Session<'_> {
 
     /// Clears the block left by `needs_attention` or `rollback_failed` and
     /// turns the maintenance flag off.
-    pub fn resolve(&self) -> Result<Option<Attention>, DeployError> {
+    pub(super) fn resolve(&self) -> Result<Option<Attention>, DeployError> {
         let mut st = AppState::load(&self.paths)?;
         let prev = st.attention.take();
         if let Some(rec) = st.deploy.as_mut()
@@ -887,7 +440,7 @@ impl Session<'_> {
     }
 
     /// Runs a backup outside a deploy (`switchyard backup create`).
-    pub fn backup_now(&self) -> Result<backup::BackupMeta, DeployError> {
+    pub(super) fn backup_now(&self) -> Result<BackupMeta, DeployError> {
         let started = Instant::now();
         let id = new_id();
         let cur = self.paths.current_version()?;
@@ -911,8 +464,7 @@ impl Session<'_> {
                 let mut rec = rec;
                 rec.backup_id = Some(bid.clone());
                 self.event("system.backup.completed", &rec, "ok", started, None);
-                Ok(backup::get(&self.paths, &bid)
-                    .map_err(|e| DeployError::Precheck(e.to_string()))?)
+                backup::get(&self.paths, &bid).map_err(DeployError::BackupFailed)
             }
             Err(e) => {
                 self.event(
@@ -920,10 +472,22 @@ impl Session<'_> {
                     &rec,
                     "failed",
                     started,
-                    Some(e.to_string()),
+                    Some(chain(&e)),
                 );
                 Err(e)
             }
         }
+    }
+
+    /// `switchyard backup restore`: restores a backup (without an id, the
+    /// newest) through the restore hook, for the live release.
+    pub(super) fn restore_now(&self, id: Option<&str>) -> Result<String, DeployError> {
+        let id = backup::resolve_id(&self.paths, id)?;
+        let v = self
+            .paths
+            .current_version()?
+            .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
+        self.restore_backup(&id, &v, &new_id())?;
+        Ok(id)
     }
 }

@@ -1,9 +1,25 @@
 //! Every operation on an app: install, switch, the deploy lifecycle with its
 //! hooks and health checks, backups, status. `cli` and `daemon` call only
-//! this layer.
+//! this layer, through [`api`].
+//!
+//! Inside, one job per module, each building on the ones before it:
+//! `error`, `session` (lock, journal, repair), `install`, `switch` (the bare
+//! swap), `steps` (the lifecycle's building blocks), `rollback`, `lifecycle`
+//! (deploy, and the checked promote and revert), `status` (read-only views),
+//! then `api`. A session's repair finishes an interrupted deploy with the
+//! rollback, so opening a session is the one call that reaches upwards.
 
+pub mod api;
 pub mod backup;
-pub mod deploy;
+pub mod error;
 pub mod health;
 pub mod hooks;
-pub mod lifecycle;
+mod install;
+mod lifecycle;
+mod rollback;
+mod session;
+mod status;
+mod steps;
+mod switch;
+
+pub use error::{DeployError, exit};

@@ -1,0 +1,327 @@
+//! The command line's grammar: every command and option, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_PATH;
+use crate::ops::exit;
+
+/// The text after `--help`: every exit code, then where to start.
+pub(crate) fn after_help() -> String {
+    let mut s = String::from("Exit codes:\n");
+    for (code, meaning) in exit::ALL {
+        s.push_str(&format!("  {code}  {meaning}\n"));
+    }
+    s.push_str(
+        "\nStart with `switchyard demo`: it deploys, promotes and reverts a tiny app in a
+temporary folder, with no network, and prints every step.",
+    );
+    s
+}
+
+/// Switchyard: blue/green deployments of verified releases, with atomic
+/// promote and instant revert.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of commands that install.
+#[derive(Debug, Clone, Args)]
+pub struct InstallFlags {
+    /// Accept a version older than the highest already verified (recorded in history).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+/// Options shared by commands that change an app.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// If another operation holds the app's lock, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Output options for read-only commands.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands.
+#[allow(missing_docs)] // flattened option groups; clap shows the variants' docs
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download, verify and unpack a release into releases/<version> (does not touch `current`).
+    Install {
+        /// App name, as in [apps.<name>].
+        app: String,
+        /// A version (1.2.3 or v1.2.3) or `latest` (the highest stable version).
+        #[arg(default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        flags: InstallFlags,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make an installed release live: swap `current` atomically (the old one becomes
+    /// `last-good`), run the activate hook and the live health check; reverts at once if they fail.
+    Promote {
+        /// App name.
+        app: String,
+        /// An installed version.
+        version: String,
+        /// Promote a quarantined release anyway.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The full lifecycle: pre-checks, install, warm, staging health, backup, migrate,
+    /// swap, activate, live health; reverts at once (restoring the backup where
+    /// migrations ran) if anything after the swap fails.
+    Deploy {
+        /// App name.
+        app: String,
+        /// A version or `latest`.
+        #[arg(default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        flags: InstallFlags,
+        /// Accept a major (breaking) upgrade; the release notes are shown otherwise.
+        #[arg(long)]
+        allow_major: bool,
+        /// Deploy a quarantined release anyway.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Swap `current` back to `last-good` (or to --to VERSION), then activate and check it.
+    Revert {
+        /// App name.
+        app: String,
+        /// Revert to this installed release instead of `last-good`.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the live release, the rollback target and what is running.
+    Status {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List installed releases, marking current and last-good.
+    List {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The audit log: every deploy, install, promote, revert, backup and rollback, with time,
+    /// versions, actor and result.
+    History {
+        /// App name.
+        app: String,
+        /// Show only the last N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Remove old releases, keeping the newest keep_releases plus current and last-good.
+    Prune {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Compare the live release with the newest one the source offers on the app's channel.
+    Check {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Clear the block left by a failed revert or an unknown migrate outcome, and
+    /// turn the maintenance flag off (after you have put the app in order).
+    Resolve {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Turn the maintenance flag (root/shared/maintenance.json) on or off.
+    Maintenance {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// App name.
+        app: String,
+        /// Message for users (with `on`).
+        #[arg(long, default_value = "Maintenance in progress")]
+        message: String,
+    },
+    /// Backups: create, list, verify, restore.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+    /// Check the configuration file.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Check a release on disk against the manifest written at install: every file's
+    /// content, mode and type; reports drift (changed, added, missing). Exit 3 on drift.
+    Verify {
+        /// App name.
+        app: String,
+        /// Version (default: the live release).
+        version: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Check the audit log's hash chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Pack a build directory as a release folder: <out>/<version>/{<name>-<version>.tar.gz,SHA256SUMS}.
+    Pack {
+        /// The directory to pack (its contents become the release root).
+        dir: PathBuf,
+        /// Release version (1.2.3 or v1.2.3); also the folder name under --out.
+        #[arg(long)]
+        version: String,
+        /// The release folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Asset file name; {version} and {tag} are replaced. Default: <dir name>-<version>.tar.gz.
+        #[arg(long)]
+        asset: Option<String>,
+        /// Sign the asset and SHA256SUMS with this minisign secret key (password from
+        /// SWITCHYARD_KEY_PASSWORD or the terminal if the key is encrypted).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// owner/repo named in the signatures' trusted comment (with tag and file), so a
+        /// signed file cannot be replayed under another release.
+        #[arg(long)]
+        repo: Option<String>,
+        #[command(flatten)]
+        out_fmt: Output,
+    },
+    /// Generate a minisign-compatible signing key pair: <out>/switchyard.pub and switchyard.key.
+    Keygen {
+        /// Directory to write the keys into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Encrypt the secret key with a password (SWITCHYARD_KEY_PASSWORD or a prompt).
+        #[arg(long)]
+        password: bool,
+        #[command(flatten)]
+        out_fmt: Output,
+    },
+    /// Sign files: writes FILE.minisig, which `minisign -V` accepts.
+    Sign {
+        /// Files to sign.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The secret key (password from SWITCHYARD_KEY_PASSWORD or the terminal if encrypted).
+        #[arg(long)]
+        key: PathBuf,
+        /// The trusted comment (signed). Default: "file=<name>".
+        #[arg(long)]
+        trusted_comment: Option<String>,
+    },
+    /// Run the agent: watch every app (polling, GitHub webhooks), deploy per policy,
+    /// serve /metrics and /healthz, and take CLI commands on the control socket.
+    /// This is what systemd runs (systemd/switchyard.service).
+    Agent,
+    /// Run a local demo: deploy, promote and revert a tiny app, with no network.
+    Demo {
+        /// Work in this directory (kept afterwards) instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `backup` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Take a backup now (backup hook and, with backup_shared, the shared paths).
+    Create {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List backups, oldest first.
+    List {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Re-check a backup's SHA-256.
+    Verify {
+        /// App name.
+        app: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore a backup: verify it, run the restore hook, put shared paths back.
+    Restore {
+        /// App name.
+        app: String,
+        /// Backup id (default: the newest).
+        id: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `config` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the file and print every problem with its line and column.
+    Check {
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `audit` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify the audit log's hash chain: detects edited, inserted or deleted lines.
+    Verify {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}

@@ -1,0 +1,367 @@
+//! What each command does: app commands become an operations-API request,
+//! run by a running agent when it takes them or here otherwise, and the
+//! outcome is rendered; the local tools (pack, keygen, sign, config check,
+//! demo, agent) run here.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::Failure;
+use crate::cli::args::{AuditCmd, BackupCmd, Cli, Command, ConfigCmd, InstallFlags};
+use crate::cli::render;
+use crate::config::{Config, ConfigError};
+use crate::daemon::agent::AgentError;
+use crate::ops::api::{self, Caller, Reply, Request};
+use crate::ops::exit;
+use crate::store::history::Actor;
+use crate::version::{Version, VersionRequest};
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Agent => agent(&cli.config),
+        Command::Demo { dir } => crate::cli::demo::run(dir.as_deref()).map_err(Failure::from),
+        Command::Pack {
+            dir,
+            version,
+            out,
+            asset,
+            key,
+            repo,
+            out_fmt,
+        } => pack(
+            dir,
+            version,
+            out,
+            asset.as_deref(),
+            key.as_deref(),
+            repo,
+            out_fmt.json,
+        ),
+        Command::Keygen {
+            out,
+            password,
+            out_fmt,
+        } => keygen(out, *password, out_fmt.json),
+        Command::Sign {
+            files,
+            key,
+            trusted_comment,
+        } => sign(files, key, trusted_comment.as_deref()),
+        Command::Config {
+            cmd: ConfigCmd::Check { out },
+        } => config_check(&cli.config, out.json),
+        app_command => {
+            let (req, json, wait) = request(app_command)?;
+            operate(&cli.config, &req, json, wait)
+        }
+    }
+}
+
+/// Whether the command prints JSON (errors then print JSON too).
+pub(crate) fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::Install { common, .. }
+        | Command::Promote { common, .. }
+        | Command::Deploy { common, .. }
+        | Command::Revert { common, .. }
+        | Command::Prune { common, .. }
+        | Command::Resolve { common, .. } => common.json,
+        Command::Status { out, .. }
+        | Command::Verify { out, .. }
+        | Command::List { out, .. }
+        | Command::History { out, .. }
+        | Command::Check { out, .. } => out.json,
+        Command::Config {
+            cmd: ConfigCmd::Check { out },
+        }
+        | Command::Audit {
+            cmd: AuditCmd::Verify { out, .. },
+        } => out.json,
+        Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
+        Command::Sign { .. }
+        | Command::Demo { .. }
+        | Command::Maintenance { .. }
+        | Command::Agent => false,
+        Command::Backup { cmd } => match cmd {
+            BackupCmd::Create { common, .. } | BackupCmd::Restore { common, .. } => common.json,
+            BackupCmd::List { out, .. } | BackupCmd::Verify { out, .. } => out.json,
+        },
+    }
+}
+
+/// An app command as a request, with `--json` and `--wait`.
+fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
+    let app = |a: &String| a.clone();
+    Ok(match c {
+        Command::Install {
+            app: a,
+            version,
+            flags: InstallFlags { allow_downgrade },
+            common,
+        } => (
+            Request::Install {
+                app: app(a),
+                version: parse_request(version)?,
+                allow_downgrade: *allow_downgrade,
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Promote {
+            app: a,
+            version,
+            force,
+            common,
+        } => (
+            Request::Promote {
+                app: app(a),
+                version: parse_version(version)?,
+                force: *force,
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Deploy {
+            app: a,
+            version,
+            flags: InstallFlags { allow_downgrade },
+            allow_major,
+            force,
+            common,
+        } => (
+            Request::Deploy {
+                app: app(a),
+                version: parse_request(version)?,
+                allow_downgrade: *allow_downgrade,
+                allow_major: *allow_major,
+                force: *force,
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Revert { app: a, to, common } => (
+            Request::Revert {
+                app: app(a),
+                to: to.as_deref().map(parse_version).transpose()?,
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Status { app: a, out } => (Request::Status { app: app(a) }, out.json, false),
+        Command::List { app: a, out } => (Request::List { app: app(a) }, out.json, false),
+        Command::History { app: a, limit, out } => (
+            Request::History {
+                app: app(a),
+                limit: *limit,
+            },
+            out.json,
+            false,
+        ),
+        Command::Prune { app: a, common } => {
+            (Request::Prune { app: app(a) }, common.json, common.wait)
+        }
+        Command::Check { app: a, out } => (Request::Check { app: app(a) }, out.json, false),
+        Command::Resolve { app: a, common } => {
+            (Request::Resolve { app: app(a) }, common.json, common.wait)
+        }
+        Command::Maintenance {
+            state,
+            app: a,
+            message,
+        } => (
+            Request::Maintenance {
+                app: app(a),
+                on: state == "on",
+                message: message.clone(),
+            },
+            false,
+            false,
+        ),
+        Command::Verify {
+            app: a,
+            version,
+            out,
+        } => (
+            Request::Verify {
+                app: app(a),
+                version: version.as_deref().map(parse_version).transpose()?,
+            },
+            out.json,
+            false,
+        ),
+        Command::Audit {
+            cmd: AuditCmd::Verify { app: a, out },
+        } => (Request::AuditVerify { app: app(a) }, out.json, false),
+        Command::Backup { cmd } => match cmd {
+            BackupCmd::Create { app: a, common } => (
+                Request::BackupCreate { app: app(a) },
+                common.json,
+                common.wait,
+            ),
+            BackupCmd::List { app: a, out } => {
+                (Request::BackupList { app: app(a) }, out.json, false)
+            }
+            BackupCmd::Verify { app: a, id, out } => (
+                Request::BackupVerify {
+                    app: app(a),
+                    id: id.clone(),
+                },
+                out.json,
+                false,
+            ),
+            BackupCmd::Restore { app: a, id, common } => (
+                Request::BackupRestore {
+                    app: app(a),
+                    id: id.clone(),
+                },
+                common.json,
+                common.wait,
+            ),
+        },
+        Command::Agent
+        | Command::Demo { .. }
+        | Command::Pack { .. }
+        | Command::Keygen { .. }
+        | Command::Sign { .. }
+        | Command::Config { .. } => unreachable!("not an app command"),
+    })
+}
+
+fn parse_request(s: &str) -> Result<VersionRequest, Failure> {
+    s.parse::<VersionRequest>()
+        .map_err(|e| Failure::new(exit::USAGE, e))
+}
+
+fn parse_version(s: &str) -> Result<Version, Failure> {
+    Version::parse(s).map_err(|e| Failure::new(exit::USAGE, e))
+}
+
+/// Runs an app request (through the agent when it takes it) and prints
+/// the outcome.
+fn operate(config: &Path, req: &Request, json: bool, wait: bool) -> Result<(), Failure> {
+    let cfg = Config::load(config)?;
+    let app = cfg.app(req.app())?;
+    let outcome = match through_agent(&cfg, req)? {
+        Some(reply) => reply.map_err(Failure::from_agent)?,
+        None => {
+            let source = crate::source::for_app(app);
+            let caller = Caller::operator(Actor::current_user(), wait);
+            api::execute(app, source.as_ref(), req, &caller)?
+        }
+    };
+    print!("{}", render::outcome(req.app(), &outcome, json));
+    match outcome.failure(req.app()) {
+        Some(e) => Err(Failure::from(e).shown(json)),
+        None => Ok(()),
+    }
+}
+
+/// Hands the request to the running agent, if it takes such requests and
+/// one listens on the control socket (so operations are serialised through
+/// it); `Ok(None)` when the CLI should act itself. `SWITCHYARD_NO_AGENT=1`
+/// skips the agent.
+fn through_agent(cfg: &Config, req: &Request) -> Result<Option<Reply>, Failure> {
+    if !req.through_agent() || std::env::var_os("SWITCHYARD_NO_AGENT").is_some_and(|v| v == "1") {
+        return Ok(None);
+    }
+    crate::daemon::control::request(&cfg.agent.control_socket, req)
+        .map_err(|e| Failure::new(exit::FAILURE, e))
+}
+
+fn agent(config: &Path) -> Result<(), Failure> {
+    crate::daemon::agent::run(config).map_err(|e| match e {
+        AgentError::Config(ce) => Failure::from(ce),
+        e => Failure::new(exit::FAILURE, e),
+    })
+}
+
+fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
+    match Config::load(config) {
+        Ok(c) => {
+            print!(
+                "{}",
+                render::config_ok(&c.path, &c.apps.keys().collect::<Vec<_>>(), json)
+            );
+            Ok(())
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            print!("{}", render::config_problems(&path, &problems, json));
+            Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+            )
+            .shown(json))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pack(
+    dir: &Path,
+    version: &str,
+    out: &Path,
+    asset: Option<&str>,
+    key: Option<&Path>,
+    repo: &Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::cli::pack::{PackError, Signing, pack_signed};
+    let signing = key.map(|k| Signing {
+        key: k.to_path_buf(),
+        password: crate::verify::trust::key_password_from_env_or_tty(
+            "Password for the signing key: ",
+        ),
+        repo: repo.clone(),
+    });
+    let p = pack_signed(dir, version, out, asset, signing.as_ref()).map_err(|e| match e {
+        PackError::Version(_) | PackError::Exists(_) => Failure::new(exit::USAGE, e),
+        e => Failure::new(exit::FAILURE, e),
+    })?;
+    print!("{}", render::packed(&p, json));
+    Ok(())
+}
+
+fn keygen(out: &Path, password: bool, json: bool) -> Result<(), Failure> {
+    let pw = if password {
+        let p = crate::verify::trust::key_password_from_env_or_tty("Password for the new key: ");
+        if p.is_none() {
+            return Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!(
+                    "--password needs SWITCHYARD_KEY_PASSWORD or a terminal to read it from"
+                ),
+            ));
+        }
+        p
+    } else {
+        None
+    };
+    let (pk, sk, id) =
+        crate::verify::trust::keygen(out, pw).map_err(|e| Failure::new(exit::FAILURE, e))?;
+    let public = crate::fs::read_to_string(&pk)
+        .ok()
+        .and_then(|t| t.lines().nth(1).map(String::from))
+        .unwrap_or_default();
+    print!(
+        "{}",
+        render::keygen(&pk, &sk, &id.to_string(), &public, json)
+    );
+    Ok(())
+}
+
+fn sign(files: &[PathBuf], key: &Path, trusted_comment: Option<&str>) -> Result<(), Failure> {
+    let pw = crate::verify::trust::key_password_from_env_or_tty("Password for the signing key: ");
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let comment = trusted_comment
+            .map(String::from)
+            .unwrap_or_else(|| format!("file={name}"));
+        let sig = crate::verify::trust::sign_file(key, pw.clone(), f, Some(&comment))
+            .map_err(|e| Failure::new(exit::FAILURE, e))?;
+        println!("signed {}", sig.display());
+    }
+    Ok(())
+}

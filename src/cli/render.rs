@@ -1,0 +1,516 @@
+//! Everything the CLI prints on stdout, for people or as `--json`: each
+//! outcome rendered in one place, whether the operation ran here or in the
+//! agent.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::ops::api::{
+    DeployOutcome, InstallReport, ListedRelease, Outcome, Status, SwitchReport, VerifyReport,
+};
+use crate::ops::backup::BackupMeta;
+use crate::source::UpdateCheck;
+use crate::store::history::Event;
+use crate::version::Version;
+
+/// Pretty JSON and a newline.
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("output serializes");
+    s.push('\n');
+    s
+}
+
+/// The one-line JSON a failed `--json` command prints on stdout.
+pub(crate) fn error_json(message: &str, exit_code: i32) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"error": message, "exit_code": exit_code})
+    )
+}
+
+/// An operation's outcome, as JSON or for people.
+pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
+    if as_json {
+        return match o {
+            Outcome::Switched(r) => json(r),
+            Outcome::Deployed(r) => json(r),
+            Outcome::Status(s) => json(s),
+            Outcome::Installed(r) => json(r),
+            Outcome::Listed(rows) => json(rows),
+            Outcome::History(events) => json(events),
+            Outcome::Pruned { removed, .. } => json(&serde_json::json!({"removed": removed})),
+            Outcome::Checked(r) => json(r),
+            Outcome::Resolved { cleared } => json(&serde_json::json!({"cleared": cleared})),
+            // `maintenance` has no --json: the same line either way.
+            Outcome::Maintenance { on, flag } => maintenance(app, *on, flag),
+            Outcome::Verified(r) => json(r),
+            Outcome::AuditVerified { lines } => {
+                json(&serde_json::json!({"ok": true, "lines": lines}))
+            }
+            Outcome::BackupCreated(m) => json(m),
+            Outcome::Backups(all) => json(all),
+            Outcome::BackupVerified(m) => json(&serde_json::json!({"ok": true, "backup": m})),
+            Outcome::BackupRestored { id } => json(&serde_json::json!({"restored": id})),
+        };
+    }
+    match o {
+        Outcome::Switched(r) => switch(app, r),
+        Outcome::Deployed(r) => deploy(app, r),
+        Outcome::Status(s) => status(s),
+        Outcome::Installed(r) => install(app, r),
+        Outcome::Listed(rows) => list(app, rows),
+        Outcome::History(events) => history(app, events),
+        Outcome::Pruned { removed, keep } if removed.is_empty() => {
+            format!("nothing to prune (keep_releases = {keep})\n")
+        }
+        Outcome::Pruned { removed, .. } => removed
+            .iter()
+            .map(|v| format!("pruned {app} {v}\n"))
+            .collect(),
+        Outcome::Checked(r) => check(r),
+        Outcome::Resolved { cleared: Some(a) } => format!(
+            "{app}: cleared {} ({}); deploys are allowed again\n",
+            a.kind, a.reason
+        ),
+        Outcome::Resolved { cleared: None } => {
+            format!("{app}: nothing was blocked; the maintenance flag is off\n")
+        }
+        Outcome::Maintenance { on, flag } => maintenance(app, *on, flag),
+        Outcome::Verified(r) => verify(app, r),
+        Outcome::AuditVerified { lines } => {
+            format!("audit log of {app}: {lines} lines, chain intact\n")
+        }
+        Outcome::BackupCreated(m) => format!(
+            "backup {} ({}, sha256 {})\n",
+            m.id,
+            human_bytes(m.size),
+            m.sha256
+        ),
+        Outcome::Backups(all) => backups(app, all),
+        Outcome::BackupVerified(m) => format!("backup {}: checksum ok ({})\n", m.id, m.sha256),
+        Outcome::BackupRestored { id } => format!("{app}: restored backup {id}\n"),
+    }
+}
+
+fn or_none(v: &Option<Version>) -> String {
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "none".into())
+}
+
+fn install(app: &str, r: &InstallReport) -> String {
+    if r.installed {
+        format!("installed {app} {} at {}\n", r.version, r.path.display())
+    } else {
+        format!(
+            "{app} {} is already installed at {}\n",
+            r.version,
+            r.path.display()
+        )
+    }
+}
+
+fn switch(app: &str, r: &SwitchReport) -> String {
+    if !r.changed {
+        return format!("{app} {} is already live\n", r.to);
+    }
+    format!(
+        "{app}: current -> {} (was {}); last-good -> {}\n",
+        r.to,
+        or_none(&r.from),
+        or_none(&r.last_good)
+    )
+}
+
+fn deploy(app: &str, r: &DeployOutcome) -> String {
+    let mut s = format!(
+        "{app}: deployed {} (was {}); deploy id {}\n",
+        r.to,
+        or_none(&r.from),
+        r.id
+    );
+    if let Some(b) = &r.backup_id {
+        s.push_str(&format!("backup {b} taken before migrating\n"));
+    }
+    for h in &r.health {
+        s.push_str(&format!(
+            "{} health: passed after {} round(s) in {} ms\n",
+            h.phase,
+            h.report.attempts,
+            h.report.elapsed.as_millis()
+        ));
+    }
+    s
+}
+
+fn maintenance(app: &str, on: bool, flag: &Path) -> String {
+    if on {
+        format!("{app}: maintenance on ({})\n", flag.display())
+    } else {
+        format!("{app}: maintenance off\n")
+    }
+}
+
+fn list(app: &str, rows: &[ListedRelease]) -> String {
+    if rows.is_empty() {
+        return format!("no releases of {app} installed\n");
+    }
+    let mut s = String::new();
+    for r in rows {
+        let mark = match (r.current, r.last_good) {
+            (true, _) => "* current  ",
+            (_, true) => "  last-good",
+            _ => "           ",
+        };
+        let disk = match &r.disk {
+            Some(d) if d.shared_bytes > 0 => format!(
+                "{} (+{} shared)",
+                human_bytes(d.unique_bytes),
+                human_bytes(d.shared_bytes)
+            ),
+            Some(d) => human_bytes(d.unique_bytes),
+            None => String::new(),
+        };
+        s.push_str(&format!(
+            "{mark} {:<16} {:>24}  {}\n",
+            r.version.to_string(),
+            disk,
+            r.installed_at.as_deref().unwrap_or_default()
+        ));
+    }
+    s
+}
+
+fn history(app: &str, events: &[Event]) -> String {
+    if events.is_empty() {
+        return format!("no history for {app} yet\n");
+    }
+    let mut s = String::new();
+    for e in events {
+        let versions = match (&e.from, &e.to) {
+            (Some(f), Some(t)) => format!("{f} -> {t}"),
+            (None, Some(t)) => t.clone(),
+            (Some(f), None) => f.clone(),
+            (None, None) => String::new(),
+        };
+        s.push_str(&format!(
+            "{}  {:<30} {:<18} {:<12} by {}{}\n",
+            e.time,
+            e.event,
+            versions,
+            e.outcome,
+            e.actor.user,
+            e.error
+                .as_ref()
+                .map(|m| format!("\n    {m}"))
+                .unwrap_or_default()
+        ));
+        if let Some(sigs) = e.details.get("signatures").and_then(|v| v.as_array()) {
+            for sig in sigs {
+                s.push_str(&format!(
+                    "    signed {} by key {}: {}\n",
+                    sig["file"].as_str().unwrap_or(""),
+                    sig["key_id"].as_str().unwrap_or(""),
+                    sig["trusted_comment"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    s
+}
+
+fn verify(app: &str, r: &VerifyReport) -> String {
+    if r.drift.is_clean() {
+        return format!(
+            "{app} {}: {} entries match the manifest\n",
+            r.version, r.entries
+        );
+    }
+    let mut s = String::new();
+    for p in &r.drift.changed {
+        s.push_str(&format!("changed  {p}\n"));
+    }
+    for p in &r.drift.added {
+        s.push_str(&format!("added    {p}\n"));
+    }
+    for p in &r.drift.missing {
+        s.push_str(&format!("missing  {p}\n"));
+    }
+    s
+}
+
+fn backups(app: &str, all: &[BackupMeta]) -> String {
+    if all.is_empty() {
+        return format!("no backups of {app}\n");
+    }
+    let mut s = String::new();
+    for m in all {
+        s.push_str(&format!(
+            "{}  {:>10}  version {:<10} deploy {:<16} {}\n",
+            m.id,
+            human_bytes(m.size),
+            m.app_version.as_deref().unwrap_or("-"),
+            if m.deploy_id.is_empty() {
+                "-"
+            } else {
+                &m.deploy_id
+            },
+            m.time
+        ));
+    }
+    s
+}
+
+/// An update check for people.
+pub(crate) fn check(r: &UpdateCheck) -> String {
+    let current = or_none(&r.current);
+    let mut s = format!(
+        "app:        {}\nsource:     {}\nchannel:    {}\ncurrent:    {current}\n",
+        r.app, r.source, r.channel
+    );
+    match (&r.latest, &r.latest_tag) {
+        (Some(v), Some(tag)) => {
+            s.push_str(&format!("latest:     {v} (tag {tag})\n"));
+            if let Some(p) = &r.published_at {
+                s.push_str(&format!("published:  {p}\n"));
+            }
+        }
+        _ => s.push_str(&format!("latest:     none on the {} channel\n", r.channel)),
+    }
+    if r.update_available {
+        let newer = r
+            .newer
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.push_str(&format!(
+            "status:     {} version{} behind ({newer}){}\n",
+            r.behind,
+            if r.behind == 1 { "" } else { "s" },
+            if r.major_upgrade {
+                "; a MAJOR (breaking) upgrade: read the notes first"
+            } else {
+                ""
+            }
+        ));
+        if let Some(v) = &r.latest {
+            s.push_str(&format!("upgrade:    switchyard deploy {} {v}\n", r.app));
+        }
+    } else {
+        s.push_str("status:     up to date\n");
+    }
+    if let Some(n) = &r.notes {
+        s.push_str("\nrelease notes:\n");
+        for line in n.lines() {
+            s.push_str(&format!("  {line}\n"));
+        }
+    }
+    s
+}
+
+/// A status for people.
+pub(crate) fn status(st: &Status) -> String {
+    let mut s = format!(
+        "app:        {}\nroot:       {}\ncurrent:    {}\nlast-good:  {}\ninstalled:  {}\n",
+        st.app,
+        st.root.display(),
+        or_none(&st.current),
+        or_none(&st.last_good),
+        if st.installed.is_empty() {
+            "none".to_string()
+        } else {
+            st.installed
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    for sig in &st.current_signatures {
+        s.push_str(&format!(
+            "signed:     {} by key {}: {}{}\n",
+            sig.file,
+            sig.key_id,
+            sig.trusted_comment,
+            if sig.legacy {
+                " (legacy signature)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(d) = &st.deploy {
+        s.push_str(&format!(
+            "deploy:     {} {} -> {}: {} ({}), updated {}\n",
+            d.id,
+            or_none(&d.from),
+            d.to.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into()),
+            d.state.as_str(),
+            d.step,
+            d.updated
+        ));
+        if let Some(e) = &d.last_error {
+            s.push_str(&format!("last error: {e}\n"));
+        }
+    }
+    if let Some(a) = &st.attention {
+        s.push_str(&format!(
+            "BLOCKED:    {} since {}: {}\n",
+            a.kind, a.since, a.reason
+        ));
+    }
+    if let Some(m) = &st.maintenance {
+        s.push_str(&format!(
+            "maintenance: on since {} ({}): {}\n",
+            m.since, m.reason, m.message
+        ));
+    }
+    for (v, q) in &st.quarantined {
+        s.push_str(&format!(
+            "quarantined: {v} since {}: {}\n",
+            q.time, q.reason
+        ));
+    }
+    if let Some(h) = &st.highest_verified {
+        s.push_str(&format!("highest verified: {h}\n"));
+    }
+    if let Some(r) = &st.running {
+        s.push_str(&format!(
+            "running:    pid {} '{}' since {}\n",
+            r.pid, r.operation, r.since
+        ));
+    }
+    if let Some(i) = &st.interrupted {
+        s.push_str(&format!("interrupted: {i}\n"));
+    }
+    if let Some(e) = &st.last_event {
+        s.push_str(&format!(
+            "last event: {} {} {} ({}) by {}\n",
+            e.time,
+            e.event,
+            e.to.clone().unwrap_or_default(),
+            e.outcome,
+            e.actor.user
+        ));
+    }
+    for p in &st.problems {
+        s.push_str(&format!("PROBLEM:    {p}\n"));
+    }
+    s
+}
+
+/// `config check` on a valid file.
+pub(crate) fn config_ok(path: &Path, apps: &[&String], as_json: bool) -> String {
+    if as_json {
+        return json(&serde_json::json!({"ok": true, "path": path, "apps": apps}));
+    }
+    format!(
+        "{}: ok ({} app{}: {})\n",
+        path.display(),
+        apps.len(),
+        if apps.len() == 1 { "" } else { "s" },
+        apps.iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// `config check` on an invalid file: every problem, located.
+pub(crate) fn config_problems<P: Serialize + std::fmt::Display>(
+    path: &Path,
+    problems: &[P],
+    as_json: bool,
+) -> String {
+    if as_json {
+        return json(&serde_json::json!({"ok": false, "path": path, "problems": problems}));
+    }
+    problems
+        .iter()
+        .map(|p| format!("{}:{}\n", path.display(), p))
+        .collect()
+}
+
+/// What `pack` wrote.
+pub(crate) fn packed(p: &crate::cli::pack::Packed, as_json: bool) -> String {
+    if as_json {
+        return json(p);
+    }
+    let mut s = format!("packed {} ({})\n", p.asset.display(), p.sha256);
+    s.push_str(&format!("wrote  {}\n", p.sums.display()));
+    for sig in &p.signatures {
+        s.push_str(&format!("signed {}\n", sig.display()));
+    }
+    s
+}
+
+/// What `keygen` wrote, and how to pin the key.
+pub(crate) fn keygen(
+    public_file: &Path,
+    secret_file: &Path,
+    key_id: &str,
+    public: &str,
+    as_json: bool,
+) -> String {
+    if as_json {
+        return json(&serde_json::json!({
+            "public_key_file": public_file, "secret_key_file": secret_file, "key_id": key_id, "public_key": public
+        }));
+    }
+    format!(
+        "public key: {}  (key id {key_id})\nsecret key: {}  (keep it secret; mode 0600)\n\nPin it on every host:\n  [apps.<name>.trust]\n  keys = [\"{public}\"]\n",
+        public_file.display(),
+        secret_file.display()
+    )
+}
+
+/// 1536 → "1.5 KiB".
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_switch_reads_the_same_from_anywhere() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        let r = SwitchReport {
+            from: Some(v("1.0.0")),
+            to: v("1.1.0"),
+            last_good: Some(v("1.0.0")),
+            changed: true,
+        };
+        // What the agent sends back renders like a direct call.
+        let wire: Outcome =
+            serde_json::from_str(&serde_json::to_string(&Outcome::Switched(r)).unwrap()).unwrap();
+        assert_eq!(
+            outcome("web", &wire, false),
+            "web: current -> 1.1.0 (was 1.0.0); last-good -> 1.0.0\n"
+        );
+        assert!(outcome("web", &wire, true).contains("\"changed\": true"));
+    }
+}

@@ -1,0 +1,272 @@
+//! The error of every operation, its exit codes, and the one place an error
+//! chain becomes text that is kept (state file, audit log, the control socket).
+
+use crate::fs::FsError;
+use crate::ops::backup::BackupError;
+use crate::source::SourceError;
+use crate::store::history::HistoryError;
+use crate::store::layout::LinkError;
+use crate::store::state::{DeployState, StateError};
+use crate::verify::VerifyError;
+use crate::verify::trust::TrustError;
+use crate::verify::unpack::UnpackError;
+
+/// Errors of an operation. Each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The source failed or lacks the release.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Checksum or signature verification failed.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The archive was refused or is corrupt.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// Lock, journal or state failure.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Audit log failure.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The audit log's hash chain does not verify (`audit verify`).
+    #[error(transparent)]
+    Audit(HistoryError),
+    /// Shared paths could not be linked.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// File-system failure.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A backup asked for could not be found, read or checked.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// Taking or restoring a backup failed under a session (reported, as
+    /// always, as a refused pre-check).
+    #[error("pre-check failed")]
+    BackupFailed(#[source] BackupError),
+    /// The release is missing a file the policy requires.
+    #[error("release {version} has no {file}; {hint}")]
+    MissingSidecar {
+        /// The release.
+        version: String,
+        /// The missing file.
+        file: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A release that is not installed.
+    #[error(
+        "release {version} of {app} is not installed (installed: {installed}); run `switchyard install {app} {version}` first"
+    )]
+    NotInstalled {
+        /// The app.
+        app: String,
+        /// The release asked for.
+        version: String,
+        /// What is installed.
+        installed: String,
+    },
+    /// `verify` without a version, and nothing is live.
+    #[error("{app} has no live release; name one: switchyard verify {app} <version>")]
+    NoLiveRelease {
+        /// The app.
+        app: String,
+    },
+    /// A release on disk differs from its manifest.
+    #[error(
+        "{app} {version} differs from its manifest: {changed} changed, {added} added, {missing} missing; reinstall it (prune it, then install) or investigate who changed it"
+    )]
+    Drift {
+        /// The app.
+        app: String,
+        /// The release.
+        version: String,
+        /// Entries changed.
+        changed: usize,
+        /// Entries added.
+        added: usize,
+        /// Entries missing.
+        missing: usize,
+    },
+    /// A signature was refused.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// No signature while the policy requires one.
+    #[error(
+        "release {version} is not signed: neither {asset}.minisig nor SHA256SUMS.minisig was published, and [apps.{app}.trust] require_signature = true; sign it with `switchyard sign` or `minisign -S` (or `switchyard pack --key`)"
+    )]
+    Unsigned {
+        /// The app.
+        app: String,
+        /// The release.
+        version: String,
+        /// The asset's name.
+        asset: String,
+    },
+    /// A valid signature whose trusted comment names another release or file.
+    #[error(
+        "{file}: the signature is valid, but its trusted comment {comment:?} names {field} {found:?} where {expected:?} was expected: a signed file from another release was replayed; nothing was installed"
+    )]
+    Replayed {
+        /// The signature file.
+        file: String,
+        /// The trusted comment.
+        comment: String,
+        /// `tag` or `file`.
+        field: String,
+        /// What the comment says.
+        found: String,
+        /// What it should say.
+        expected: String,
+    },
+    /// An older version than the highest ever verified.
+    #[error(
+        "refusing to install {app} {version}: it is older than {highest}, the highest version already verified here (downgrade protection); pass --allow-downgrade if you mean it, or use `switchyard revert`/`promote` to return to an installed release"
+    )]
+    Downgrade {
+        /// The app.
+        app: String,
+        /// The release asked for.
+        version: String,
+        /// The floor.
+        highest: String,
+    },
+    /// A pre-check refused the deploy; nothing changed.
+    #[error("pre-check failed: {0}")]
+    Precheck(String),
+    /// Deploys are blocked until an operator runs `switchyard resolve`.
+    #[error(
+        "deploys of {app} are blocked ({kind}): {reason}\nWhen the app is back in order, run `switchyard resolve {app}`"
+    )]
+    Blocked {
+        /// The app.
+        app: String,
+        /// `needs_attention` or `rollback_failed`.
+        kind: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The deploy failed (and was undone where anything had changed).
+    #[error("deploy failed ({}): {reason}", state.as_str())]
+    Failed {
+        /// The state it ended in.
+        state: DeployState,
+        /// What failed and what was done about it.
+        reason: String,
+        /// The live release was swapped back.
+        rolled_back: bool,
+    },
+    /// Switchyard stopped rather than guess; an operator must look.
+    #[error("the app needs an operator: {reason}")]
+    NeedsAttention {
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// `revert` with no rollback target.
+    #[error(
+        "{app} has no release to revert to: last-good is not set; name one with `switchyard revert {app} --to <version>`"
+    )]
+    NothingToRevert {
+        /// The app.
+        app: String,
+    },
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A runtime failure not covered below.
+    pub const FAILURE: i32 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: i32 = 2;
+    /// Checksum or signature verification failed, or the archive was refused.
+    pub const VERIFY: i32 = 3;
+    /// Another operation holds the app's lock.
+    pub const BUSY: i32 = 4;
+    /// The app, release or version was not found.
+    pub const NOT_FOUND: i32 = 5;
+    /// A pre-check refused the deploy, or deploys are blocked; nothing changed.
+    pub const PRECHECK: i32 = 6;
+    /// The deploy failed; the live release was kept or reverted to.
+    pub const DEPLOY_FAILED: i32 = 7;
+    /// Switchyard stopped rather than guess (unknown migrate outcome, failed
+    /// revert): the maintenance flag is on, `switchyard resolve` unblocks.
+    pub const NEEDS_ATTENTION: i32 = 8;
+
+    /// Every code with a one-line meaning, for `--help`.
+    pub(crate) const ALL: [(i32, &str); 9] = [
+        (OK, "success"),
+        (FAILURE, "failure"),
+        (USAGE, "usage or configuration error"),
+        (
+            VERIFY,
+            "verification failed (checksum, signature, downgrade, unsafe archive, drift)",
+        ),
+        (BUSY, "the app is busy (another operation holds its lock)"),
+        (NOT_FOUND, "not found (app, release, version or backup)"),
+        (
+            PRECHECK,
+            "a pre-check refused the deploy, or deploys are blocked; nothing changed",
+        ),
+        (
+            DEPLOY_FAILED,
+            "the deploy failed; the live release was kept or reverted to",
+        ),
+        (
+            NEEDS_ATTENTION,
+            "the app needs an operator (maintenance on; `switchyard resolve` unblocks)",
+        ),
+    ];
+}
+
+impl DeployError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DeployError::Verify(_)
+            | DeployError::Unpack(_)
+            | DeployError::MissingSidecar { .. }
+            | DeployError::Trust(_)
+            | DeployError::Unsigned { .. }
+            | DeployError::Replayed { .. }
+            | DeployError::Downgrade { .. }
+            | DeployError::Audit(_)
+            | DeployError::Drift { .. }
+            | DeployError::Backup(BackupError::Damaged { .. }) => exit::VERIFY,
+            DeployError::State(StateError::Busy { .. }) => exit::BUSY,
+            DeployError::Source(SourceError::NotFound { .. })
+            | DeployError::NotInstalled { .. }
+            | DeployError::NoLiveRelease { .. }
+            | DeployError::NothingToRevert { .. }
+            | DeployError::Backup(BackupError::NotFound { .. }) => exit::NOT_FOUND,
+            DeployError::Source(SourceError::Version(_)) => exit::USAGE,
+            DeployError::Source(SourceError::Refused { .. }) => exit::VERIFY,
+            DeployError::Precheck(_)
+            | DeployError::Blocked { .. }
+            | DeployError::BackupFailed(_) => exit::PRECHECK,
+            DeployError::Failed { .. } => exit::DEPLOY_FAILED,
+            DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+/// The messages of an error and its sources, outermost first.
+pub(crate) fn messages(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// An error and its sources joined by ": ": the text kept where no edge
+/// will print the chain later (state file, audit log, the reasons composed
+/// into a failed deploy's message).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    messages(e).join(": ")
+}

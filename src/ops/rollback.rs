@@ -1,0 +1,228 @@
+//! Undoing a deploy that failed after it changed something: swap back,
+//! activate, check, restore the backup where migrations ran. The same
+//! rollback finishes a deploy a killed process left half done: every session
+//! runs [`Session::resume_interrupted_deploy`] as part of its repair.
+
+use std::time::Instant;
+
+use tracing::warn;
+
+use crate::config::RestorePolicy;
+use crate::ops::error::{DeployError, chain};
+use crate::ops::session::{Session, set_link};
+use crate::ops::steps::NamedReport;
+use crate::store::layout::maintenance;
+use crate::store::state::{AppState, DeployRecord, DeployState};
+use crate::version::Version;
+
+impl Session<'_> {
+    /// Reverts a failed deploy of `v`: swap back, activate, check, restore
+    /// the backup where data may have changed.
+    pub(super) fn rollback(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        reason: &str,
+        data_changed: bool,
+        health: &mut Vec<NamedReport>,
+    ) -> DeployError {
+        let started = Instant::now();
+        match self.rollback_inner(rec, v, data_changed, health) {
+            Ok(restored) => {
+                self.event("system.rollback.completed", rec, "ok", started, None);
+                let _ = self.quarantine(v, reason, &rec.id);
+                DeployError::Failed {
+                    state: DeployState::Failed,
+                    reason: format!(
+                        "{reason}; reverted to {}{}, {v} is quarantined",
+                        rec.from
+                            .as_ref()
+                            .map(|f| f.to_string())
+                            .unwrap_or_else(|| "no release (there was none before)".into()),
+                        if restored {
+                            " and restored the backup"
+                        } else {
+                            ""
+                        }
+                    ),
+                    rolled_back: true,
+                }
+            }
+            Err(e) => {
+                let why = format!(
+                    "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
+                    self.cfg.name, self.cfg.name
+                );
+                self.event(
+                    "system.rollback.failed",
+                    rec,
+                    "failed",
+                    started,
+                    Some(why.clone()),
+                );
+                let _ = self.set_attention("rollback_failed", &why, &rec.id);
+                let _ = self.quarantine(v, reason, &rec.id);
+                DeployError::NeedsAttention { reason: why }
+            }
+        }
+    }
+
+    fn rollback_inner(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        data_changed: bool,
+        health: &mut Vec<NamedReport>,
+    ) -> Result<bool, String> {
+        let s = |e: DeployError| chain(&e);
+        self.save_rec(rec, DeployState::RollbackRunning, "revert")
+            .map_err(s)?;
+        self.event(
+            "system.rollback.started",
+            rec,
+            "started",
+            Instant::now(),
+            None,
+        );
+        maintenance::on(&self.paths, "Maintenance in progress", "rollback")
+            .map_err(|e| chain(&e))?;
+        if rec.swapped
+            || self
+                .paths
+                .current_version()
+                .map_err(|e| chain(&e))?
+                .as_ref()
+                == Some(v)
+        {
+            match rec.from.clone() {
+                Some(f) => {
+                    self.revert(Some(&f)).map_err(s)?;
+                    // The failed release must not become the rollback target:
+                    // last-good goes back to what it was before the deploy.
+                    let target = rec.prev_last_good.clone().filter(|l| l != v && l != &f);
+                    set_link(&self.paths.last_good(), target.as_ref()).map_err(|e| chain(&e))?;
+                    let dir = self.paths.release(&f);
+                    let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
+                    self.run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
+                        .map_err(|e| {
+                            format!("activate hook failed after the revert: {}", chain(&e))
+                        })?;
+                }
+                None => {
+                    set_link(&self.paths.current(), None).map_err(|e| chain(&e))?;
+                }
+            }
+            rec.swapped = false;
+        }
+        let mut restored = false;
+        let mut ask_pending = false;
+        if data_changed && let Some(b) = rec.backup_id.clone() {
+            match self.cfg.policy.restore_on_revert {
+                RestorePolicy::Auto => {
+                    self.save_rec(rec, DeployState::RollbackRunning, "restore")
+                        .map_err(s)?;
+                    let f = rec.from.clone().unwrap_or_else(|| v.clone());
+                    self.restore_backup(&b, &f, &rec.id).map_err(s)?;
+                    restored = true;
+                }
+                RestorePolicy::Ask => {
+                    // The revert itself worked; whether the data goes back
+                    // is the operator's call. Deploys wait for it.
+                    let why = format!(
+                        "{v} was reverted, but its migrations ran and restore_on_revert = \"ask\": restore with `switchyard backup restore {} {b}` if the data needs it, then `switchyard resolve {}`",
+                        self.cfg.name, self.cfg.name
+                    );
+                    self.set_attention("needs_attention", &why, &rec.id)
+                        .map_err(s)?;
+                    ask_pending = true;
+                }
+                RestorePolicy::Never => {}
+            }
+        }
+        if let Some(f) = rec.from.clone() {
+            self.save_rec(rec, DeployState::HealthCheck, "live-after-revert")
+                .map_err(s)?;
+            self.health(
+                "live-after-revert",
+                self.cfg.health.live.as_ref(),
+                &f,
+                &self.paths.release(&f),
+                health,
+            )?;
+        }
+        if !ask_pending {
+            maintenance::off(&self.paths).map_err(|e| chain(&e))?;
+        }
+        Ok(restored)
+    }
+
+    /// After a crash: resume or undo the deploy the state file says was
+    /// running. Called by the repair every mutating command runs first.
+    pub(super) fn resume_interrupted_deploy(&self) -> Result<(), DeployError> {
+        let st = AppState::load(&self.paths)?;
+        let Some(mut rec) = st.deploy.clone() else {
+            return Ok(());
+        };
+        if rec.state.is_terminal() {
+            return Ok(());
+        }
+        warn!(app = %self.cfg.name, deploy_id = %rec.id, state = ?rec.state, step = %rec.step, "resuming an interrupted deploy");
+        let started = Instant::now();
+        let reason = format!(
+            "interrupted in state {:?}/{} (the process died)",
+            rec.state, rec.step
+        )
+        .to_lowercase();
+        let mut health = Vec::new();
+        let Some(v) = rec.to.clone() else {
+            self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
+            return Ok(());
+        };
+        match rec.state {
+            DeployState::Migrating if !rec.migrate_done => {
+                let why = format!(
+                    "the migrate hook of {v} was running when the process died; its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
+                    rec.backup_id.as_deref().unwrap_or("(none)"),
+                    self.cfg.name
+                );
+                self.set_attention("needs_attention", &why, &rec.id)?;
+                rec.last_error = Some(why.clone());
+                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
+                self.event("system.update.failed", &rec, "failed", started, Some(why));
+            }
+            DeployState::RollbackRunning | DeployState::HealthCheck | DeployState::Applying
+                if rec.swapped || rec.state == DeployState::RollbackRunning =>
+            {
+                let data_changed = rec.migrate_done;
+                let err = self.rollback(&mut rec, &v, &reason, data_changed, &mut health);
+                rec.last_error = Some(chain(&err));
+                let state = if matches!(err, DeployError::NeedsAttention { .. }) {
+                    DeployState::RollbackFailed
+                } else {
+                    DeployState::Failed
+                };
+                self.save_rec(&mut rec, state, "interrupted")?;
+                self.event(
+                    "system.update.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(chain(&err)),
+                );
+            }
+            _ => {
+                // Nothing live changed (the install journal undid any partial release).
+                rec.last_error = Some(reason.clone());
+                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
+                self.event(
+                    "system.update.failed",
+                    &rec,
+                    "failed",
+                    started,
+                    Some(reason),
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! A session: an app with its lock held and its on-disk state repaired,
+//! the only way to change anything under an app root. Also the transaction
+//! every change runs in: a journal records its intent before anything
+//! changes, and the same journal-driven undo runs when the transaction is
+//! dropped uncommitted and when the next session finds the journal of a
+//! killed process.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use std::path::Path;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::AppConfig;
+use crate::fs::{self, FsError};
+use crate::ops::error::DeployError;
+use crate::store::history::{self, Actor, Event};
+use crate::store::layout::{AppPaths, STAGING_PREFIX};
+use crate::store::state::{AppLock, Journal, now_rfc3339, remove_debris};
+use crate::version::Version;
+
+/// An app with its lock held and its on-disk state repaired.
+pub(super) struct Session<'a> {
+    /// The app's configuration.
+    pub(super) cfg: &'a AppConfig,
+    /// Its paths.
+    pub(super) paths: AppPaths,
+    /// Who is acting.
+    pub(super) actor: Actor,
+    /// The clock hooks and health checks are timed on.
+    pub(super) clock: Arc<dyn Clock>,
+    _lock: AppLock,
+}
+
+impl<'a> Session<'a> {
+    /// Takes the app's lock (failing fast unless `wait`), creates the root's
+    /// folders, and repairs whatever a killed operation left behind.
+    pub(super) fn open(
+        cfg: &'a AppConfig,
+        actor: Actor,
+        operation: &str,
+        wait: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Session<'a>, DeployError> {
+        let paths = AppPaths::new(&cfg.root);
+        paths.ensure()?;
+        let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
+        let s = Session {
+            cfg,
+            paths,
+            actor,
+            clock,
+            _lock: lock,
+        };
+        s.repair()?;
+        Ok(s)
+    }
+
+    /// Undoes an interrupted operation, resumes or undoes an interrupted
+    /// deploy (ops/rollback.rs), and removes temporary debris.
+    fn repair(&self) -> Result<(), DeployError> {
+        if let Some(j) = Journal::read(&self.paths)? {
+            warn!(app = %self.cfg.name, op = %j.op, id = %j.id, pid = j.pid,
+                "found the journal of an interrupted operation; undoing it");
+            let started = Instant::now();
+            undo(&self.paths, &j)?;
+            self.record(
+                &format!("release.{}.rolled_back", j.op),
+                &j.id,
+                j.prev_current.as_ref().map(|v| v.to_string()),
+                j.target.as_ref().map(|v| v.to_string()),
+                "rolled_back",
+                started,
+                Some(format!(
+                    "interrupted (process {} did not finish); undone on the next start",
+                    j.pid
+                )),
+                Default::default(),
+            )?;
+        }
+        self.resume_interrupted_deploy()?;
+        let removed = remove_debris(&self.paths)?;
+        for p in removed {
+            info!(app = %self.cfg.name, path = %p.display(), "removed debris of an interrupted operation");
+        }
+        Ok(())
+    }
+
+    /// Appends an event to the app's audit log.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &self,
+        event: &str,
+        id: &str,
+        from: Option<String>,
+        to: Option<String>,
+        outcome: &str,
+        started: Instant,
+        error: Option<String>,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), DeployError> {
+        history::append(
+            &self.paths,
+            &Event {
+                time: now_rfc3339(),
+                app: self.cfg.name.clone(),
+                event: event.to_string(),
+                id: id.to_string(),
+                from,
+                to,
+                actor: self.actor.clone(),
+                outcome: outcome.to_string(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                error,
+                details,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The installed releases, for messages ("none" when there are none).
+    pub(super) fn installed_list(&self) -> String {
+        let v = self.paths.installed().unwrap_or_default();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
+
+/// A transaction: journal written before any change; dropped uncommitted, it
+/// undoes itself through the same code the crash repair uses.
+pub(super) struct Txn<'p> {
+    paths: &'p AppPaths,
+    journal: Journal,
+    committed: bool,
+}
+
+impl<'p> Txn<'p> {
+    /// Writes the journal; nothing may change before this returns.
+    pub(super) fn begin(paths: &'p AppPaths, journal: Journal) -> Result<Self, DeployError> {
+        journal.write(paths)?;
+        Ok(Txn {
+            paths,
+            journal,
+            committed: false,
+        })
+    }
+
+    /// Clears the journal: the change stands.
+    pub(super) fn commit(mut self) -> Result<(), DeployError> {
+        Journal::clear(self.paths)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(e) = undo(self.paths, &self.journal)
+        {
+            warn!(error = %e, op = %self.journal.op, "rollback failed; the next command will retry it");
+        }
+    }
+}
+
+/// Undoes what a journalled operation may have done, then clears the journal.
+fn undo(paths: &AppPaths, j: &Journal) -> Result<(), DeployError> {
+    match j.op.as_str() {
+        "install" => {
+            if let Some(v) = &j.target
+                && j.creates_release
+            {
+                remove_release(paths, v)?;
+            }
+        }
+        "promote" | "revert" => {
+            set_link(&paths.current(), j.prev_current.as_ref())?;
+            set_link(&paths.last_good(), j.prev_last_good.as_ref())?;
+        }
+        other => warn!(op = other, "unknown journal operation; clearing it"),
+    }
+    remove_debris(paths)?;
+    Journal::clear(paths)?;
+    Ok(())
+}
+
+/// Points `link` at `releases/<v>`, or removes it for `None`.
+pub(super) fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> {
+    match v {
+        Some(v) => fs::replace_symlink(&AppPaths::link_target(v), link),
+        None => {
+            if fs::symlink_metadata(link)?.is_some() {
+                fs::remove_file(link)?;
+                fs::fsync_dir(fs::parent_of(link))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Removes an installed release so that no partial `releases/<v>` is ever
+/// visible: rename it aside first, then delete.
+pub(super) fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), FsError> {
+    let dir = paths.release(v);
+    if fs::symlink_metadata(&dir)?.is_some() {
+        let aside = paths.releases().join(format!(
+            "{STAGING_PREFIX}removing-{}-{:08x}",
+            v.dir_name(),
+            fastrand::u32(..)
+        ));
+        fs::rename(&dir, &aside)?;
+        fs::fsync_dir(&paths.releases())?;
+        fs::remove_file(&paths.manifest(v))?;
+        fs::remove_dir_all(&aside)?;
+    } else {
+        fs::remove_file(&paths.manifest(v))?;
+    }
+    Ok(())
+}

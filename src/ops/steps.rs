@@ -1,0 +1,283 @@
+//! The steps the lifecycle is made of, each usable on its own under a
+//! session: the deploy record saved before every step, audit events, hooks,
+//! health checks, quarantine, the operator block, and backups taken or
+//! restored through the app's hooks.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::ops::backup::{self, BackupRequest};
+use crate::ops::error::{DeployError, chain};
+use crate::ops::health::{HealthConfig, HealthReport, run_health};
+use crate::ops::hooks::{HookContext, HookError, HookSpec, run_hook};
+use crate::ops::session::Session;
+use crate::store::layout::maintenance;
+use crate::store::state::{
+    AppState, Attention, DeployRecord, DeployState, Quarantine, now_rfc3339,
+};
+use crate::version::Version;
+
+/// A health report with the phase it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedReport {
+    /// `staging`, `live`, `live-after-revert`.
+    pub phase: String,
+    /// The report.
+    pub report: HealthReport,
+}
+
+impl Session<'_> {
+    /// Saves the deploy record in `state.json` as entering `state`/`step`,
+    /// before the step runs (a crash checkpoint follows).
+    pub(super) fn save_rec(
+        &self,
+        rec: &mut DeployRecord,
+        state: DeployState,
+        step: &str,
+    ) -> Result<(), DeployError> {
+        rec.state = state;
+        rec.step = step.to_string();
+        rec.updated = now_rfc3339();
+        let mut st = AppState::load(&self.paths)?;
+        st.deploy = Some(rec.clone());
+        st.save(&self.paths)?;
+        info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
+        // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
+        crate::store::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
+        Ok(())
+    }
+
+    /// Appends a deploy event to the audit log; a failure to append is
+    /// logged, not raised (the deploy's own outcome matters more).
+    pub(super) fn event(
+        &self,
+        name: &str,
+        rec: &DeployRecord,
+        outcome: &str,
+        started: Instant,
+        error: Option<String>,
+    ) {
+        let mut details = serde_json::Map::new();
+        details.insert("state".into(), rec.state.as_str().into());
+        details.insert("step".into(), rec.step.clone().into());
+        if let Some(b) = &rec.backup_id {
+            details.insert("backup_id".into(), b.clone().into());
+        }
+        if let Err(e) = self.record(
+            name,
+            &rec.id,
+            rec.from.as_ref().map(|v| v.to_string()),
+            rec.to.as_ref().map(|v| v.to_string()),
+            outcome,
+            started,
+            error,
+            details,
+        ) {
+            error!(error = %e, "could not append to the audit log");
+        }
+    }
+
+    /// What a hook is told about the release it runs for.
+    pub(super) fn hook_ctx(
+        &self,
+        version: &Version,
+        prev: Option<&Version>,
+        dir: &Path,
+        id: &str,
+        backup_file: Option<&Path>,
+    ) -> HookContext {
+        HookContext {
+            app: self.cfg.name.clone(),
+            version: version.to_string(),
+            previous_version: prev.map(|v| v.to_string()),
+            release_dir: dir.to_path_buf(),
+            root: self.paths.root.clone(),
+            deploy_id: id.to_string(),
+            backup_file: backup_file.map(Path::to_path_buf),
+            log_dir: self.paths.state_dir().join("logs").join(id),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Runs a configured hook, if any.
+    pub(super) fn run_opt_hook(
+        &self,
+        name: &str,
+        spec: Option<&HookSpec>,
+        ctx: &HookContext,
+    ) -> Result<(), HookError> {
+        if let Some(spec) = spec {
+            // run_hook logs the start with the command and timeout.
+            tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = name, "hook");
+            run_hook(name, spec, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a phase's health check, if configured, and keeps its report;
+    /// `Err` is the reason, for the failed deploy's message.
+    pub(super) fn health(
+        &self,
+        which: &str,
+        cfg: Option<&HealthConfig>,
+        v: &Version,
+        dir: &Path,
+        out: &mut Vec<NamedReport>,
+    ) -> Result<(), String> {
+        let Some(cfg) = cfg else { return Ok(()) };
+        let report = run_health(cfg, &v.to_string(), dir, self.clock.as_ref());
+        let passed = report.passed;
+        let err = report.last_error.clone();
+        info!(app = %self.cfg.name, version = %v, step = which, passed, attempts = report.attempts, "health check");
+        out.push(NamedReport {
+            phase: which.to_string(),
+            report,
+        });
+        if passed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{which} health check failed: {}",
+                err.unwrap_or_else(|| "no check passed".into())
+            ))
+        }
+    }
+
+    /// Marks `v` as quarantined: deploys and promotes refuse it without --force.
+    pub(super) fn quarantine(
+        &self,
+        v: &Version,
+        reason: &str,
+        id: &str,
+    ) -> Result<(), DeployError> {
+        let mut st = AppState::load(&self.paths)?;
+        st.quarantined.insert(
+            v.to_string(),
+            Quarantine {
+                reason: reason.to_string(),
+                time: now_rfc3339(),
+                deploy_id: id.to_string(),
+            },
+        );
+        st.save(&self.paths)?;
+        warn!(app = %self.cfg.name, version = %v, reason, "release quarantined");
+        Ok(())
+    }
+
+    /// Blocks deploys until `switchyard resolve` and turns the maintenance flag on.
+    pub(super) fn set_attention(
+        &self,
+        kind: &str,
+        reason: &str,
+        id: &str,
+    ) -> Result<(), DeployError> {
+        let mut st = AppState::load(&self.paths)?;
+        st.attention = Some(Attention {
+            kind: kind.to_string(),
+            reason: reason.to_string(),
+            since: now_rfc3339(),
+            deploy_id: id.to_string(),
+        });
+        st.save(&self.paths)?;
+        maintenance::on(&self.paths, "Maintenance in progress", kind)?;
+        error!(app = %self.cfg.name, kind, reason, "the app needs an operator");
+        Ok(())
+    }
+
+    /// Refuses while deploys are blocked.
+    pub(super) fn check_blocked(&self) -> Result<(), DeployError> {
+        if let Some(a) = AppState::load(&self.paths)?.attention {
+            return Err(DeployError::Blocked {
+                app: self.cfg.name.clone(),
+                kind: a.kind,
+                reason: a.reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a quarantined release unless `force`.
+    pub(super) fn check_quarantine(&self, v: &Version, force: bool) -> Result<(), DeployError> {
+        if force {
+            return Ok(());
+        }
+        if let Some(q) = AppState::load(&self.paths)?.quarantined.get(&v.to_string()) {
+            return Err(DeployError::Precheck(format!(
+                "release {v} is quarantined since {} ({}); pass --force to deploy it anyway",
+                q.time, q.reason
+            )));
+        }
+        Ok(())
+    }
+    /// Takes a backup through the backup hook and/or the shared paths;
+    /// returns its id.
+    pub(super) fn take_backup(
+        &self,
+        id: &str,
+        prev: Option<&Version>,
+        v: &Version,
+        dir: &Path,
+    ) -> Result<String, DeployError> {
+        let spec = self.cfg.hooks.backup.clone();
+        let run = |file: &Path| -> Result<(), String> {
+            let spec = spec.as_ref().expect("only called with a hook");
+            let live_dir = prev
+                .map(|p| self.paths.release(p))
+                .unwrap_or_else(|| dir.to_path_buf());
+            let ctx = self.hook_ctx(v, prev, &live_dir, id, Some(file));
+            run_hook("backup", spec, &ctx)
+                .map(|_| ())
+                .map_err(|e| chain(&e))
+        };
+        let empty = crate::config::SharedConfig::default();
+        let meta = backup::create(
+            &self.paths,
+            &BackupRequest {
+                app: &self.cfg.name,
+                app_version: prev.map(|p| p.to_string()),
+                deploy_id: id,
+                run_hook: if self.cfg.hooks.backup.is_some() {
+                    Some(&run)
+                } else {
+                    None
+                },
+                shared: if self.cfg.policy.backup_shared {
+                    &self.cfg.shared
+                } else {
+                    &empty
+                },
+                keep: self.cfg.policy.keep_backups,
+            },
+        )
+        .map_err(DeployError::BackupFailed)?;
+        Ok(meta.id)
+    }
+
+    /// Restores a backup with the configured restore hook.
+    pub(super) fn restore_backup(
+        &self,
+        backup_id: &str,
+        version: &Version,
+        deploy_id: &str,
+    ) -> Result<(), DeployError> {
+        let spec = self.cfg.hooks.restore.clone();
+        let dir = self.paths.release(version);
+        let run = |file: &Path| -> Result<(), String> {
+            let spec = spec.as_ref().expect("only called with a hook");
+            let ctx = self.hook_ctx(version, None, &dir, deploy_id, Some(file));
+            run_hook("restore", spec, &ctx)
+                .map(|_| ())
+                .map_err(|e| chain(&e))
+        };
+        backup::restore(
+            &self.paths,
+            backup_id,
+            if spec.is_some() { Some(&run) } else { None },
+        )
+        .map_err(DeployError::BackupFailed)?;
+        Ok(())
+    }
+}
