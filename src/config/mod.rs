@@ -45,7 +45,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the configuration: {0}; pass --config PATH or set SWITCHYARD_CONFIG")]
+    #[error("cannot read the configuration (pass --config PATH or set SWITCHYARD_CONFIG)")]
     Read(#[from] crate::fs::FsError),
     /// The file was read but is invalid.
     #[error("invalid configuration {}:\n{}", path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
