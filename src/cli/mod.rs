@@ -979,7 +979,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let cfg = load()?;
             let a = cfg.app(app)?;
-            let n = history::verify(&AppPaths::new(&a.root)).map_err(|e| Failure {
+            let n = history::check_chain(&AppPaths::new(&a.root)).map_err(|e| Failure {
                 code: exit::VERIFY,
                 err: e.into(),
                 json_printed: false,

@@ -260,7 +260,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn github_test_vector_verifies() {
+    async fn github_test_vector_authenticates() {
         let h = Harness::new(WebhookConfig {
             secret: Some(b"It's a Secret to Everybody".to_vec()),
             repos: HashMap::new(),
