@@ -280,6 +280,7 @@ struct PolicyKeys {
     restore_on_revert: Option<Spanned<String>>,
 }
 
+/// The deploy policy; bad values are reported and left at their defaults.
 fn check_policy(ck: &mut Checker<'_>, name: &str, raw: &PolicyKeys) -> Policy {
     let mut policy = Policy {
         allow_major: raw.allow_major.unwrap_or(false),
@@ -337,6 +338,7 @@ struct AgentKeys {
     notify_url: Option<Spanned<String>>,
 }
 
+/// What the agent does for the app on its own.
 fn check_app_agent(ck: &mut Checker<'_>, name: &str, raw: AgentKeys) -> AppAgentConfig {
     let mut agent = AppAgentConfig {
         report_issues: raw.report_issues.unwrap_or(false),

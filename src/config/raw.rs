@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::config::hooks;
 
+/// The whole file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -17,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) agent: Option<Spanned<RawAgent>>,
 }
 
+/// `[agent]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAgent {
@@ -27,6 +29,7 @@ pub(super) struct RawAgent {
     pub(super) shutdown_timeout: Option<Spanned<String>>,
 }
 
+/// `[apps.<name>]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApp {
@@ -58,6 +61,7 @@ pub(super) struct RawApp {
     pub(super) notify_url: Option<Spanned<String>>,
 }
 
+/// `[apps.<name>.hooks]`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHooks {
@@ -69,6 +73,7 @@ pub(super) struct RawHooks {
     pub(super) on_failure: Option<Spanned<hooks::HookConfig>>,
 }
 
+/// `[apps.<name>.health]`: each phase is checked by `health::HealthConfig::from_toml`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
@@ -76,6 +81,7 @@ pub(super) struct RawHealth {
     pub(super) live: Option<Spanned<toml::Value>>,
 }
 
+/// `[apps.<name>.trust]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTrust {
@@ -89,10 +95,12 @@ pub(super) struct RawTrust {
     pub(super) allow_legacy_signatures: Option<bool>,
 }
 
+/// `keep_releases` when not set, at no location.
 fn default_keep() -> Spanned<i64> {
     Spanned::new(0..0, 5)
 }
 
+/// `[apps.<name>.source]`: the keys of every kind of source.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
@@ -109,6 +117,7 @@ pub(super) struct RawSource {
     pub(super) token: Option<Spanned<toml::Value>>,
 }
 
+/// `[apps.<name>.shared]`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShared {
@@ -118,6 +127,7 @@ pub(super) struct RawShared {
     pub(super) files: Vec<Spanned<PathBuf>>,
 }
 
+/// `[apps.<name>.unpack]`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUnpack {
