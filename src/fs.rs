@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// An I/O error with the operation and path it concerns.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{op} {}", path.display())]
 pub struct FsError {
     /// What was being done ("create directory", "rename", ...).
     pub op: &'static str,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Why a version or name was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum VersionError {
     /// Not usable as a single directory name.
     #[error(
@@ -19,13 +19,14 @@ pub enum VersionError {
     },
     /// Not semver.
     #[error(
-        "version {name:?} is not semver (expected MAJOR.MINOR.PATCH, optionally with a leading 'v'): {reason}"
+        "version {name:?} is not semver (expected MAJOR.MINOR.PATCH, optionally with a leading 'v')"
     )]
     NotSemver {
         /// The refused string.
         name: String,
         /// The parser's reason.
-        reason: String,
+        #[source]
+        source: semver::Error,
     },
 }
 
@@ -57,9 +58,9 @@ impl Version {
     pub fn parse(s: &str) -> Result<Self, VersionError> {
         check_component("version", s)?;
         let bare = s.strip_prefix('v').unwrap_or(s);
-        let v = semver::Version::parse(bare).map_err(|e| VersionError::NotSemver {
+        let v = semver::Version::parse(bare).map_err(|source| VersionError::NotSemver {
             name: s.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
         let out = Version(v);
         // The canonical form is what lands on disk: check it too.

@@ -312,7 +312,7 @@ url = "{url}/health"
             e.event.outcome
         );
     }
-    let lines = crate::store::history::verify(&AppPaths::new(&root))?;
+    let lines = crate::store::history::check_chain(&AppPaths::new(&root))?;
     println!("   audit chain verified: {lines} lines");
     drop(app_server);
 

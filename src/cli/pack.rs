@@ -36,7 +36,7 @@ pub enum PackError {
     Fs(#[from] FsError),
     /// Signing failed.
     #[error(transparent)]
-    Trust(#[from] crate::verify::trust::TrustError),
+    Trust(#[from] crate::verify::trust::SigningError),
 }
 
 /// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because

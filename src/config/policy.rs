@@ -153,6 +153,18 @@ pub struct Window {
     tz_name: String,
 }
 
+/// Why a window could not be parsed. Both carry the whole message; the
+/// variant says which setting is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// The days or time ranges (`window = "..."`).
+    #[error("{0}")]
+    Spec(String),
+    /// The time zone (`timezone = "..."`).
+    #[error("{0}")]
+    TimeZone(String),
+}
+
 /// After this many time-zone transitions without an opening, `next_open`
 /// gives up (real zones have two a year; a window opens every week).
 const MAX_PIECES: usize = 64;
@@ -168,26 +180,28 @@ impl Window {
     /// commas; `Fri-Mon` style ranges wrap around the week; `daily` is every
     /// day. Times are 24-hour `HH:MM`; `24:00` is allowed as an end, so a
     /// whole day is `00:00-24:00`.
-    pub fn parse(spec: &str, timezone: &str) -> Result<Window, String> {
+    pub fn parse(spec: &str, timezone: &str) -> Result<Window, WindowError> {
         let spec = spec.trim();
         let example = "write e.g. \"Sat,Sun 02:00-05:00\" or \"daily 03:00-04:00\"";
         if spec.is_empty() {
-            return Err(format!("the window is empty: {example}"));
+            return Err(WindowError::Spec(format!("the window is empty: {example}")));
         }
         // Day names hold no digits and times start with one: that is the split.
         let Some(split) = spec.find(|c: char| c.is_ascii_digit()) else {
-            return Err(format!("window {spec:?} has no time range: {example}"));
+            return Err(WindowError::Spec(format!(
+                "window {spec:?} has no time range: {example}"
+            )));
         };
         let (days_part, times_part) = spec.split_at(split);
         let days_part = days_part.trim();
         if days_part.is_empty() {
-            return Err(format!(
+            return Err(WindowError::Spec(format!(
                 "window {spec:?} lists no days: put them before the times, e.g. \"daily {spec}\" or \"Mon-Fri {spec}\""
-            ));
+            )));
         }
-        let days = parse_days(days_part)?;
-        let ranges = parse_ranges(times_part)?;
-        let (tz, tz_name) = parse_timezone(timezone)?;
+        let days = parse_days(days_part).map_err(WindowError::Spec)?;
+        let ranges = parse_ranges(times_part).map_err(WindowError::Spec)?;
+        let (tz, tz_name) = parse_timezone(timezone).map_err(WindowError::TimeZone)?;
         Ok(Window {
             days,
             ranges,

@@ -325,7 +325,7 @@ mod tests {
             ("Sat 02:00-05:00", "", "time zone is empty"),
         ];
         for (spec, tz, want) in cases {
-            let e = Window::parse(spec, tz).unwrap_err();
+            let e = Window::parse(spec, tz).unwrap_err().to_string();
             assert!(e.contains(want), "{spec:?} {tz:?}: {e}");
         }
     }

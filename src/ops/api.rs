@@ -472,7 +472,7 @@ pub(crate) fn execute(
             Outcome::Verified(status::verify_release(cfg, &v)?)
         }
         Request::AuditVerify { .. } => Outcome::AuditVerified {
-            lines: history::verify(&paths).map_err(DeployError::Audit)?,
+            lines: history::check_chain(&paths).map_err(DeployError::Audit)?,
         },
         Request::BackupCreate { .. } => Outcome::BackupCreated(open()?.backup_now()?),
         Request::BackupList { .. } => Outcome::Backups(backup::list(&paths)?),

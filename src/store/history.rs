@@ -85,7 +85,7 @@ pub struct Stored {
     pub hash: String,
 }
 
-/// Errors reading or verifying the audit log.
+/// Errors reading or checking the audit log.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     /// The chain is broken.
@@ -100,6 +100,20 @@ pub enum HistoryError {
         line: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// A line is not JSON.
+    #[error(
+        "audit log {} fails verification at line {line}: not JSON",
+        path.display()
+    )]
+    NotJson {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// State failure.
     #[error(transparent)]
@@ -170,10 +184,10 @@ fn last_link(paths: &AppPaths) -> Result<(u64, String), HistoryError> {
     let Some(last) = lines.last() else {
         return Ok((0, GENESIS.to_string()));
     };
-    let stored: Stored = serde_json::from_str(last).map_err(|e| HistoryError::Broken {
+    let stored: Stored = serde_json::from_str(last).map_err(|source| HistoryError::NotJson {
         path: paths.audit(),
         line: lines.len() as u64,
-        reason: e.to_string(),
+        source,
     })?;
     Ok((lines.len() as u64, stored.hash))
 }
@@ -191,8 +205,8 @@ fn read_raw(paths: &AppPaths) -> Result<Vec<String>, HistoryError> {
     Ok(complete.split('\n').map(String::from).collect())
 }
 
-/// Every event, oldest first (lines that do not parse are skipped; `verify`
-/// reports them).
+/// Every event, oldest first (lines that do not parse are skipped;
+/// [`check_chain`] reports them).
 pub fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
     Ok(read_raw(paths)?
         .iter()
@@ -202,7 +216,7 @@ pub fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
 
 /// Checks the whole chain and the head recorded in the state file. Returns
 /// the number of lines verified.
-pub fn verify(paths: &AppPaths) -> Result<u64, HistoryError> {
+pub fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
     let path = paths.audit();
     let lines = read_raw(paths)?;
     let mut prev = GENESIS.to_string();
@@ -214,7 +228,11 @@ pub fn verify(paths: &AppPaths) -> Result<u64, HistoryError> {
             reason,
         };
         let stored: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| broken(format!("not JSON: {e}")))?;
+            serde_json::from_str(line).map_err(|source| HistoryError::NotJson {
+                path: path.clone(),
+                line: n,
+                source,
+            })?;
         let (Some(p), Some(h)) = (
             stored.get("prev").and_then(|v| v.as_str()),
             stored.get("hash").and_then(|v| v.as_str()),
@@ -294,9 +312,9 @@ mod tests {
     }
 
     #[test]
-    fn chain_verifies_and_reads_back() {
+    fn chain_checks_and_reads_back() {
         let (_d, p) = setup();
-        assert_eq!(verify(&p).unwrap(), 3);
+        assert_eq!(check_chain(&p).unwrap(), 3);
         let r = read(&p).unwrap();
         assert_eq!(r[2].event.to.as_deref(), Some("1.0.2"));
     }
@@ -307,16 +325,16 @@ mod tests {
         let orig = fs::read_to_string(&p.audit()).unwrap();
         let edited = orig.replacen("1.0.1", "6.6.6", 1);
         fs::write_atomic(&p.audit(), edited.as_bytes()).unwrap();
-        assert!(verify(&p).unwrap_err().to_string().contains("edited"));
+        assert!(check_chain(&p).unwrap_err().to_string().contains("edited"));
 
         let lines: Vec<&str> = orig.lines().collect();
         let deleted = format!("{}\n{}\n", lines[0], lines[2]);
         fs::write_atomic(&p.audit(), deleted.as_bytes()).unwrap();
-        assert!(verify(&p).is_err());
+        assert!(check_chain(&p).is_err());
 
         let truncated = format!("{}\n{}\n", lines[0], lines[1]);
         fs::write_atomic(&p.audit(), truncated.as_bytes()).unwrap();
-        assert!(verify(&p).unwrap_err().to_string().contains("removed"));
+        assert!(check_chain(&p).unwrap_err().to_string().contains("removed"));
     }
 
     #[test]
@@ -326,6 +344,6 @@ mod tests {
         t.push_str("{\"half");
         fs::write_atomic(&p.audit(), t.as_bytes()).unwrap();
         append(&p, &ev(9)).unwrap();
-        assert_eq!(verify(&p).unwrap(), 4);
+        assert_eq!(check_chain(&p).unwrap(), 4);
     }
 }

@@ -72,10 +72,7 @@ impl ReleaseMeta {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+                .map_err(|source| StateError::Corrupt { path, source }),
         }
     }
 }

@@ -28,14 +28,15 @@ pub enum StateError {
     },
     /// A state file could not be parsed.
     #[error(
-        "{} is damaged ({reason}); move it aside and rerun, Switchyard rebuilds what it can",
+        "{} is damaged; move it aside and rerun, Switchyard rebuilds what it can",
         path.display()
     )]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// The parser's message.
-        reason: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// File-system failure.
     #[error(transparent)]
@@ -324,10 +325,9 @@ impl AppState {
         let path = paths.state_file();
         match fs::read_optional(&path)? {
             None => Ok(AppState::default()),
-            Some(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
-                path,
-                reason: e.to_string(),
-            }),
+            Some(b) => {
+                serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source })
+            }
         }
     }
 
@@ -377,10 +377,7 @@ impl Journal {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+                .map_err(|source| StateError::Corrupt { path, source }),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Integrity checks that run while the asset streams: SHA-256 against a
 //! `SHA256SUMS` manifest. Nothing here holds an artifact in memory.
 
+mod format;
+mod signing;
 pub mod trust;
 pub mod unpack;
 

@@ -26,42 +26,25 @@
 //! Verification uses `minisign-verify` (streaming, prehashed `ED`); the
 //! trusted-comment check on its own uses `ed25519-compact`, because
 //! `minisign-verify` reports both failures with a single error and the
-//! operator's remedy differs. Key generation and signing use `minisign`.
+//! operator's remedy differs. Key generation and signing use `minisign`;
+//! they live in `signing.rs` and are re-exported here.
 
 use std::fmt;
-use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 
 use ct_codecs::{Base64, Decoder as _};
 
 use crate::fs::{self as sfs, FsError};
+use crate::verify::format::{
+    ALG_LEGACY, ALG_PREHASHED, GLOBAL_SIG_BYTES, PUBLIC_KEY_BYTES, SIG_LINE_BYTES, TRUSTED_PREFIX,
+    UNTRUSTED_PREFIX,
+};
 
-/// Algorithm tag of a prehashed signature (BLAKE2b-512 of the file, then Ed25519).
-const ALG_PREHASHED: [u8; 2] = *b"ED";
-/// Algorithm tag of a legacy signature (Ed25519 over the whole file), also
-/// the tag every minisign public key carries.
-const ALG_LEGACY: [u8; 2] = *b"Ed";
-const UNTRUSTED_PREFIX: &str = "untrusted comment: ";
-const TRUSTED_PREFIX: &str = "trusted comment: ";
-/// Decoded sizes: algorithm (2) + key id (8) + Ed25519 signature (64).
-const SIG_LINE_BYTES: usize = 74;
-const GLOBAL_SIG_BYTES: usize = 64;
-/// Decoded public key: algorithm (2) + key id (8) + Ed25519 key (32).
-const PUBLIC_KEY_BYTES: usize = 42;
-/// Decoded secret key: algorithms (6) + salt (32) + scrypt limits (16) +
-/// key id (8) + Ed25519 key pair (64) + checksum (32).
-const SECRET_KEY_BYTES: usize = 158;
-/// The `minisign` CLI reads comment lines into fixed buffers; staying well
-/// under its limits keeps our signatures readable by every version of it.
-const MAX_TRUSTED_COMMENT: usize = 1024;
-
-/// File name of the public key written by [`keygen`].
-pub const PUBLIC_KEY_FILE: &str = "switchyard.pub";
-/// File name of the secret key written by [`keygen`].
-pub const SECRET_KEY_FILE: &str = "switchyard.key";
-/// Environment variable read by [`key_password_from_env_or_tty`].
-pub const PASSWORD_ENV: &str = "SWITCHYARD_KEY_PASSWORD";
+pub use crate::verify::format::{KeyId, KeyIdError};
+pub use crate::verify::signing::{
+    PASSWORD_ENV, PUBLIC_KEY_FILE, SECRET_KEY_FILE, SigningError, key_password_from_env_or_tty,
+    keygen, sign_file,
+};
 
 /// Where operators configure trust; named in error messages so they say what to edit.
 const TRUST_TABLE: &str = "[apps.<name>.trust]";
@@ -82,6 +65,9 @@ pub enum TrustError {
         file: String,
         /// What is wrong with it.
         reason: String,
+        /// The verifier's own error, when it is the one that refused.
+        #[source]
+        source: Option<minisign_verify::Error>,
     },
 
     /// The signature was made by a key that is not configured as trusted.
@@ -175,6 +161,9 @@ pub enum TrustError {
         origin: String,
         /// What is wrong with it.
         reason: String,
+        /// The verifier's own error, when it is the one that refused.
+        #[source]
+        source: Option<minisign_verify::Error>,
     },
 
     /// A key id (e.g. in the revoked list) is not 16 hex digits.
@@ -188,45 +177,7 @@ pub enum TrustError {
         /// Where it came from.
         context: String,
         /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A secret key could not be loaded or decrypted.
-    #[error("secret key {}: {reason}", path.display())]
-    SecretKey {
-        /// The secret key file.
-        path: PathBuf,
-        /// What went wrong, and what to do.
-        reason: String,
-    },
-
-    /// Signing failed.
-    #[error("signing {}: {reason}", path.display())]
-    Sign {
-        /// The file being signed.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-
-    /// Key generation failed.
-    #[error("generating a key pair in {}: {reason}", dir.display())]
-    Keygen {
-        /// The output directory.
-        dir: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-
-    /// [`keygen`] would overwrite an existing key file.
-    #[error(
-        "refusing to overwrite {}: move the existing key away first, or write the new pair to \
-         another directory",
-        path.display()
-    )]
-    Exists {
-        /// The existing file.
-        path: PathBuf,
+        reason: &'static str,
     },
 
     /// A file-system error; it names the path and the operation.
@@ -239,63 +190,6 @@ fn list(ids: &[String]) -> String {
         "none".to_owned()
     } else {
         ids.join(", ")
-    }
-}
-
-/// A minisign key id: 8 bytes shared by a key pair and every signature it makes.
-///
-/// Displayed as 16 uppercase hex digits exactly as `minisign` prints it (the
-/// bytes read as a little-endian integer), so ids can be copied between the
-/// CLI's output, `.pub` comments and our config.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 8]);
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}", u64::from_le_bytes(self.0))
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = TrustError;
-
-    /// Parses 16 hex digits (either case), as printed by `minisign`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let bad = |reason: &str| TrustError::BadKeyId {
-            value: s.to_owned(),
-            context: "key id".to_owned(),
-            reason: reason.to_owned(),
-        };
-        // `minisign` prints key ids without leading zeros.
-        if t.is_empty() || t.len() > 16 {
-            return Err(bad("not 1 to 16 hex digits"));
-        }
-        // from_str_radix alone would also take a leading '+'.
-        if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("not hexadecimal"));
-        }
-        let n = u64::from_str_radix(t, 16).map_err(|_| bad("not hexadecimal"))?;
-        Ok(KeyId(n.to_le_bytes()))
-    }
-}
-
-impl serde::Serialize for KeyId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -348,17 +242,15 @@ impl TrustPolicy {
             let text = std::str::from_utf8(&bytes).map_err(|_| TrustError::BadPublicKey {
                 origin: origin(),
                 reason: "not UTF-8 text".to_owned(),
+                source: None,
             })?;
             policy.add_key(parse_public_key(text, &origin)?, &origin)?;
         }
         for r in revoked {
-            let id: KeyId = r.parse().map_err(|e| match e {
-                TrustError::BadKeyId { value, reason, .. } => TrustError::BadKeyId {
-                    value,
-                    context: format!("{TRUST_TABLE}.revoked"),
-                    reason,
-                },
-                other => other,
+            let id: KeyId = r.parse().map_err(|e: KeyIdError| TrustError::BadKeyId {
+                value: e.value,
+                context: format!("{TRUST_TABLE}.revoked"),
+                reason: e.reason,
             })?;
             if !policy.revoked.contains(&id) {
                 policy.revoked.push(id);
@@ -378,6 +270,7 @@ impl TrustPolicy {
             Some(k) if k.raw == key.raw => Ok(()),
             // Two keys with one id would make "which key signed this" ambiguous.
             Some(_) => Err(TrustError::BadPublicKey {
+                source: None,
                 origin: origin(),
                 reason: format!(
                     "key id {} is already configured with a different key",
@@ -443,6 +336,7 @@ fn parse_public_key(text: &str, origin: &dyn Fn() -> String) -> Result<TrustedKe
     let bad = |reason: String| TrustError::BadPublicKey {
         origin: origin(),
         reason,
+        source: None,
     };
     let line = key_line(text).ok_or_else(|| {
         bad("expected one base64 line, or an \"untrusted comment:\" line followed by one".into())
@@ -468,7 +362,12 @@ fn parse_public_key(text: &str, origin: &dyn Fn() -> String) -> Result<TrustedKe
         .get(10..42)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| bad("too short".into()))?;
-    let verifier = minisign_verify::PublicKey::from_base64(line).map_err(|e| bad(e.to_string()))?;
+    let verifier =
+        minisign_verify::PublicKey::from_base64(line).map_err(|e| TrustError::BadPublicKey {
+            origin: origin(),
+            reason: "the minisign verifier refuses it".to_owned(),
+            source: Some(e),
+        })?;
     Ok(TrustedKey { id, raw, verifier })
 }
 
@@ -631,6 +530,7 @@ pub fn begin(
     let env = Envelope::parse(sig_text).map_err(|reason| TrustError::Malformed {
         file: file.clone(),
         reason,
+        source: None,
     })?;
     let found = env.key_id.to_string();
     if policy.revoked.contains(&env.key_id) {
@@ -662,16 +562,20 @@ pub fn begin(
     let text = std::str::from_utf8(sig_text).unwrap_or_default();
     let sig = minisign_verify::Signature::decode(text).map_err(|e| TrustError::Malformed {
         file: file.clone(),
-        reason: e.to_string(),
+        reason: "the minisign verifier cannot decode it".to_owned(),
+        source: Some(e),
     })?;
     let owner = KeyAndSig {
         key: key.verifier.clone(),
         sig,
     };
     let pending = if env.legacy {
+        // ed25519-compact's errors are not `std::error::Error` without its
+        // "std" feature, so their text is the reason.
         let malformed = |e: ed25519_compact::Error| TrustError::Malformed {
             file: file.clone(),
             reason: e.to_string(),
+            source: None,
         };
         let pk = ed25519_compact::PublicKey::from_slice(&key.raw).map_err(malformed)?;
         let sig = ed25519_compact::Signature::from_slice(&env.signature).map_err(malformed)?;
@@ -681,7 +585,8 @@ pub fn begin(
         let cell = Streaming::try_new(owner, |o| o.key.verify_stream(&o.sig)).map_err(|e| {
             TrustError::Malformed {
                 file: file.clone(),
-                reason: e.to_string(),
+                reason: "the minisign verifier refuses it".to_owned(),
+                source: Some(e),
             }
         })?;
         Pending::Prehashed(cell)
@@ -757,7 +662,8 @@ fn conclude(
         }),
         Err(e) => Err(TrustError::Malformed {
             file: file.to_owned(),
-            reason: e.to_string(),
+            reason: "the minisign verifier refuses it".to_owned(),
+            source: Some(e),
         }),
     }
 }
@@ -773,209 +679,10 @@ pub fn verify_bytes(
     begin(policy, sig_text, file_name)?.finish_with_bytes(data)
 }
 
-/// Generates a key pair: `<out>/switchyard.pub` (for `minisign -V -p FILE`;
-/// its second line works with `minisign -V -P`) and `<out>/switchyard.key`
-/// (for `minisign -S -s FILE`, mode 0600), the secret key encrypted with
-/// `password` or unencrypted when it is `None`. Refuses to overwrite either file.
-pub fn keygen(
-    out: &Path,
-    password: Option<String>,
-) -> Result<(PathBuf, PathBuf, KeyId), TrustError> {
-    let pub_path = out.join(PUBLIC_KEY_FILE);
-    let key_path = out.join(SECRET_KEY_FILE);
-    sfs::create_dir_all(out)?;
-    // Checked before the slow key derivation, and again by create_new (race-free).
-    for p in [&pub_path, &key_path] {
-        if sfs::symlink_metadata(p)?.is_some() {
-            return Err(TrustError::Exists { path: p.clone() });
-        }
-    }
-    let kg = |e: minisign::PError| TrustError::Keygen {
-        dir: out.to_owned(),
-        reason: e.to_string(),
-    };
-    let encrypted = password.is_some();
-    let pair = match password {
-        // With Some, the crate never prompts.
-        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw)),
-        None => minisign::KeyPair::generate_unencrypted_keypair(),
-    }
-    .map_err(kg)?;
-    let id = <[u8; 8]>::try_from(pair.pk.keynum())
-        .map(KeyId)
-        .map_err(|_| TrustError::Keygen {
-            dir: out.to_owned(),
-            reason: "generated key id is not 8 bytes".to_owned(),
-        })?;
-    // The CLI's own layout, so `minisign` shows the same comment as it would.
-    let pub_text = format!(
-        "{UNTRUSTED_PREFIX}minisign public key {id}\n{}\n",
-        pair.pk.to_base64()
-    );
-    let comment = if encrypted {
-        "switchyard encrypted secret key"
-    } else {
-        "switchyard unencrypted secret key"
-    };
-    let key_text = pair.sk.to_box(Some(comment)).map_err(kg)?.to_bytes();
-    write_new(&key_path, 0o600, &key_text)?;
-    if let Err(e) = write_new(&pub_path, 0o644, pub_text.as_bytes()) {
-        let _ = sfs::remove_file(&key_path);
-        return Err(e);
-    }
-    sfs::fsync_dir(out)?;
-    Ok((pub_path, key_path, id))
-}
-
-fn write_new(path: &Path, mode: u32, data: &[u8]) -> Result<(), TrustError> {
-    let mut f = sfs::create_new(path, mode).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            TrustError::Exists {
-                path: path.to_owned(),
-            }
-        } else {
-            e.into()
-        }
-    })?;
-    let res = f
-        .write_all(data)
-        .map_err(|e| FsError::new("write", path, e))
-        .and_then(|()| sfs::fsync_file(&f, path));
-    if let Err(e) = res {
-        drop(f);
-        let _ = sfs::remove_file(path);
-        return Err(e.into());
-    }
-    Ok(())
-}
-
-/// Reads the password for a secret key: `SWITCHYARD_KEY_PASSWORD` if set,
-/// else a prompt on the terminal if stdin is one, else `None` (for an
-/// unencrypted key, or to fail with a clear message on an encrypted one).
-pub fn key_password_from_env_or_tty(prompt: &str) -> Option<String> {
-    if let Some(pw) = std::env::var_os(PASSWORD_ENV) {
-        return Some(pw.to_string_lossy().into_owned());
-    }
-    if io::stdin().is_terminal() {
-        return rpassword::prompt_password(prompt).ok();
-    }
-    None
-}
-
-/// Signs `file` with the minisign secret key at `secret_key`, writing
-/// `<file>.minisig` (prehashed, as `minisign -S` does by default), and
-/// returns that path.
-///
-/// `password` decrypts an encrypted key (ignored for an unencrypted one).
-/// The trusted comment defaults to minisign's own
-/// (`timestamp:<unix>\tfile:<name>\thashed`); it must be one line of at most
-/// 1024 bytes.
-pub fn sign_file(
-    secret_key: &Path,
-    password: Option<String>,
-    file: &Path,
-    trusted_comment: Option<&str>,
-) -> Result<PathBuf, TrustError> {
-    let sk = load_secret_key(secret_key, password)?;
-    let sign_err = |reason: String| TrustError::Sign {
-        path: file.to_owned(),
-        reason,
-    };
-    let pk = minisign::PublicKey::from_secret_key(&sk).map_err(|e| TrustError::SecretKey {
-        path: secret_key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let id = <[u8; 8]>::try_from(sk.keynum())
-        .map(KeyId)
-        .map_err(|_| TrustError::SecretKey {
-            path: secret_key.to_owned(),
-            reason: "key id is not 8 bytes".to_owned(),
-        })?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let comment = match trusted_comment {
-        Some(c) => c.to_owned(),
-        None => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            format!("timestamp:{now}\tfile:{name}\thashed")
-        }
-    };
-    // A line break would end the comment early and leave a corrupt .minisig.
-    if comment.contains(['\n', '\r']) {
-        return Err(sign_err("the trusted comment must be a single line".into()));
-    }
-    if comment.len() > MAX_TRUSTED_COMMENT {
-        return Err(sign_err(format!(
-            "the trusted comment is {} bytes, at most {MAX_TRUSTED_COMMENT} are allowed",
-            comment.len()
-        )));
-    }
-    let reader = io::BufReader::new(sfs::open(file)?);
-    let untrusted = format!("signature from switchyard key {id}");
-    // Passing the public key makes the crate check the new global signature.
-    let sig = minisign::sign(Some(&pk), &sk, reader, Some(&comment), Some(&untrusted))
-        .map_err(|e| sign_err(e.to_string()))?;
-    let mut sig_path = file.as_os_str().to_owned();
-    sig_path.push(".minisig");
-    let sig_path = PathBuf::from(sig_path);
-    sfs::write_atomic(&sig_path, &sig.to_bytes())?;
-    Ok(sig_path)
-}
-
-fn load_secret_key(
-    path: &Path,
-    password: Option<String>,
-) -> Result<minisign::SecretKey, TrustError> {
-    let bad = |reason: String| TrustError::SecretKey {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = sfs::read_to_string(path)?;
-    const NOT_A_KEY: &str = "not a minisign secret key file (expected an \"untrusted comment:\" \
-                             line, then one base64 line)";
-    let line = text.lines().nth(1).ok_or_else(|| bad(NOT_A_KEY.into()))?;
-    let bytes = Base64::decode_to_vec(line.trim(), None).map_err(|_| bad(NOT_A_KEY.into()))?;
-    if bytes.len() == PUBLIC_KEY_BYTES {
-        return Err(bad(
-            "this is a public key: pass the secret key file (switchyard.key)".into(),
-        ));
-    }
-    if bytes.len() != SECRET_KEY_BYTES {
-        return Err(bad(NOT_A_KEY.into()));
-    }
-    // Bytes 2..4 name the KDF: zeros for an unencrypted key, "Sc" for scrypt.
-    let encrypted = match bytes.get(2..4) {
-        Some([0, 0]) => false,
-        Some(b"Sc") => true,
-        _ => return Err(bad("unsupported key encryption (not scrypt)".into())),
-    };
-    let key_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| bad(e.to_string()))?;
-    if !encrypted {
-        return minisign::SecretKey::from_unencrypted_box(key_box)
-            .map_err(|e| bad(format!("{e}: the key file is damaged")));
-    }
-    let Some(password) = password else {
-        return Err(bad(format!(
-            "the key is encrypted and no password was given: set {PASSWORD_ENV}, or run from a \
-             terminal to be prompted"
-        )));
-    };
-    // Some(password) keeps the crate from prompting on its own.
-    minisign::SecretKey::from_box(key_box, Some(password)).map_err(|e| {
-        bad(format!(
-            "cannot decrypt ({e}): check the password ({PASSWORD_ENV})"
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::process::{Command, Output, Stdio};
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -1068,7 +775,7 @@ mod tests {
             "E7620F1842B4E81F0",
         ] {
             assert!(
-                matches!(bad.parse::<KeyId>(), Err(TrustError::BadKeyId { .. })),
+                matches!(bad.parse::<KeyId>(), Err(KeyIdError { .. })),
                 "{bad}"
             );
         }
@@ -1086,7 +793,7 @@ mod tests {
         );
         assert!(matches!(
             keygen(d.path(), None),
-            Err(TrustError::Exists { .. })
+            Err(SigningError::Exists { .. })
         ));
 
         let data = payload();
@@ -1252,7 +959,7 @@ mod tests {
         let e = sign_file(&keyp, None, &f, None).unwrap_err();
         assert!(e.to_string().contains(PASSWORD_ENV), "{e}");
         let e = sign_file(&keyp, Some("wrong".into()), &f, None).unwrap_err();
-        assert!(matches!(e, TrustError::SecretKey { .. }), "{e}");
+        assert!(matches!(e, SigningError::SecretKey { .. }), "{e}");
         assert!(e.to_string().contains("switchyard.key"), "{e}");
         let e = sign_file(&pubp, None, &f, None).unwrap_err();
         assert!(e.to_string().contains("this is a public key"), "{e}");

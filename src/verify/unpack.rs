@@ -37,8 +37,14 @@ pub enum UnpackError {
     #[error("archive refused: {0}; raise [apps.<name>.unpack] limits if this release is genuine")]
     Limit(String),
     /// The stream is not a valid gzip/tar archive.
-    #[error("the asset is not a valid .tar.gz archive: {0}")]
-    Corrupt(String),
+    #[error("the asset is not a valid .tar.gz archive{}", entry.as_ref().map(|e| format!(" (reading entry {e:?})")).unwrap_or_default())]
+    Corrupt {
+        /// The entry being read, when the failure was inside one.
+        entry: Option<String>,
+        /// What the gzip or tar reader said.
+        #[source]
+        source: io::Error,
+    },
     /// A file-system operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -160,14 +166,17 @@ pub fn unpack_tar_gz<R: Read>(
                 limits.max_bytes
             ))
         } else {
-            UnpackError::Corrupt(e.to_string())
+            UnpackError::Corrupt {
+                entry: None,
+                source: e,
+            }
         }
     };
     let entries = archive.entries().map_err(|e| map_io(e, &tripped))?;
     for entry in entries {
         let entry = entry.map_err(|e| map_io(e, &tripped))?;
         u.entry(entry).map_err(|e| match e {
-            UnpackError::Corrupt(m) if tripped.get() => map_io(io::Error::other(m), &tripped),
+            UnpackError::Corrupt { source, .. } if tripped.get() => map_io(source, &tripped),
             other => other,
         })?;
     }
@@ -287,7 +296,12 @@ impl Unpacker<'_> {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(UnpackError::Corrupt(format!("{raw}: {e}"))),
+                    Err(e) => {
+                        return Err(UnpackError::Corrupt {
+                            entry: Some(raw),
+                            source: e,
+                        });
+                    }
                 };
                 hw.write_all(&buf[..n]).map_err(|e| {
                     if e.kind() == io::ErrorKind::FileTooLarge {
