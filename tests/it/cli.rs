@@ -470,3 +470,18 @@ fn a_release_of_only_public_keeps_its_directory_when_asked() {
         "stripped by default"
     );
 }
+
+/// An error names its path and prints its cause exactly once.
+#[test]
+fn a_missing_config_names_the_file_and_the_os_error_once() {
+    let out = assert_cmd::Command::cargo_bin("switchyard")
+        .unwrap()
+        .args(["--config", "/nonexistent/x.toml", "status", "web"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
