@@ -95,6 +95,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard-agent")
+        // octocrab's models deserialize deep (over 256 KiB of stack per call
+        // in debug builds); the default 2 MiB leaves little room.
+        .thread_stack_size(8 << 20)
         .build()?;
     rt.block_on(run_async(config_path.to_path_buf(), cfg))
 }
@@ -285,14 +288,8 @@ fn spawn_app(cfg: AppConfig, shared: Arc<Shared>) -> AppHandle {
     }
 }
 
-fn make_source(cfg: &AppConfig, handle: &tokio::runtime::Handle) -> Arc<dyn ReleaseSource> {
-    match &cfg.source {
-        SourceConfig::Github(g) => Arc::new(
-            crate::source::github::GithubSource::new(cfg.name.clone(), g.clone())
-                .with_runtime(handle.clone()),
-        ),
-        _ => Arc::from(crate::source::for_app(cfg)),
-    }
+fn make_source(cfg: &AppConfig) -> Arc<dyn ReleaseSource> {
+    Arc::from(crate::source::for_app(cfg))
 }
 
 async fn app_task(
@@ -300,10 +297,9 @@ async fn app_task(
     mut rx: mpsc::UnboundedReceiver<AppMsg>,
     shared: Arc<Shared>,
 ) {
-    let handle = tokio::runtime::Handle::current();
     let mut cfg = cfg_rx.borrow().clone();
     // Kept between polls: the GitHub source remembers ETags.
-    let mut source = make_source(&cfg, &handle);
+    let mut source = make_source(&cfg);
     let mut shutdown = shared.shutdown.clone();
     // The first look soon after start, then every poll_interval with jitter.
     let mut next = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -314,7 +310,7 @@ async fn app_task(
             changed = cfg_rx.changed() => {
                 if changed.is_err() { break; }
                 cfg = cfg_rx.borrow().clone();
-                source = make_source(&cfg, &handle);
+                source = make_source(&cfg);
                 next = tokio::time::Instant::now() + Duration::from_millis(100);
             }
             msg = rx.recv() => match msg {
