@@ -8,11 +8,11 @@
 //! new version, which catches the classic blue/green failure: the health
 //! endpoint says "ok", but it is the old process saying it.
 //!
-//! Everything here blocks. HTTP uses reqwest's blocking client, which must
-//! not be created or dropped on an async runtime thread: async callers run
+//! [`run_health`] blocks. HTTP checks use the process's async HTTP stack
+//! through `source::bridge` (the caller's runtime on a `spawn_blocking`
+//! thread, the process-wide one in the CLI), so async callers run
 //! [`run_health`] under `tokio::task::spawn_blocking`.
 
-use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::thread;
@@ -31,6 +31,8 @@ pub use crate::config::health::{
     ExpectVersion, HealthConfig, HttpCheck, StatusSet, TcpCheck,
 };
 use crate::ops::hooks::{self, Ending, LineSink, Stream, SuperviseError, show_duration};
+use crate::source::bridge;
+use crate::source::http::{causes, client_builder};
 
 /// The outcome of [`run_health`], serializable for `status` and `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,8 +88,8 @@ fn serialize_ms_fraction<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::
 ///
 /// `version` is the version the app must report under `expect_version` (a
 /// leading `v` is ignored); command checks get it as `SWITCHYARD_VERSION` and
-/// run in `workdir`. Blocking, and it builds a reqwest blocking client: from
-/// async code call it inside `tokio::task::spawn_blocking`. Events carry the
+/// run in `workdir`. Blocking: from async code call it inside
+/// `tokio::task::spawn_blocking` (see `source::bridge`). Events carry the
 /// `version` field; callers add `app` and the phase with a span.
 pub fn run_health(cfg: &HealthConfig, version: &str, workdir: &Path) -> HealthReport {
     let start = Instant::now();
@@ -228,11 +230,9 @@ fn deadline_message(
     )
 }
 
-fn build_client() -> Result<reqwest::blocking::Client, String> {
-    // With `rustls-no-provider`, building a client panics unless a process-wide
-    // crypto provider is installed; an error here only means one already is.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
+fn build_client() -> Result<reqwest::Client, String> {
+    // The builder installs the crypto provider reqwest needs.
+    client_builder(Some("health-check"))
         .redirect(reqwest::redirect::Policy::none())
         // Checks target this host's own services; an HTTP_PROXY meant for the
         // agent's downloads must not sit between them.
@@ -240,17 +240,12 @@ fn build_client() -> Result<reqwest::blocking::Client, String> {
         // A fresh connection per request: a kept-alive one could still reach
         // the old process after a swap.
         .pool_max_idle_per_host(0)
-        .user_agent(concat!(
-            "switchyard/",
-            env!("CARGO_PKG_VERSION"),
-            " health-check"
-        ))
         .build()
-        .map_err(|e| error_chain(&e))
+        .map_err(|e| causes(&e))
 }
 
 struct RoundEnv<'a> {
-    client: Option<&'a reqwest::blocking::Client>,
+    client: Option<&'a reqwest::Client>,
     expect: Option<&'a ExpectVersion>,
     version: &'a str,
     workdir: &'a Path,
@@ -273,7 +268,8 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Instant>) 
         } else {
             match check {
                 CheckConfig::Http(h) => match env.client {
-                    Some(c) => http_check(c, h, env.expect, env.version, timeout),
+                    Some(c) => bridge::block_on(http_check(c, h, env.expect, env.version, timeout))
+                        .unwrap_or_else(|e| Err(format!("not run: {e}"))),
                     None => Err("no HTTP client".to_string()),
                 },
                 CheckConfig::Tcp(tc) => tcp_check(tc, timeout),
@@ -301,8 +297,8 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Instant>) 
     }
 }
 
-fn http_check(
-    client: &reqwest::blocking::Client,
+async fn http_check(
+    client: &reqwest::Client,
     c: &HttpCheck,
     expect: Option<&ExpectVersion>,
     version: &str,
@@ -312,7 +308,7 @@ fn http_check(
     for (k, v) in &c.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req.send().map_err(|e| request_error(&e, timeout))?;
+    let mut resp = req.send().await.map_err(|e| request_error(&e, timeout))?;
     let status = resp.status();
     let code = status.as_u16();
     if !c.status.contains(code) {
@@ -339,9 +335,25 @@ fn http_check(
     };
     let body = if c.body_contains.is_some() || expect == Some(&ExpectVersion::Body) {
         let mut buf = Vec::new();
-        resp.take(BODY_LIMIT)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("status {code}, but reading the body failed: {e}"))?;
+        while (buf.len() as u64) < BODY_LIMIT {
+            match resp.chunk().await {
+                Ok(Some(c)) => buf.extend_from_slice(&c),
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(format!(
+                        "status {code}, but the body did not arrive within {}",
+                        show_duration(timeout)
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "status {code}, but reading the body failed: {}",
+                        causes(&e)
+                    ));
+                }
+            }
+        }
+        buf.truncate(usize::try_from(BODY_LIMIT).unwrap_or(usize::MAX));
         String::from_utf8_lossy(&buf).into_owned()
     } else {
         String::new()
@@ -389,32 +401,15 @@ fn request_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("no response within {}", show_duration(timeout))
     } else if e.is_connect() {
-        format!("cannot connect: {}", innermost(e))
-    } else {
-        format!("request failed: {}", error_chain(e))
-    }
-}
-
-/// The root cause, which is what an operator can act on ("Connection refused").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
+        // reqwest's own message ("error sending request for url ...") adds
+        // nothing to "cannot connect": show its causes.
+        match std::error::Error::source(e) {
+            Some(cause) => format!("cannot connect: {}", causes(cause)),
+            None => format!("cannot connect: {}", causes(e)),
         }
-        cur = s.source();
+    } else {
+        format!("request failed: {}", causes(e))
     }
-    parts.join(": ")
 }
 
 fn snippet(body: &str) -> String {
@@ -579,7 +574,7 @@ fn command_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
