@@ -67,7 +67,7 @@ use crate::version::{Version, VersionRequest, check_component};
 
 /// What a release offers that the configuration does not match.
 #[derive(Debug, thiserror::Error)]
-pub enum ReleaseError {
+pub(crate) enum ReleaseError {
     /// The release has no asset matching the configured name.
     #[error(
         "release {tag} has no asset matching {pattern:?} (assets: {}); fix `asset` in [apps.<name>.source] or publish the asset",
