@@ -214,24 +214,13 @@ mod fake_file {
         }
     }
 
-    /// An error with its causes, for the one warning line.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            s.push_str(&format!(": {c}"));
-            cur = c.source();
-        }
-        s
-    }
-
     impl Clock for FileClock {
         fn now(&self) -> Timestamp {
             match self.read() {
                 Ok(t) => t,
                 Err(e) => {
                     if !self.warned.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %chain(&e), "fake clock unusable; using the system clock");
+                        tracing::warn!(error = %crate::chain::chain(&e), "fake clock unusable; using the system clock");
                     }
                     Timestamp::now()
                 }

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -16,10 +16,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::clock::{Clock, Tick};
 use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
 use crate::daemon::control::{self, ControlError, Job};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
-use crate::clock::{Clock, Tick};
 use crate::daemon::policy::{self, Decision};
 use crate::daemon::{FailedDeploy, OpOutcome, Trigger, run_op, stopped};
 use crate::fs::FsError;
@@ -135,6 +135,9 @@ pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard-agent")
+        // octocrab's models deserialize deep (over 256 KiB of stack per call
+        // in debug builds); the default 2 MiB leaves little room.
+        .thread_stack_size(8 << 20)
         .build()
         .map_err(AgentError::Runtime)?;
     rt.block_on(run_async(config_path.to_path_buf(), cfg))
@@ -322,14 +325,8 @@ fn spawn_app(cfg: AppConfig, shared: Arc<Shared>) -> AppHandle {
     }
 }
 
-fn make_source(cfg: &AppConfig, handle: &tokio::runtime::Handle) -> Arc<dyn ReleaseSource> {
-    match &cfg.source {
-        SourceConfig::Github(g) => Arc::new(
-            crate::source::github::GithubSource::new(cfg.name.clone(), g.clone())
-                .with_runtime(handle.clone()),
-        ),
-        _ => Arc::from(crate::source::for_app(cfg)),
-    }
+fn make_source(cfg: &AppConfig) -> Arc<dyn ReleaseSource> {
+    Arc::from(crate::source::for_app(cfg))
 }
 
 async fn app_task(
@@ -337,10 +334,9 @@ async fn app_task(
     mut rx: mpsc::UnboundedReceiver<AppMsg>,
     shared: Arc<Shared>,
 ) {
-    let handle = tokio::runtime::Handle::current();
     let mut cfg = cfg_rx.borrow().clone();
     // Kept between polls: the GitHub source remembers ETags.
-    let mut source = make_source(&cfg, &handle);
+    let mut source = make_source(&cfg);
     let mut shutdown = shared.shutdown.clone();
     // The first look soon after start, then every poll_interval with jitter.
     // All timed on the agent's clock.
@@ -353,7 +349,7 @@ async fn app_task(
             changed = cfg_rx.changed() => {
                 if changed.is_err() { break; }
                 cfg = cfg_rx.borrow().clone();
-                source = make_source(&cfg, &handle);
+                source = make_source(&cfg);
                 next = clock.tick() + Duration::from_millis(100);
             }
             msg = rx.recv() => match msg {
@@ -393,10 +389,9 @@ async fn check(
     let cfg2 = cfg.clone();
     let src = source.clone();
     let clock = shared.clock.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        check_blocking(&cfg2, src.as_ref(), &clock, actor)
-    })
-    .await;
+    let res =
+        tokio::task::spawn_blocking(move || check_blocking(&cfg2, src.as_ref(), &clock, actor))
+            .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The error of every operation, its exit codes, and the one place an error
 //! chain becomes text that is kept (state file, audit log, the control socket).
 
+pub(crate) use crate::chain::{chain, messages};
 use crate::fs::FsError;
 use crate::ops::backup::BackupError;
 use crate::source::SourceError;
@@ -251,22 +252,4 @@ impl DeployError {
             _ => exit::FAILURE,
         }
     }
-}
-
-/// The messages of an error and its sources, outermost first.
-pub(crate) fn messages(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    let mut out = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push(c.to_string());
-        cur = c.source();
-    }
-    out
-}
-
-/// An error and its sources joined by ": ": the text kept where no edge
-/// will print the chain later (state file, audit log, the reasons composed
-/// into a failed deploy's message).
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    messages(e).join(": ")
 }

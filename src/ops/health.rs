@@ -8,11 +8,11 @@
 //! new version, which catches the classic blue/green failure: the health
 //! endpoint says "ok", but it is the old process saying it.
 //!
-//! Everything here blocks. HTTP uses reqwest's blocking client, which must
-//! not be created or dropped on an async runtime thread: async callers run
+//! [`run_health`] blocks. HTTP checks use the process's async HTTP stack
+//! through `source::bridge` (the caller's runtime on a `spawn_blocking`
+//! thread, the process-wide one in the CLI), so async callers run
 //! [`run_health`] under `tokio::task::spawn_blocking`.
 
-use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 /// bounded so that a check pointed at a large file cannot eat memory.
 const BODY_LIMIT: u64 = 64 * 1024;
 
+use crate::chain::chain;
 use crate::clock::{Clock, Tick};
 pub use crate::config::health::{
     CheckConfig, CommandCheck, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_HTTP_TIMEOUT,
@@ -32,6 +33,8 @@ pub use crate::config::health::{
 };
 use crate::ops::hooks::show_duration;
 use crate::process::{self, Ending, LineSink, Stream, SuperviseError};
+use crate::source::bridge;
+use crate::source::http::client_builder;
 
 /// The outcome of [`run_health`], serializable for `status` and `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,8 +108,8 @@ fn serialize_ms_fraction<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::
 /// `version` is the version the app must report under `expect_version` (a
 /// leading `v` is ignored); command checks get it as `SWITCHYARD_VERSION` and
 /// run in `workdir`. Rounds, intervals, timeouts and the deadline are timed
-/// on `clock`. Blocking, and it builds a reqwest blocking client: from
-/// async code call it inside `tokio::task::spawn_blocking`. Events carry the
+/// on `clock`. Blocking: from async code call it inside
+/// `tokio::task::spawn_blocking` (see `source::bridge`). Events carry the
 /// `version` field; callers add `app` and the phase with a span.
 pub fn run_health(
     cfg: &HealthConfig,
@@ -253,11 +256,9 @@ fn deadline_message(
     )
 }
 
-fn build_client() -> Result<reqwest::blocking::Client, String> {
-    // With `rustls-no-provider`, building a client panics unless a process-wide
-    // crypto provider is installed; an error here only means one already is.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
+fn build_client() -> Result<reqwest::Client, String> {
+    // The builder installs the crypto provider reqwest needs.
+    client_builder(Some("health-check"))
         .redirect(reqwest::redirect::Policy::none())
         // Checks target this host's own services; an HTTP_PROXY meant for the
         // agent's downloads must not sit between them.
@@ -265,17 +266,12 @@ fn build_client() -> Result<reqwest::blocking::Client, String> {
         // A fresh connection per request: a kept-alive one could still reach
         // the old process after a swap.
         .pool_max_idle_per_host(0)
-        .user_agent(concat!(
-            "switchyard/",
-            env!("CARGO_PKG_VERSION"),
-            " health-check"
-        ))
         .build()
-        .map_err(|e| error_chain(&e))
+        .map_err(|e| chain(&e))
 }
 
 struct RoundEnv<'a> {
-    client: Option<&'a reqwest::blocking::Client>,
+    client: Option<&'a reqwest::Client>,
     expect: Option<&'a ExpectVersion>,
     version: &'a str,
     workdir: &'a Path,
@@ -299,7 +295,8 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Tick>) -> 
         } else {
             match check {
                 CheckConfig::Http(h) => match env.client {
-                    Some(c) => http_check(c, h, env.expect, env.version, timeout),
+                    Some(c) => bridge::block_on(http_check(c, h, env.expect, env.version, timeout))
+                        .unwrap_or_else(|e| Err(format!("not run: {e}"))),
                     None => Err("no HTTP client".to_string()),
                 },
                 CheckConfig::Tcp(tc) => tcp_check(tc, timeout),
@@ -327,8 +324,8 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Tick>) -> 
     }
 }
 
-fn http_check(
-    client: &reqwest::blocking::Client,
+async fn http_check(
+    client: &reqwest::Client,
     c: &HttpCheck,
     expect: Option<&ExpectVersion>,
     version: &str,
@@ -338,7 +335,7 @@ fn http_check(
     for (k, v) in &c.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req.send().map_err(|e| request_error(&e, timeout))?;
+    let mut resp = req.send().await.map_err(|e| request_error(&e, timeout))?;
     let status = resp.status();
     let code = status.as_u16();
     if !c.status.contains(code) {
@@ -365,9 +362,25 @@ fn http_check(
     };
     let body = if c.body_contains.is_some() || expect == Some(&ExpectVersion::Body) {
         let mut buf = Vec::new();
-        resp.take(BODY_LIMIT)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("status {code}, but reading the body failed: {e}"))?;
+        while (buf.len() as u64) < BODY_LIMIT {
+            match resp.chunk().await {
+                Ok(Some(c)) => buf.extend_from_slice(&c),
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(format!(
+                        "status {code}, but the body did not arrive within {}",
+                        show_duration(timeout)
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "status {code}, but reading the body failed: {}",
+                        chain(&e)
+                    ));
+                }
+            }
+        }
+        buf.truncate(usize::try_from(BODY_LIMIT).unwrap_or(usize::MAX));
         String::from_utf8_lossy(&buf).into_owned()
     } else {
         String::new()
@@ -415,32 +428,15 @@ fn request_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("no response within {}", show_duration(timeout))
     } else if e.is_connect() {
-        format!("cannot connect: {}", innermost(e))
-    } else {
-        format!("request failed: {}", error_chain(e))
-    }
-}
-
-/// The root cause, which is what an operator can act on ("Connection refused").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
+        // reqwest's own message ("error sending request for url ...") adds
+        // nothing to "cannot connect": show its causes.
+        match std::error::Error::source(e) {
+            Some(cause) => format!("cannot connect: {}", chain(cause)),
+            None => format!("cannot connect: {}", chain(e)),
         }
-        cur = s.source();
+    } else {
+        format!("request failed: {}", chain(e))
     }
-    parts.join(": ")
 }
 
 fn snippet(body: &str) -> String {
@@ -607,7 +603,7 @@ fn command_check(
 mod tests {
     use super::*;
     use crate::clock::{ManualClock, SystemClock};
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};

@@ -3,7 +3,12 @@
 //! plug in beside it. A source lists releases and opens one as a stream plus
 //! its small sidecar files (checksums, signatures); it never unpacks.
 
+pub(crate) mod bridge;
+mod download;
 pub mod github;
+pub(crate) mod github_api;
+pub(crate) mod github_error;
+pub(crate) mod http;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -54,7 +59,7 @@ pub enum SourceError {
     },
     /// The GitHub API failed (network, server, rate limit, token).
     #[error(transparent)]
-    Github(Box<crate::source::github::GithubError>),
+    Github(Box<crate::source::github_api::GithubError>),
     /// A name was unsafe or not semver.
     #[error(transparent)]
     Version(#[from] VersionError),

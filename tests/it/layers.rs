@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Bottom to top. A top-level module of `src/` must be in exactly one layer.
 const LAYERS: &[&[&str]] = &[
-    &["fs", "clock", "process", "version"],
+    &["fs", "clock", "process", "version", "chain"],
     &["config"],
     &["source"],
     &["verify"],

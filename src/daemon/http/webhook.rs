@@ -27,9 +27,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
+use crate::chain::chain;
 use crate::daemon::Trigger;
 use crate::daemon::http::metrics::Metrics;
-use crate::source::github::error_chain;
 
 /// The largest webhook body accepted. GitHub allows up to 25 MB, but a
 /// `release` payload is a few KiB; reading more would only help an
@@ -311,7 +311,7 @@ impl Webhooks {
                 "ignored",
                 format!("ignored: {reason}"),
             ),
-            Err(e) => (e.status(), e.outcome(), error_chain(&e)),
+            Err(e) => (e.status(), e.outcome(), chain(&e)),
         };
         metrics.webhook(outcome);
         // `message` quotes every string taken from the request with `{:?}`, so

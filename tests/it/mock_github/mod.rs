@@ -7,8 +7,9 @@
 //! `digest`), rewritten to point at the mock. Headers follow the octokit
 //! recordings: `ETag`, `Link` to `/repositories/{id}/releases?page=N`,
 //! `X-RateLimit-*`, and a `302` from the asset endpoint to another host.
-//! Every request is recorded (host, path, headers, time) so tests can assert
-//! what was sent and how often.
+//! Issues (failure reports) start from a recorded issue of octokit's
+//! `paginate-issues` scenario. Every request is recorded (host, path,
+//! headers, time) so tests can assert what was sent and how often.
 #![allow(dead_code, clippy::disallowed_methods)]
 
 use std::collections::{HashMap, VecDeque};
@@ -118,6 +119,7 @@ pub struct MockState {
     pub issues: Vec<MockIssue>,
     release_template: serde_json::Value,
     asset_template: serde_json::Value,
+    issue_template: serde_json::Value,
     next_id: u64,
 }
 
@@ -164,6 +166,11 @@ impl MockGithub {
             &std::fs::read(data.join("github-docs/list-releases.example.json")).unwrap(),
         )
         .unwrap();
+        let issues: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join("octokit-fixtures/paginate-issues.normalized-fixture.json"))
+                .unwrap(),
+        )
+        .unwrap();
         let state = Arc::new(Mutex::new(MockState {
             releases: Vec::new(),
             page_size: 100,
@@ -175,6 +182,7 @@ impl MockGithub {
             issues: Vec::new(),
             release_template: list[0].clone(),
             asset_template: docs[0]["assets"][0].clone(),
+            issue_template: issues[0]["response"][0].clone(),
             next_id: 150_000_000,
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -526,10 +534,23 @@ async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
                 .ok()
                 .and_then(|v| v["body"].as_str().map(String::from))
                 .unwrap_or_default();
+            let user = s.issue_template["user"].clone();
             match s.issues.iter_mut().find(|i| i.number == n) {
                 Some(i) => {
-                    i.comments.push(text);
-                    let c = serde_json::json!({"id": 1000 + i.comments.len(), "html_url": format!("https://github.com/{OWNER}/{REPO}/issues/{n}#issuecomment-{}", i.comments.len())});
+                    i.comments.push(text.clone());
+                    let id = 1000 + i.comments.len();
+                    let c = serde_json::json!({
+                        "id": id,
+                        "node_id": format!("IC_kwDOMock{id}"),
+                        "url": format!("http://{}/repos/{OWNER}/{REPO}/issues/comments/{id}", ctx.api),
+                        "html_url": format!("https://github.com/{OWNER}/{REPO}/issues/{n}#issuecomment-{id}"),
+                        "issue_url": format!("http://{}/repos/{OWNER}/{REPO}/issues/{n}", ctx.api),
+                        "body": text,
+                        "user": user,
+                        "author_association": "NONE",
+                        "created_at": "2024-04-09T10:50:08Z",
+                        "updated_at": "2024-04-09T10:50:08Z",
+                    });
                     axum::response::IntoResponse::into_response((
                         axum::http::StatusCode::CREATED,
                         axum::Json(c),
@@ -552,20 +573,43 @@ async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
     resp
 }
 
+fn issue_json(s: &MockState, api: SocketAddr, i: &MockIssue) -> serde_json::Value {
+    let mut j = s.issue_template.clone();
+    let url = format!("http://{api}/repos/{OWNER}/{REPO}/issues/{}", i.number);
+    j["url"] = url.clone().into();
+    j["repository_url"] = format!("http://{api}/repos/{OWNER}/{REPO}").into();
+    j["labels_url"] = format!("{url}/labels{{/name}}").into();
+    j["comments_url"] = format!("{url}/comments").into();
+    j["events_url"] = format!("{url}/events").into();
+    j["html_url"] = format!("https://github.com/{OWNER}/{REPO}/issues/{}", i.number).into();
+    j["id"] = (2000 + i.number).into();
+    j["number"] = i.number.into();
+    j["title"] = i.title.clone().into();
+    j["body"] = i.body.clone().into();
+    j["comments"] = i.comments.len().into();
+    j["labels"] = i
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            serde_json::json!({
+                "id": 300 + k, "node_id": format!("LA_kwDOMock{k}"),
+                "url": format!("http://{api}/repos/{OWNER}/{REPO}/labels/{l}"),
+                "name": l, "color": "ededed", "default": false, "description": null,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    j
+}
+
 fn issues(
     s: &mut MockState,
-    _api: SocketAddr,
+    api: SocketAddr,
     method: &str,
     h: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let json = |i: &MockIssue| {
-        serde_json::json!({
-            "number": i.number, "title": i.title, "body": i.body, "state": "open",
-            "labels": i.labels.iter().map(|l| serde_json::json!({"name": l})).collect::<Vec<_>>(),
-            "html_url": format!("https://github.com/{OWNER}/{REPO}/issues/{}", i.number),
-        })
-    };
     if method == "POST" {
         let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let issue = MockIssue {
@@ -586,14 +630,14 @@ fn issues(
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
         };
-        let out = json(&issue);
+        let out = issue_json(s, api, &issue);
         s.issues.push(issue);
         return axum::response::IntoResponse::into_response((
             axum::http::StatusCode::CREATED,
             axum::Json(out),
         ));
     }
-    let all: Vec<_> = s.issues.iter().map(json).collect();
+    let all: Vec<_> = s.issues.iter().map(|i| issue_json(s, api, i)).collect();
     axum::response::IntoResponse::into_response(axum::Json(all))
 }
 
