@@ -19,26 +19,59 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs a command to completion; wall time and peak RSS (KiB) of it and
-/// the children it waited for.
-// The child is reaped by wait4 below (std's wait cannot report rusage).
-#[allow(clippy::zombie_processes)]
+/// Set in the copy of this benchmark that runs one measured command.
+const MEASURE_ENV: &str = "SWITCHYARD_BENCH_MEASURE";
+
+/// Runs a command to completion; wall time and peak RSS (KiB) of it and the
+/// children it waited for. The command runs under a copy of this benchmark
+/// (see [`measure_child`]), whose `RUSAGE_CHILDREN` then covers that command
+/// alone.
 fn measured(cmd: &mut Command) -> (Duration, u64) {
+    let mut wrap = Command::new(std::env::current_exe().unwrap());
+    wrap.env(MEASURE_ENV, "1")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrap.env(k, v),
+            None => wrap.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrap.current_dir(d);
+    }
     let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zeroed is a valid value; wait4 fills it
-    // for the child we spawned, which nothing else waits for.
-    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as i32;
-    let r = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    let out = wrap.output().expect("spawn");
     let wall = start.elapsed();
-    assert_eq!(r, pid, "wait4 failed");
     assert!(
-        nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed with status {status}"
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    (wall, ru.ru_maxrss as u64)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rss = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("maxrss "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the measuring copy prints maxrss");
+    (wall, rss)
+}
+
+/// The measuring copy: runs its arguments as a command, waits for it, and
+/// prints the peak RSS of the children it waited for.
+fn measure_child() -> ! {
+    let mut args = std::env::args_os().skip(1);
+    let program = args.next().expect("a program");
+    let status = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("spawn");
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    println!("maxrss {}", ru.max_rss());
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so runs are comparable.
@@ -119,6 +152,9 @@ fn du(path: &Path) -> u64 {
 }
 
 fn main() {
+    if std::env::var_os(MEASURE_ENV).is_some() {
+        measure_child();
+    }
     let mib: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -143,14 +179,14 @@ fn main() {
     );
 
     let keys = base.join("keys");
-    let (pk, sk, _) = switchyard::verify::trust::keygen(&keys, None).unwrap();
+    let (pk, sk, _) = switchyard::testing::keygen(&keys, None).unwrap();
     let public = std::fs::read_to_string(&pk)
         .unwrap()
         .lines()
         .nth(1)
         .unwrap()
         .to_string();
-    let signing = switchyard::cli::pack::Signing {
+    let signing = switchyard::testing::Signing {
         key: sk,
         password: None,
         repo: None,
@@ -159,7 +195,7 @@ fn main() {
     for (v, seed, pct) in [("1.0.0", 1, 0), ("1.0.1", 2, 5)] {
         let src = base.join(format!("build-{v}"));
         let files = build_tree(&src, mib, seed, pct);
-        let p = switchyard::cli::pack::pack_signed(
+        let p = switchyard::testing::pack_signed(
             &src,
             &format!("v{v}"),
             &drop_dir,

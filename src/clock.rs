@@ -22,17 +22,17 @@ use jiff::Timestamp;
 /// A reading of a clock's monotonic time. Readings of different clocks do
 /// not compare meaningfully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tick(Duration);
+pub(crate) struct Tick(Duration);
 
 impl Tick {
     /// Time from `earlier` to this reading; zero when `earlier` is later.
-    pub fn saturating_duration_since(self, earlier: Tick) -> Duration {
+    pub(crate) fn saturating_duration_since(self, earlier: Tick) -> Duration {
         self.0.saturating_sub(earlier.0)
     }
 
     /// This reading plus `d`, or `None` when that is unrepresentable (a
     /// timeout so long that it means "never").
-    pub fn checked_add(self, d: Duration) -> Option<Tick> {
+    pub(crate) fn checked_add(self, d: Duration) -> Option<Tick> {
         self.0.checked_add(d).map(Tick)
     }
 }
@@ -46,10 +46,10 @@ impl Add<Duration> for Tick {
 }
 
 /// A future returned by [`Clock::sleep_async`].
-pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+pub(crate) type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// The source of time, a seam so tests can fake it.
-pub trait Clock: Send + Sync + fmt::Debug {
+pub(crate) trait Clock: Send + Sync + fmt::Debug {
     /// The current instant, wall time.
     fn now(&self) -> Timestamp;
     /// A monotonic reading, for timeouts, deadlines and durations.
@@ -75,7 +75,7 @@ pub(crate) async fn sleep_until(clock: &dyn Clock, until: Tick) {
 
 /// The real clock.
 #[derive(Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 /// One origin for every [`SystemClock`], so their readings compare.
 fn origin() -> Instant {
@@ -104,7 +104,7 @@ impl Clock for SystemClock {
 /// The environment variable naming a [`FileClock`] file; obeyed only by
 /// builds with the `test-seams` feature.
 #[cfg(any(test, feature = "test-seams"))]
-pub const FAKE_CLOCK_ENV: &str = "SWITCHYARD_FAKE_CLOCK_FILE";
+pub(crate) const FAKE_CLOCK_ENV: &str = "SWITCHYARD_FAKE_CLOCK_FILE";
 
 /// The clock the agent runs on: the [`SystemClock`], or, in a build with the
 /// `test-seams` feature, a `FileClock` on the file named by
@@ -134,7 +134,7 @@ pub(crate) fn from_var(path: Option<std::ffi::OsString>) -> Arc<dyn Clock> {
 }
 
 #[cfg(any(test, feature = "test-seams"))]
-pub use fake_file::{ClockError, FileClock};
+pub(crate) use fake_file::FileClock;
 
 #[cfg(any(test, feature = "test-seams"))]
 mod fake_file {
@@ -155,7 +155,7 @@ mod fake_file {
     /// Why the fake clock's file gave no time (it then falls back to the
     /// system clock).
     #[derive(Debug, thiserror::Error)]
-    pub enum ClockError {
+    pub(crate) enum ClockError {
         /// The file could not be read.
         #[error("cannot read the fake clock's file")]
         Read(#[source] FsError),
@@ -185,7 +185,7 @@ mod fake_file {
     /// clock. Its monotonic time is the wall time it reads, held where it was
     /// while the file names an earlier instant.
     #[derive(Debug)]
-    pub struct FileClock {
+    pub(crate) struct FileClock {
         path: PathBuf,
         warned: AtomicBool,
         /// The highest reading so far, since the Unix epoch.
@@ -194,7 +194,7 @@ mod fake_file {
 
     impl FileClock {
         /// A clock reading `path`.
-        pub fn new(path: PathBuf) -> FileClock {
+        pub(crate) fn new(path: PathBuf) -> FileClock {
             FileClock {
                 path,
                 warned: AtomicBool::new(false),

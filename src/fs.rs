@@ -42,19 +42,19 @@ impl FsError {
 }
 
 /// Result alias for this module.
-pub type Result<T> = std::result::Result<T, FsError>;
+pub(crate) type Result<T> = std::result::Result<T, FsError>;
 
 fn ctx<T>(op: &'static str, path: &Path, r: io::Result<T>) -> Result<T> {
     r.map_err(|e| FsError::new(op, path, e))
 }
 
 /// Reads a whole (small) file to a string.
-pub fn read_to_string(path: &Path) -> Result<String> {
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     ctx("read", path, fs::read_to_string(path))
 }
 
 /// Reads a whole (small) file; `Ok(None)` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -63,17 +63,17 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Reads a whole (small) file.
-pub fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     ctx("read", path, fs::read(path))
 }
 
 /// Opens a file for reading.
-pub fn open(path: &Path) -> Result<File> {
+pub(crate) fn open(path: &Path) -> Result<File> {
     ctx("open", path, File::open(path))
 }
 
 /// Creates a new file exclusively, never following a symlink at `path`.
-pub fn create_new(path: &Path, mode: u32) -> Result<File> {
+pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
     ctx(
         "create file",
         path,
@@ -87,7 +87,7 @@ pub fn create_new(path: &Path, mode: u32) -> Result<File> {
 }
 
 /// Opens (creating if needed) a file for appending.
-pub fn open_append(path: &Path) -> Result<File> {
+pub(crate) fn open_append(path: &Path) -> Result<File> {
     ctx(
         "open for append",
         path,
@@ -101,7 +101,7 @@ pub fn open_append(path: &Path) -> Result<File> {
 }
 
 /// Opens (creating if needed) a file for reading and writing, without truncating.
-pub fn open_rw(path: &Path) -> Result<File> {
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
     ctx(
         "open",
         path,
@@ -116,7 +116,7 @@ pub fn open_rw(path: &Path) -> Result<File> {
 }
 
 /// Creates one directory; fails if it exists.
-pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
     ctx(
         "create directory",
         path,
@@ -125,7 +125,7 @@ pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// Creates a directory and its missing parents.
-pub fn create_dir_all(path: &Path) -> Result<()> {
+pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
     ctx(
         "create directory",
         path,
@@ -138,7 +138,7 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
 
 /// Removes a directory tree; a missing tree is not an error. Read-only
 /// directories inside it (as some archives ship) are made writable first.
-pub fn remove_dir_all(path: &Path) -> Result<()> {
+pub(crate) fn remove_dir_all(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -172,7 +172,7 @@ fn make_tree_writable(path: &Path) {
 }
 
 /// Removes a file or symlink; a missing one is not an error.
-pub fn remove_file(path: &Path) -> Result<()> {
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -181,7 +181,7 @@ pub fn remove_file(path: &Path) -> Result<()> {
 }
 
 /// Removes whatever is at `path` (file, symlink or tree); missing is fine.
-pub fn remove_any(path: &Path) -> Result<()> {
+pub(crate) fn remove_any(path: &Path) -> Result<()> {
     match symlink_metadata(path)? {
         None => Ok(()),
         Some(m) if m.is_dir() => remove_dir_all(path),
@@ -190,7 +190,7 @@ pub fn remove_any(path: &Path) -> Result<()> {
 }
 
 /// Renames `from` to `to` (atomic within one file system).
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
         FsError::new(
             "rename",
@@ -201,7 +201,7 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `lstat`; `Ok(None)` when nothing is there.
-pub fn symlink_metadata(path: &Path) -> Result<Option<fs::Metadata>> {
+pub(crate) fn symlink_metadata(path: &Path) -> Result<Option<fs::Metadata>> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -210,7 +210,7 @@ pub fn symlink_metadata(path: &Path) -> Result<Option<fs::Metadata>> {
 }
 
 /// `stat` (follows symlinks); `Ok(None)` when nothing is there.
-pub fn metadata(path: &Path) -> Result<Option<fs::Metadata>> {
+pub(crate) fn metadata(path: &Path) -> Result<Option<fs::Metadata>> {
     match fs::metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -219,7 +219,7 @@ pub fn metadata(path: &Path) -> Result<Option<fs::Metadata>> {
 }
 
 /// Reads a symlink's target; `Ok(None)` when there is no symlink there.
-pub fn read_link(path: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn read_link(path: &Path) -> Result<Option<PathBuf>> {
     match fs::read_link(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -229,7 +229,7 @@ pub fn read_link(path: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Lists a directory's entry names (unsorted); missing directory → empty.
-pub fn list_dir(path: &Path) -> Result<Vec<std::ffi::OsString>> {
+pub(crate) fn list_dir(path: &Path) -> Result<Vec<std::ffi::OsString>> {
     let rd = match fs::read_dir(path) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -245,7 +245,7 @@ pub fn list_dir(path: &Path) -> Result<Vec<std::ffi::OsString>> {
 /// Every entry below `root` (not `root` itself), with `/`-joined paths
 /// relative to it and `lstat` metadata, sorted by path. Symlinks are listed,
 /// never followed into.
-pub fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>> {
+pub(crate) fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>> {
     fn go(root: &Path, rel: &str, out: &mut Vec<(String, fs::Metadata)>) -> Result<()> {
         for n in list_dir(&root.join(rel))? {
             let name = n.to_string_lossy().into_owned();
@@ -272,7 +272,7 @@ pub fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>> {
 }
 
 /// Creates a symlink at `link` pointing to `target`.
-pub fn symlink(target: &Path, link: &Path) -> Result<()> {
+pub(crate) fn symlink(target: &Path, link: &Path) -> Result<()> {
     ctx(
         "create symlink",
         link,
@@ -281,12 +281,12 @@ pub fn symlink(target: &Path, link: &Path) -> Result<()> {
 }
 
 /// Creates a hard link `link` to the existing file `original` (not following symlinks).
-pub fn hard_link(original: &Path, link: &Path) -> Result<()> {
+pub(crate) fn hard_link(original: &Path, link: &Path) -> Result<()> {
     ctx("create hard link", link, fs::hard_link(original, link))
 }
 
 /// Sets permission bits.
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     ctx(
         "set permissions",
         path,
@@ -295,13 +295,13 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     let f = ctx("open directory", dir, File::open(dir))?;
     ctx("fsync directory", dir, f.sync_all())
 }
 
 /// fsyncs an open file.
-pub fn fsync_file(f: &File, path: &Path) -> Result<()> {
+pub(crate) fn fsync_file(f: &File, path: &Path) -> Result<()> {
     ctx("fsync", path, f.sync_all())
 }
 
@@ -309,18 +309,13 @@ pub fn fsync_file(f: &File, path: &Path) -> Result<()> {
 ///
 /// One call instead of an fsync per file when publishing a tree of thousands
 /// of small files.
-pub fn syncfs(path: &Path) -> Result<()> {
+pub(crate) fn syncfs(path: &Path) -> Result<()> {
     let f = ctx("open", path, File::open(path))?;
     nix::unistd::syncfs(&f).map_err(|e| FsError::new("syncfs", path, io::Error::from(e)))
 }
 
-/// Copies a file's contents (for backups and caches; not for publishing).
-pub fn copy(from: &Path, to: &Path) -> Result<u64> {
-    ctx("copy", to, fs::copy(from, to))
-}
-
 /// A unique temporary name beside `path` (same directory, so a rename is atomic).
-pub fn temp_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or(OsStr::new("tmp"));
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);
@@ -334,7 +329,7 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 
 /// Writes `data` to `path` atomically: temporary sibling, fsync, rename, fsync
 /// of the directory. Readers see the old contents or the new, never a mix.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {
         let mut f = create_new(&tmp, 0o644)?;
@@ -353,7 +348,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// Points the symlink `link` at `target` atomically: a new symlink under a
 /// temporary name in the same directory, `rename(2)` over `link`, fsync of the
 /// directory. At every instant `link` resolves to the old or the new target.
-pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+pub(crate) fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
     let tmp = temp_sibling(link);
     symlink(target, &tmp)?;
     if let Err(e) = rename(&tmp, link) {
@@ -364,7 +359,7 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
 }
 
 /// The parent directory of a path, or `.` for a bare name.
-pub fn parent_of(path: &Path) -> &Path {
+pub(crate) fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -372,7 +367,7 @@ pub fn parent_of(path: &Path) -> &Path {
 }
 
 /// Appends a line to a file and fsyncs it, so a logged event survives a crash.
-pub fn append_line_durable(path: &Path, line: &str) -> Result<()> {
+pub(crate) fn append_line_durable(path: &Path, line: &str) -> Result<()> {
     let mut f = open_append(path)?;
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
@@ -382,7 +377,7 @@ pub fn append_line_durable(path: &Path, line: &str) -> Result<()> {
 }
 
 /// Free bytes available to this user on the file system holding `path`.
-pub fn free_bytes(path: &Path) -> Result<u64> {
+pub(crate) fn free_bytes(path: &Path) -> Result<u64> {
     let st = nix::sys::statvfs::statvfs(path)
         .map_err(|e| FsError::new("statvfs", path, io::Error::from(e)))?;
     #[allow(clippy::unnecessary_cast)]

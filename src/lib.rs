@@ -15,17 +15,37 @@
 //! cli                         arguments, commands, rendering, pack, demo
 //! ```
 
-#![warn(missing_docs)]
+mod chain;
+mod cli;
+mod clock;
+mod config;
+mod daemon;
+mod fs;
+mod ops;
+mod process;
+mod source;
+mod store;
+mod verify;
+mod version;
 
-pub mod chain;
-pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod daemon;
-pub mod fs;
-pub mod ops;
-pub mod process;
-pub mod source;
-pub mod store;
-pub mod verify;
-pub mod version;
+pub use cli::main;
+
+/// The entry points the integration tests, the fuzz targets and
+/// `examples/bench.rs` drive directly; everything else is crate-private.
+pub mod testing {
+    pub use crate::cli::demo::app::DemoApp;
+    pub use crate::cli::pack::{Signing, pack_signed};
+    pub use crate::config::{Config, GithubSourceConfig, UnpackLimits};
+    pub use crate::daemon::http::metrics::Metrics;
+    pub use crate::daemon::http::webhook::{WatchingApp, WebhookConfig, sign_payload};
+    pub use crate::daemon::http::{HttpState, router};
+    pub use crate::source::ReleaseSource;
+    pub use crate::source::github::GithubSource;
+    pub use crate::store::layout::AppPaths;
+    pub use crate::store::state::AppLock;
+    pub use crate::verify::signing::{keygen, sign_file};
+    pub use crate::verify::trust::{TrustPolicy, begin, verify_bytes};
+    pub use crate::verify::unpack::unpack_tar_gz;
+    pub use crate::verify::{Sha256Sums, sha256_hex};
+    pub use crate::version::VersionRequest;
+}

@@ -1,3 +1,5 @@
+//! The `switchyard` command: everything is in the library.
+
 fn main() -> std::process::ExitCode {
-    switchyard::cli::main()
+    switchyard::main()
 }

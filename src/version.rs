@@ -31,7 +31,7 @@ pub enum VersionError {
 }
 
 /// Checks that `name` can be used as exactly one directory entry name.
-pub fn check_component(what: &'static str, name: &str) -> Result<(), VersionError> {
+pub(crate) fn check_component(what: &'static str, name: &str) -> Result<(), VersionError> {
     let bad = name.is_empty()
         || name == "."
         || name == ".."

@@ -4,5 +4,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = switchyard::config::Config::parse(&text, std::path::Path::new("fuzz.toml"));
+    let _ = switchyard::testing::Config::parse(&text, std::path::Path::new("fuzz.toml"));
 });

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig, router, sign_payload};
+use switchyard::testing::{HttpState, Metrics, WatchingApp, WebhookConfig, router, sign_payload};
 use tower::ServiceExt;
 
 fuzz_target!(|input: (bool, &str, &[u8])| {

@@ -24,7 +24,7 @@ temporary folder, with no network, and prints every step.",
 /// promote and instant revert.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
-pub struct Cli {
+pub(super) struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
@@ -38,7 +38,7 @@ pub struct Cli {
 
 /// Options of commands that install.
 #[derive(Debug, Clone, Args)]
-pub struct InstallFlags {
+pub(super) struct InstallFlags {
     /// Accept a version older than the highest already verified (recorded in history).
     #[arg(long)]
     pub allow_downgrade: bool,
@@ -46,7 +46,7 @@ pub struct InstallFlags {
 
 /// Options shared by commands that change an app.
 #[derive(Debug, Clone, Args)]
-pub struct Common {
+pub(super) struct Common {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -57,7 +57,7 @@ pub struct Common {
 
 /// Output options for read-only commands.
 #[derive(Debug, Clone, Args)]
-pub struct Output {
+pub(super) struct Output {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -66,7 +66,7 @@ pub struct Output {
 /// Subcommands.
 #[allow(missing_docs)] // flattened option groups; clap shows the variants' docs
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(super) enum Command {
     /// Download, verify and unpack a release into releases/<version> (does not touch `current`).
     Install {
         /// App name, as in [apps.<name>].
@@ -267,7 +267,7 @@ pub enum Command {
 /// `backup` subcommands.
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
-pub enum BackupCmd {
+pub(super) enum BackupCmd {
     /// Take a backup now (backup hook and, with backup_shared, the shared paths).
     Create {
         /// App name.
@@ -305,7 +305,7 @@ pub enum BackupCmd {
 /// `config` subcommands.
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
-pub enum ConfigCmd {
+pub(super) enum ConfigCmd {
     /// Validate the file and print every problem with its line and column.
     Check {
         #[command(flatten)]
@@ -316,7 +316,7 @@ pub enum ConfigCmd {
 /// `audit` subcommands.
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
-pub enum AuditCmd {
+pub(super) enum AuditCmd {
     /// Verify the audit log's hash chain: detects edited, inserted or deleted lines.
     Verify {
         /// App name.

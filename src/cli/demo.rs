@@ -32,7 +32,7 @@ fn build_app(dir: &Path, version: &str) -> anyhow::Result<()> {
 }
 
 /// Renders the app root: the two links, the releases and shared paths.
-pub fn render_layout(root: &Path) -> anyhow::Result<String> {
+pub(crate) fn render_layout(root: &Path) -> anyhow::Result<String> {
     let paths = AppPaths::new(root);
     let mut s = String::new();
     writeln!(s, "   {}/", root.display())?;
@@ -81,7 +81,7 @@ fn http_get(url: &str) -> String {
 }
 
 /// Runs the demo in `dir` (kept) or in a temporary directory (removed).
-pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let tmp;
     let base: PathBuf = match dir {
         Some(d) => {
@@ -338,7 +338,7 @@ fn indent(s: &str) -> String {
 /// a release that was swapped in without activation keeps the old version
 /// running, and `expect_version` catches it. A release holding a file named
 /// `BROKEN` answers 500 on `/health`.
-pub mod app {
+pub(crate) mod app {
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::path::{Path, PathBuf};

@@ -7,8 +7,8 @@
 
 mod args;
 mod commands;
-pub mod demo;
-pub mod pack;
+pub(crate) mod demo;
+pub(crate) mod pack;
 mod render;
 
 use std::process::ExitCode;

@@ -41,13 +41,13 @@ pub enum PackError {
 
 /// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because
 /// some tools treat a zero mtime as "unknown".
-pub const FIXED_MTIME: u64 = 946_684_800;
+pub(crate) const FIXED_MTIME: u64 = 946_684_800;
 
 /// The mtime of every entry: `SOURCE_DATE_EPOCH` when set (the
 /// reproducible-builds convention; CI sets it to the commit time, so each
 /// release has its own, still reproducible, timestamps and web servers'
 /// Last-Modified/ETag change between releases), else [`FIXED_MTIME`].
-pub fn entry_mtime() -> u64 {
+pub(crate) fn entry_mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -78,18 +78,6 @@ pub struct Signing {
     pub password: Option<String>,
     /// `owner/repo`, named in the trusted comment.
     pub repo: Option<String>,
-}
-
-/// Packs `input` as release `version` into `out/<version>/<asset_name>`,
-/// writing `SHA256SUMS` beside it. `asset_name` defaults to
-/// `<name>-<version>.tar.gz` where name is the input folder's name.
-pub fn pack(
-    input: &Path,
-    version: &str,
-    out: &Path,
-    asset_name: Option<&str>,
-) -> Result<Packed, PackError> {
-    pack_signed(input, version, out, asset_name, None)
 }
 
 /// [`pack`], then signs the asset and `SHA256SUMS` with a trusted comment
@@ -157,7 +145,7 @@ pub fn pack_signed(
 }
 
 /// Writes a reproducible `.tar.gz` of `input` to `dest`; returns its SHA-256.
-pub fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
+pub(crate) fn write_archive(input: &Path, dest: &Path) -> Result<[u8; 32], PackError> {
     let mut entries = Vec::new();
     collect(input, Path::new(""), &mut entries)?;
     let mtime = entry_mtime();
@@ -263,10 +251,10 @@ mod tests {
         fs::create_dir_all(&src.join("public")).unwrap();
         fs::write_atomic(&src.join("public/index.html"), b"hi").unwrap();
         fs::write_atomic(&src.join("VERSION"), b"1.0.0").unwrap();
-        let a = pack(&src, "v1.0.0", &d.path().join("out1"), None).unwrap();
+        let a = pack_signed(&src, "v1.0.0", &d.path().join("out1"), None, None).unwrap();
         // Touch the input: mtimes must not leak into the archive.
         fs::write_atomic(&src.join("VERSION"), b"1.0.0").unwrap();
-        let b = pack(&src, "v1.0.0", &d.path().join("out2"), None).unwrap();
+        let b = pack_signed(&src, "v1.0.0", &d.path().join("out2"), None, None).unwrap();
         assert_eq!(a.sha256, b.sha256);
         assert_eq!(a.asset.file_name().unwrap(), "app-1.0.0.tar.gz");
         let sums = fs::read_to_string(&a.sums).unwrap();

@@ -9,7 +9,7 @@ use crate::version::check_component;
 /// Checks an `asset` setting: a file name with `{version}`, `{tag}` and
 /// `{target}` placeholders, optionally with `*`/`?` wildcards. Without
 /// wildcards it must end in `.tar.gz`.
-pub fn check_asset_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn check_asset_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("the asset name must not be empty (default \"*.tar.gz\")".into());
     }
@@ -42,7 +42,7 @@ pub fn check_asset_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// Checks and normalises an `api_url` (no trailing slash).
-pub fn check_api_url(url: &str) -> Result<String, String> {
+pub(crate) fn check_api_url(url: &str) -> Result<String, String> {
     let u = Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!(
@@ -66,12 +66,12 @@ pub fn check_api_url(url: &str) -> Result<String, String> {
 
 /// `{target}` in asset names: `<arch>-<os>` as Rust names them, e.g.
 /// `x86_64-linux` or `aarch64-linux`.
-pub fn target() -> String {
+pub(crate) fn target() -> String {
     format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// Replaces `{version}`, `{tag}` and `{target}` in an asset pattern.
-pub fn render_asset(pattern: &str, tag: &str, version: &str) -> String {
+pub(crate) fn render_asset(pattern: &str, tag: &str, version: &str) -> String {
     pattern
         .replace("{version}", version)
         .replace("{tag}", tag)
@@ -79,12 +79,12 @@ pub fn render_asset(pattern: &str, tag: &str, version: &str) -> String {
 }
 
 /// Whether an asset pattern has `*` or `?` wildcards.
-pub fn has_wildcard(s: &str) -> bool {
+pub(crate) fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?'])
 }
 
 /// `*` matches any run of characters, `?` exactly one; nothing else is special.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     let (mut pi, mut ni) = (0, 0);

@@ -12,19 +12,19 @@ use serde::de::{self, Deserializer, Visitor};
 use crate::config::hooks::{Command, parse_duration};
 
 /// Failed rounds tolerated before giving up, when not configured.
-pub const DEFAULT_RETRIES: u32 = 3;
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
 /// Pause between rounds, when not configured.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 /// Consecutive passing rounds needed, when not configured.
-pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
+pub(crate) const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
 /// Overall limit, when not configured.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 /// Per-request limit of an HTTP check, when not configured.
-pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connect limit of a TCP check, when not configured.
-pub const DEFAULT_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TCP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit of a command check, when not configured.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A validated health policy for one phase (staging or live).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// How long a hook may run when its configuration names no timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// What a hook runs: a shell string or an argv array.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl<'de> Deserialize<'de> for Command {
 /// migrate = { command = "php artisan migrate --force", timeout = "15m", env = { APP_ENV = "production" } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookConfig {
+pub(crate) enum HookConfig {
     /// A shell string, run with `/bin/sh -c`.
     Shell(String),
     /// Program and arguments, run without a shell.
@@ -137,7 +137,7 @@ pub enum HookConfig {
 /// The table form of a hook.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookTable {
+pub(crate) struct HookTable {
     /// What to run.
     pub command: Command,
     /// How long it may run, e.g. `"15m"` (default 10 minutes).
@@ -196,7 +196,7 @@ pub struct HookSpec {
 impl HookConfig {
     /// Validates the hook: a non-empty command, a timeout that parses and is
     /// not zero, and environment variable names a shell accepts.
-    pub fn to_spec(&self) -> Result<HookSpec, String> {
+    pub(crate) fn to_spec(&self) -> Result<HookSpec, String> {
         let (command, timeout, env) = match self {
             HookConfig::Shell(s) => (Command::Shell(s.clone()), None, BTreeMap::new()),
             HookConfig::Argv(a) => (Command::Argv(a.clone()), None, BTreeMap::new()),
@@ -245,7 +245,7 @@ fn check_env_name(k: &str) -> Result<(), String> {
 
 /// Parses a duration: `"500ms"`, `"30s"`, `"10m"`, `"1h30m"`, or a bare
 /// integer meaning seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("the duration is empty: write e.g. \"30s\", \"10m\" or \"1h30m\"".into());
@@ -264,7 +264,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration as the configuration writes it (`"1m 30s"`, `"250ms"`).
-pub fn show_duration(d: Duration) -> String {
+pub(crate) fn show_duration(d: Duration) -> String {
     // Sub-millisecond noise only makes messages harder to read.
     let d = Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX));
     humantime::format_duration(d).to_string()

@@ -3,10 +3,10 @@
 //! reported with its line and column.
 
 mod check;
-pub mod github;
-pub mod health;
-pub mod hooks;
-pub mod policy;
+pub(crate) mod github;
+pub(crate) mod health;
+pub(crate) mod hooks;
+pub(crate) mod policy;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Where the configuration is read from when neither `--config` nor
 /// `SWITCHYARD_CONFIG` says otherwise.
-pub const DEFAULT_PATH: &str = "/etc/switchyard/switchyard.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/switchyard/switchyard.toml";
 
 /// One problem in a configuration file, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,7 +76,7 @@ pub struct Config {
 }
 
 /// Default control socket of the agent.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/switchyard/control.sock";
+pub(crate) const DEFAULT_CONTROL_SOCKET: &str = "/run/switchyard/control.sock";
 
 /// `[agent]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,11 +307,11 @@ pub struct DirSourceConfig {
 }
 
 /// The API base used when `api_url` is not set.
-pub const GITHUB_API_URL: &str = "https://api.github.com";
+pub(crate) const GITHUB_API_URL: &str = "https://api.github.com";
 
 /// How long a GitHub rate limit may be waited out before failing, when
 /// `rate_limit_max_wait_secs` is not set.
-pub const DEFAULT_RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// A GitHub Releases source (`github = "owner/repo"`).
 ///
@@ -392,7 +392,7 @@ impl Default for UnpackLimits {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;

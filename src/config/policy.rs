@@ -87,7 +87,11 @@ impl<'de> serde::Deserialize<'de> for AutoLevel {
 /// `Patch`, like any upgrade within the same `MAJOR.MINOR`. Whether
 /// prereleases are candidates at all is the channel's choice, made by the
 /// caller before it asks.
-pub fn auto_allows(level: AutoLevel, current: Option<&Version>, candidate: &Version) -> bool {
+pub(crate) fn auto_allows(
+    level: AutoLevel,
+    current: Option<&Version>,
+    candidate: &Version,
+) -> bool {
     let Some(current) = current else {
         return level == AutoLevel::All;
     };

@@ -3,11 +3,11 @@
 //! (from the triggers, or from the CLI through the control socket) through
 //! the same lifecycle as the CLI, one at a time per app.
 
-pub mod agent;
-pub mod control;
-pub mod http;
-pub mod policy;
-pub mod report;
+pub(crate) mod agent;
+pub(crate) mod control;
+pub(crate) mod http;
+pub(crate) mod policy;
+pub(crate) mod report;
 
 use tokio::sync::watch;
 

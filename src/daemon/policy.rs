@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-pub use crate::config::policy::{AutoLevel, Window, auto_allows};
+pub(crate) use crate::config::policy::{Window, auto_allows};
 
 /// A release's critical marking: it may skip the maintenance window once its
 /// deadline has passed (at once when it has no deadline).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Critical {
+pub(crate) struct Critical {
     /// From this instant on the release skips the window; `None`: at once.
     pub deadline: Option<Timestamp>,
 }
@@ -38,7 +38,7 @@ pub struct Critical {
 /// Errors: a `release.toml` that is not UTF-8 or TOML, a `critical` that is
 /// not a boolean, a deadline that is not an RFC 3339 instant (in the notes
 /// only when it sits next to `critical: true`).
-pub fn critical_from(
+pub(crate) fn critical_from(
     notes: Option<&str>,
     release_toml: Option<&[u8]>,
 ) -> Result<Option<Critical>, String> {
@@ -158,7 +158,7 @@ fn critical_from_notes(notes: &str) -> Result<Option<Critical>, String> {
 
 /// What the agent should do with a release it is allowed to deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Deploy now.
     Now,
     /// Ask again at this instant.
@@ -173,7 +173,11 @@ pub enum Decision {
 /// deadline skips the window at once) → `Now`. A critical release whose
 /// deadline is still ahead waits until the deadline or the next opening,
 /// whichever comes first, so the agent wakes up when the override starts.
-pub fn decide(window: Option<&Window>, critical: Option<&Critical>, now: Timestamp) -> Decision {
+pub(crate) fn decide(
+    window: Option<&Window>,
+    critical: Option<&Critical>,
+    now: Timestamp,
+) -> Decision {
     let Some(window) = window else {
         return Decision::Now;
     };
@@ -198,7 +202,7 @@ pub fn decide(window: Option<&Window>, critical: Option<&Critical>, now: Timesta
 ///
 /// `fraction` is clamped to 0..=1 (NaN counts as 0): `0.1` gives
 /// 54 s..66 s for 60 s. An interval too large to jitter is returned as is.
-pub fn jittered(interval: Duration, fraction: f64) -> Duration {
+pub(crate) fn jittered(interval: Duration, fraction: f64) -> Duration {
     let fraction = if fraction.is_nan() {
         0.0
     } else {
@@ -212,6 +216,7 @@ pub fn jittered(interval: Duration, fraction: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::policy::{AutoLevel, auto_allows};
     use crate::version::Version;
     use jiff::tz::TimeZone;
 

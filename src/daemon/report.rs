@@ -45,11 +45,11 @@ use tracing::{info, warn};
 use crate::fs::FsError;
 use crate::source::github_api::{GithubApi, GithubError, GithubOptions, Purpose, Repo, Token};
 
-pub use notify::notify;
-pub use redact::redact;
+pub(crate) use notify::notify;
+pub(crate) use redact::redact;
 
 /// The label every Switchyard issue carries; open issues are looked up by it.
-pub const LABEL: &str = "switchyard";
+pub(crate) const LABEL: &str = "switchyard";
 
 /// Longest wait for a connection to GitHub.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +76,7 @@ const MAX_TITLE_CHARS: usize = 256;
 
 /// What a failure report says. Free-form fields are redacted by [`build`].
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct FailureReport {
+pub(crate) struct FailureReport {
     /// The app's name in the configuration.
     pub app: String,
     /// The hostname of this machine.
@@ -101,7 +101,7 @@ pub struct FailureReport {
 
 /// Where to report: a GitHub repository and/or a chat webhook.
 #[derive(Debug, Clone, Default)]
-pub struct ReportTarget {
+pub(crate) struct ReportTarget {
     /// Open or comment on issues here (`report_issues = true`).
     pub github: Option<GithubTarget>,
     /// POST the report as JSON here (`notify_url`).
@@ -110,7 +110,7 @@ pub struct ReportTarget {
 
 /// A GitHub repository to open issues in.
 #[derive(Clone)]
-pub struct GithubTarget {
+pub(crate) struct GithubTarget {
     /// API base URL: `https://api.github.com`, or `https://<host>/api/v3`.
     pub api_url: String,
     /// The repository's owner.
@@ -140,7 +140,7 @@ impl GithubTarget {
 
 /// What [`report_github`] did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum Reported {
+pub(crate) enum Reported {
     /// A new issue was opened.
     IssueOpened {
         /// The issue's number.
@@ -171,7 +171,7 @@ impl fmt::Display for Reported {
 /// Why a report could not be sent. Messages never contain a token nor the
 /// webhook URL (chat webhooks carry their secret in the path).
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub(crate) enum ReportError {
     /// The owner or repository name is not a GitHub name.
     #[error(
         "cannot report to GitHub repository {repo:?}: not an owner/name pair GitHub allows (letters, digits, '-', '_', '.'); fix the app's github setting"
@@ -264,7 +264,7 @@ impl From<GithubError> for ReportError {
 /// (the hostname too). A log that cannot be read is named in the tail
 /// instead; building never fails.
 #[allow(clippy::too_many_arguments)] // the agent core's calling convention
-pub fn build(
+pub(crate) fn build(
     root: &Path,
     app: &str,
     from: Option<&str>,
@@ -292,7 +292,7 @@ pub fn build(
 }
 
 /// This machine's hostname, or `unknown-host`.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -413,7 +413,7 @@ fn cut_lines(text: &str) -> String {
 /// The title prefix that identifies a version's issue:
 /// `[switchyard] <app> <version> ` (with the trailing space, so that `1.4.0`
 /// does not match the issue of `1.4.0-rc.1`).
-pub fn title_prefix(app: &str, to_version: &str) -> String {
+pub(crate) fn title_prefix(app: &str, to_version: &str) -> String {
     format!("[switchyard] {app} {to_version} ")
 }
 
@@ -568,7 +568,10 @@ fn origin(u: &Url) -> String {
 /// at <step> on <host>"`, label [`LABEL`]), or comments on the version's
 /// open issue ("Failed again") when there is one. The report is redacted
 /// (again) before it leaves.
-pub async fn report_github(t: &GithubTarget, r: &FailureReport) -> Result<Reported, ReportError> {
+pub(crate) async fn report_github(
+    t: &GithubTarget,
+    r: &FailureReport,
+) -> Result<Reported, ReportError> {
     let r = sanitized(r);
     let opts = GithubOptions {
         // Nothing is retried (see the module docs), and a rate limit is not
@@ -617,7 +620,7 @@ pub async fn report_github(t: &GithubTarget, r: &FailureReport) -> Result<Report
 /// Sends the report everywhere `t` says, concurrently: GitHub first in the
 /// result, then the webhook. Each result says what was done (or why not);
 /// errors are also logged. Never panics.
-pub async fn send(t: &ReportTarget, r: &FailureReport) -> Vec<Result<String, ReportError>> {
+pub(crate) async fn send(t: &ReportTarget, r: &FailureReport) -> Vec<Result<String, ReportError>> {
     // Each report runs as its own task: polled from the runtime's own loop,
     // not from deep inside the caller's (large, in debug builds) future, so
     // the HTTP client's call chain has the whole thread stack.

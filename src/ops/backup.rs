@@ -14,14 +14,14 @@ use crate::store::layout::AppPaths;
 use crate::verify::HashingWriter;
 
 /// Runs a hook with `$SWITCHYARD_BACKUP_FILE` set to the path given.
-pub type HookFn<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
+pub(crate) type HookFn<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
 
 /// Name of the hook's dump inside a backup archive.
 const HOOK_ENTRY: &str = "hook/backup";
 
 /// Errors of backup operations.
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     /// The backup hook failed.
     #[error("the backup hook failed: {0}; nothing was changed, fix the hook and deploy again")]
     Hook(String),
@@ -85,7 +85,7 @@ pub enum BackupError {
 
 /// What a backup holds and where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BackupMeta {
+pub(crate) struct BackupMeta {
     /// Sortable id (`<UTC time>-<random>`).
     pub id: String,
     /// When it was taken, RFC 3339.
@@ -107,7 +107,7 @@ pub struct BackupMeta {
 }
 
 /// `.switchyard/backups`.
-pub fn dir(paths: &AppPaths) -> PathBuf {
+pub(crate) fn dir(paths: &AppPaths) -> PathBuf {
     paths.state_dir().join("backups")
 }
 
@@ -120,7 +120,7 @@ fn meta_path(paths: &AppPaths, id: &str) -> PathBuf {
 }
 
 /// What to back up.
-pub struct BackupRequest<'a> {
+pub(crate) struct BackupRequest<'a> {
     /// The app.
     pub app: &'a str,
     /// The live release.
@@ -137,7 +137,7 @@ pub struct BackupRequest<'a> {
 }
 
 /// Takes a backup, then prunes old ones. Nothing is left behind on failure.
-pub fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, BackupError> {
+pub(crate) fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, BackupError> {
     let bdir = dir(paths);
     fs::create_dir_all(&bdir)?;
     let now = jiff::Timestamp::now();
@@ -235,7 +235,7 @@ fn create_in(
 }
 
 /// Every complete backup, oldest first.
-pub fn list(paths: &AppPaths) -> Result<Vec<BackupMeta>, BackupError> {
+pub(crate) fn list(paths: &AppPaths) -> Result<Vec<BackupMeta>, BackupError> {
     let mut out = Vec::new();
     for n in fs::list_dir(&dir(paths))? {
         let Some(n) = n.to_str() else { continue };
@@ -254,7 +254,7 @@ pub fn list(paths: &AppPaths) -> Result<Vec<BackupMeta>, BackupError> {
 }
 
 /// One backup's metadata.
-pub fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
+pub(crate) fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     if crate::version::check_component("backup id", id).is_err() {
         return Err(BackupError::NotFound { id: id.to_string() });
     }
@@ -277,7 +277,7 @@ pub(crate) fn resolve_id(paths: &AppPaths, id: Option<&str>) -> Result<String, B
 }
 
 /// Re-checks a backup's checksum.
-pub fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
+pub(crate) fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     let meta = get(paths, id)?;
     let path = archive_path(paths, id);
     let actual = hex::encode(crate::verify::sha256_file(&path)?);
@@ -294,7 +294,7 @@ pub fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
 
 /// Restores a backup: verifies it, runs the restore hook on the dump, and
 /// puts the shared paths back (each swapped in by rename).
-pub fn restore(
+pub(crate) fn restore(
     paths: &AppPaths,
     id: &str,
     run_restore_hook: Option<HookFn<'_>>,
@@ -361,11 +361,6 @@ fn restore_in(
         }
     }
     Ok(())
-}
-
-/// Keeps the newest `keep` backups.
-pub fn prune(paths: &AppPaths, keep: usize) -> Result<Vec<String>, BackupError> {
-    prune_keeping(paths, keep, None)
 }
 
 /// Keeps the newest `keep` backups, and `protect` whatever its age (the one

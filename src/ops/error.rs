@@ -14,7 +14,7 @@ use crate::verify::unpack::UnpackError;
 
 /// Errors of an operation. Each maps to a documented exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum DeployError {
+pub(crate) enum DeployError {
     /// The source failed or lacks the release.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -175,26 +175,26 @@ pub enum DeployError {
 }
 
 /// Exit codes, documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     /// Success.
-    pub const OK: i32 = 0;
+    pub(crate) const OK: i32 = 0;
     /// A runtime failure not covered below.
-    pub const FAILURE: i32 = 1;
+    pub(crate) const FAILURE: i32 = 1;
     /// Usage or configuration error.
-    pub const USAGE: i32 = 2;
+    pub(crate) const USAGE: i32 = 2;
     /// Checksum or signature verification failed, or the archive was refused.
-    pub const VERIFY: i32 = 3;
+    pub(crate) const VERIFY: i32 = 3;
     /// Another operation holds the app's lock.
-    pub const BUSY: i32 = 4;
+    pub(crate) const BUSY: i32 = 4;
     /// The app, release or version was not found.
-    pub const NOT_FOUND: i32 = 5;
+    pub(crate) const NOT_FOUND: i32 = 5;
     /// A pre-check refused the deploy, or deploys are blocked; nothing changed.
-    pub const PRECHECK: i32 = 6;
+    pub(crate) const PRECHECK: i32 = 6;
     /// The deploy failed; the live release was kept or reverted to.
-    pub const DEPLOY_FAILED: i32 = 7;
+    pub(crate) const DEPLOY_FAILED: i32 = 7;
     /// Switchyard stopped rather than guess (unknown migrate outcome, failed
     /// revert): the maintenance flag is on, `switchyard resolve` unblocks.
-    pub const NEEDS_ATTENTION: i32 = 8;
+    pub(crate) const NEEDS_ATTENTION: i32 = 8;
 
     /// Every code with a one-line meaning, for `--help`.
     pub(crate) const ALL: [(i32, &str); 9] = [
@@ -224,7 +224,7 @@ pub mod exit {
 
 impl DeployError {
     /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             DeployError::Verify(_)
             | DeployError::Unpack(_)

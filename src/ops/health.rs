@@ -26,10 +26,8 @@ const BODY_LIMIT: u64 = 64 * 1024;
 
 use crate::chain::chain;
 use crate::clock::{Clock, Tick};
-pub use crate::config::health::{
-    CheckConfig, CommandCheck, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_HTTP_TIMEOUT,
-    DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TCP_TIMEOUT,
-    ExpectVersion, HealthConfig, HttpCheck, StatusSet, TcpCheck,
+pub(crate) use crate::config::health::{
+    CheckConfig, CommandCheck, ExpectVersion, HealthConfig, HttpCheck, TcpCheck,
 };
 use crate::ops::hooks::show_duration;
 use crate::process::{self, Ending, LineSink, Stream, SuperviseError};
@@ -38,7 +36,7 @@ use crate::source::http::client_builder;
 
 /// The outcome of [`run_health`], serializable for `status` and `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     /// Whether `success_threshold` consecutive rounds passed.
     pub passed: bool,
     /// Rounds run.
@@ -58,7 +56,7 @@ pub struct HealthReport {
 
 /// One round: every check, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoundReport {
+pub(crate) struct RoundReport {
     /// Whether every check passed.
     pub ok: bool,
     /// Each check's result, in configuration order.
@@ -67,7 +65,7 @@ pub struct RoundReport {
 
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
+pub(crate) struct CheckResult {
     /// Which check, e.g. `http GET http://127.0.0.1:8080/health`.
     pub check: String,
     /// Whether it passed.
@@ -111,7 +109,7 @@ fn serialize_ms_fraction<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::
 /// on `clock`. Blocking: from async code call it inside
 /// `tokio::task::spawn_blocking` (see `source::bridge`). Events carry the
 /// `version` field; callers add `app` and the phase with a span.
-pub fn run_health(
+pub(crate) fn run_health(
     cfg: &HealthConfig,
     version: &str,
     workdir: &Path,
@@ -603,6 +601,10 @@ fn command_check(
 mod tests {
     use super::*;
     use crate::clock::{ManualClock, SystemClock};
+    use crate::config::health::{
+        DEFAULT_DEADLINE, DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_SUCCESS_THRESHOLD,
+        DEFAULT_TCP_TIMEOUT, StatusSet,
+    };
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

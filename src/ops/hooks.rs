@@ -23,9 +23,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-pub use crate::config::hooks::{
-    Command, DEFAULT_TIMEOUT, HookConfig, HookSpec, HookTable, parse_duration, show_duration,
-};
+pub(crate) use crate::config::hooks::{Command, HookSpec, show_duration};
 use crate::fs::{self, FsError};
 use crate::process::{Ending, LineSink, Stream, SuperviseError, signal_name, supervise};
 
@@ -48,7 +46,7 @@ impl Command {
 
 /// What a hook needs to know about the deploy it is part of.
 #[derive(Debug, Clone)]
-pub struct HookContext {
+pub(crate) struct HookContext {
     /// The app's name.
     pub app: String,
     /// The version being deployed.
@@ -94,7 +92,7 @@ impl HookContext {
 
 /// A hook that ran and exited 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HookOutcome {
+pub(crate) struct HookOutcome {
     /// The hook's name.
     pub name: String,
     /// Always 0 (a non-zero exit is an error), kept for reports.
@@ -112,7 +110,7 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 
 /// Errors running a hook.
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
+pub(crate) enum HookError {
     /// The program could not be started; nothing ran.
     #[error(
         "hook {name}: cannot start {program} in {}: {source}; check that the program exists and is executable, and that the release directory exists",
@@ -199,7 +197,7 @@ pub enum HookError {
 impl HookError {
     /// True when the hook may have done part of its work (it timed out or was
     /// killed mid-way), so neither "it ran" nor "it did not run" can be assumed.
-    pub fn outcome_unknown(&self) -> bool {
+    pub(crate) fn outcome_unknown(&self) -> bool {
         matches!(
             self,
             HookError::TimedOut { .. } | HookError::Crashed { .. } | HookError::Wait { .. }
@@ -232,7 +230,11 @@ fn show_tail(tail: &str) -> String {
 /// A failure to write the log once the hook runs does not stop the hook (a
 /// half-done migration is worse than a missing log): it is warned about, and
 /// the output still goes to `tracing`.
-pub fn run_hook(name: &str, spec: &HookSpec, ctx: &HookContext) -> Result<HookOutcome, HookError> {
+pub(crate) fn run_hook(
+    name: &str,
+    spec: &HookSpec,
+    ctx: &HookContext,
+) -> Result<HookOutcome, HookError> {
     fs::create_dir_all(&ctx.log_dir)?;
     let log_file = ctx.log_dir.join(format!("{}.log", file_stem(name)));
     let file = fs::open_append(&log_file)?;
@@ -432,6 +434,7 @@ impl LineSink for HookLog<'_> {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::config::hooks::{DEFAULT_TIMEOUT, HookConfig, parse_duration};
     use crate::process::{MAX_LINE, TAIL_LINES};
     use nix::sys::signal::kill;
     use nix::unistd::Pid;

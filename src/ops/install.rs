@@ -101,7 +101,7 @@ fn check_comment(
 
 /// The outcome of an install.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstallReport {
+pub(crate) struct InstallReport {
     /// The release.
     pub version: Version,
     /// False when it was already installed and nothing was done.

@@ -45,7 +45,7 @@ pub(crate) struct DeployOptions {
 
 /// What a deploy did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeployOutcome {
+pub(crate) struct DeployOutcome {
     /// Deploy id.
     pub id: String,
     /// Final state.

@@ -9,11 +9,11 @@
 //! then `api`. A session's repair finishes an interrupted deploy with the
 //! rollback, so opening a session is the one call that reaches upwards.
 
-pub mod api;
-pub mod backup;
-pub mod error;
-pub mod health;
-pub mod hooks;
+pub(crate) mod api;
+pub(crate) mod backup;
+pub(crate) mod error;
+pub(crate) mod health;
+pub(crate) mod hooks;
 mod install;
 mod lifecycle;
 mod rollback;
@@ -22,4 +22,4 @@ mod status;
 mod steps;
 mod switch;
 
-pub use error::{DeployError, exit};
+pub(crate) use error::{DeployError, exit};

@@ -16,7 +16,7 @@ use crate::version::Version;
 
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// The app.
     pub app: String,
     /// Its root.
@@ -117,7 +117,7 @@ pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
 
 /// One row of `list`.
 #[derive(Debug, Clone, Serialize)]
-pub struct ListedRelease {
+pub(crate) struct ListedRelease {
     /// The version.
     pub version: Version,
     /// Live.
@@ -157,7 +157,7 @@ pub(super) fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
 
 /// How a release on disk differs from its manifest.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Drift {
+pub(crate) struct Drift {
     /// Entries whose content, type, mode or link target changed.
     pub changed: Vec<String>,
     /// Entries on disk that the manifest does not list.
@@ -168,14 +168,14 @@ pub struct Drift {
 
 impl Drift {
     /// True when nothing differs.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.changed.is_empty() && self.added.is_empty() && self.missing.is_empty()
     }
 }
 
 /// The result of `switchyard verify`.
 #[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     /// The release.
     pub version: Version,
     /// Entries checked.

@@ -22,7 +22,7 @@ use crate::version::Version;
 
 /// A health report with the phase it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NamedReport {
+pub(crate) struct NamedReport {
     /// `staging`, `live`, `live-after-revert`.
     pub phase: String,
     /// The report.

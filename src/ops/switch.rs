@@ -14,7 +14,7 @@ use crate::version::Version;
 
 /// The outcome of a switch (promote or revert).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SwitchReport {
+pub(crate) struct SwitchReport {
     /// Live before.
     pub from: Option<Version>,
     /// Live now.

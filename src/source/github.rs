@@ -51,15 +51,13 @@ use octocrab::models::repos::{Asset, Release};
 use reqwest::Url;
 use tracing::{debug, info, warn};
 
-pub use crate::config::github::{
-    check_api_url, check_asset_pattern, glob_match, has_wildcard, render_asset, target,
-};
+pub(crate) use crate::config::github::{glob_match, has_wildcard, render_asset};
 use crate::config::{Channel, GithubSourceConfig};
 use crate::source::bridge;
 use crate::source::download::AssetReader;
 use crate::source::github_api::{AssetRef, GithubApi, Purpose, Repo, load_token};
-pub use crate::source::github_api::{GithubError, GithubOptions, ProgressMode, read_token};
-pub use crate::source::http::install_crypto_provider;
+pub(crate) use crate::source::github_api::{GithubError, GithubOptions, read_token};
+pub(crate) use crate::source::http::install_crypto_provider;
 use crate::source::{
     FetchedRelease, MAX_SIDECAR_BYTES, ReleaseInfo, ReleaseSource, SUMS_NAME, SourceError,
 };
@@ -108,7 +106,7 @@ pub(crate) enum ReleaseError {
 
 /// Parses an API `digest` (`sha256:<64 hex>`). Other algorithms are
 /// ignored (`Ok(None)`); a malformed SHA-256 is an error.
-pub fn parse_digest(d: &str) -> Result<Option<[u8; 32]>, String> {
+pub(crate) fn parse_digest(d: &str) -> Result<Option<[u8; 32]>, String> {
     let Some((algo, hex_digest)) = d.split_once(':') else {
         return Err(format!("digest {d:?} is not <algorithm>:<hex>"));
     };
@@ -572,6 +570,7 @@ impl ReleaseSource for GithubSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::github::{check_api_url, check_asset_pattern, target};
 
     #[test]
     fn glob_matches_like_a_shell() {

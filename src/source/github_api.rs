@@ -40,7 +40,7 @@ use tracing::{debug, warn};
 use crate::chain::chain;
 use crate::config::GithubSourceConfig;
 use crate::config::github::check_api_url;
-pub use crate::source::github_error::GithubError;
+pub(crate) use crate::source::github_error::GithubError;
 pub(crate) use crate::source::github_error::Purpose;
 use crate::source::github_error::{ErrorContext, api_message, human_wait};
 use crate::source::http::{client_builder, display_url};
@@ -95,7 +95,7 @@ pub(crate) fn load_token(cfg: &GithubSourceConfig) -> Result<Option<Token>, Gith
 
 /// The configured token (from `token_env` or `token_file`), for other
 /// GitHub calls of the same app (failure reports). Never log it.
-pub fn read_token(cfg: &GithubSourceConfig) -> Result<Option<String>, GithubError> {
+pub(crate) fn read_token(cfg: &GithubSourceConfig) -> Result<Option<String>, GithubError> {
     Ok(load_token(cfg)?.map(|t| t.0))
 }
 

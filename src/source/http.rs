@@ -8,7 +8,7 @@ use reqwest::Url;
 /// Installs the ring crypto provider for rustls. reqwest is built without a
 /// default one (ring only, no aws-lc) and panics without it; installed
 /// already is fine.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -5,7 +5,7 @@
 
 pub(crate) mod bridge;
 mod download;
-pub mod github;
+pub(crate) mod github;
 pub(crate) mod github_api;
 pub(crate) mod github_error;
 pub(crate) mod http;
@@ -19,10 +19,10 @@ use crate::fs::{self, FsError};
 use crate::version::{Version, VersionError, VersionRequest, check_component};
 
 /// Largest sidecar file (checksum list, signature) read into memory.
-pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 
 /// Name of the checksum manifest in a release.
-pub const SUMS_NAME: &str = "SHA256SUMS";
+pub(crate) const SUMS_NAME: &str = "SHA256SUMS";
 
 /// Errors from a release source.
 #[derive(Debug, thiserror::Error)]
@@ -147,13 +147,13 @@ pub trait ReleaseSource: Send + Sync {
 /// A local folder of `<version>/` directories, each with one `.tar.gz` and a
 /// `SHA256SUMS` (plus optional signatures).
 #[derive(Debug, Clone)]
-pub struct LocalDirSource {
+pub(crate) struct LocalDirSource {
     dir: PathBuf,
 }
 
 impl LocalDirSource {
     /// A source reading `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
         LocalDirSource { dir: dir.into() }
     }
 }
@@ -287,7 +287,7 @@ impl ReleaseSource for LocalDirSource {
 
 /// Builds the source an app's configuration names. Nothing is read or
 /// connected until it is used.
-pub fn for_app(app: &AppConfig) -> Box<dyn ReleaseSource> {
+pub(crate) fn for_app(app: &AppConfig) -> Box<dyn ReleaseSource> {
     match &app.source {
         SourceConfig::Dir(d) => Box::new(LocalDirSource::new(&d.dir)),
         SourceConfig::Github(g) => Box::new(crate::source::github::GithubSource::new(
@@ -298,14 +298,14 @@ pub fn for_app(app: &AppConfig) -> Box<dyn ReleaseSource> {
 }
 
 /// Whether `latest` may pick a prerelease for this app (`channel = "prerelease"`).
-pub fn include_prereleases(app: &AppConfig) -> bool {
+pub(crate) fn include_prereleases(app: &AppConfig) -> bool {
     app.source.channel() == Channel::Prerelease
 }
 
 /// What `switchyard check` reports: the live release against the newest one
 /// the source offers on the app's channel.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UpdateCheck {
+pub(crate) struct UpdateCheck {
     /// The app.
     pub app: String,
     /// The source asked.
@@ -335,7 +335,7 @@ pub struct UpdateCheck {
 }
 
 /// True when going from `from` to `to` may break things, by semver rules.
-pub fn is_breaking(from: &Version, to: &Version) -> bool {
+pub(crate) fn is_breaking(from: &Version, to: &Version) -> bool {
     let (a, b) = (&from.0, &to.0);
     if b <= a {
         return false;
@@ -350,7 +350,7 @@ pub fn is_breaking(from: &Version, to: &Version) -> bool {
 }
 
 /// Compares `current` with what `source` offers on the app's channel.
-pub fn check_updates(
+pub(crate) fn check_updates(
     app: &AppConfig,
     source: &dyn ReleaseSource,
     current: Option<Version>,

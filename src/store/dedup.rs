@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use crate::config::DedupMode;
+pub(crate) use crate::config::DedupMode;
 use crate::config::SharedConfig;
 use crate::fs::{self, FsError};
 use crate::store::layout::AppPaths;
@@ -26,7 +26,7 @@ use crate::version::Version;
 
 /// What dedup did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct DedupReport {
+pub(crate) struct DedupReport {
     /// Files now sharing data with the previous release.
     pub files: u64,
     /// Their bytes.
@@ -74,7 +74,7 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Shares the data of files of `new` identical to the same path in `prev`.
 /// Manifests are updated where modes change (hardlinked files become
 /// read-only in both releases).
-pub fn dedup_release(
+pub(crate) fn dedup_release(
     paths: &AppPaths,
     shared: &SharedConfig,
     new: &Version,
@@ -187,7 +187,7 @@ pub fn dedup_release(
 /// another release by hardlink. (Reflinked data is shared by the file system
 /// below the file level and counts in each release, as `du` shows it.)
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct DiskUsage {
+pub(crate) struct DiskUsage {
     /// Allocated bytes of files only this release holds.
     pub unique_bytes: u64,
     /// Allocated bytes of files shared by hardlink.
@@ -195,7 +195,7 @@ pub struct DiskUsage {
 }
 
 /// Walks a release and adds up allocated blocks.
-pub fn disk_usage(paths: &AppPaths, v: &Version) -> Result<DiskUsage, FsError> {
+pub(crate) fn disk_usage(paths: &AppPaths, v: &Version) -> Result<DiskUsage, FsError> {
     let mut u = DiskUsage::default();
     for (_, m) in fs::walk(&paths.release(v))? {
         let bytes = m.blocks() * 512;
@@ -210,7 +210,7 @@ pub fn disk_usage(paths: &AppPaths, v: &Version) -> Result<DiskUsage, FsError> {
 
 /// Rebuilds a release's manifest from what is on disk (after a warm hook
 /// changed the tree), so `verify` checks the release as it went live.
-pub fn rescan_manifest(
+pub(crate) fn rescan_manifest(
     paths: &AppPaths,
     shared: &SharedConfig,
     v: &Version,

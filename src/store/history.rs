@@ -17,7 +17,7 @@ const CHAIN_SUFFIX_LEN: usize = 9 + 64 + 10 + 64 + 2;
 
 /// Who did something.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Actor {
+pub(crate) struct Actor {
     /// User name (or `agent`, `webhook:<delivery>`, ...).
     pub user: String,
     /// Unix uid, when a local user.
@@ -27,7 +27,7 @@ pub struct Actor {
 
 impl Actor {
     /// The user running this process.
-    pub fn current_user() -> Actor {
+    pub(crate) fn current_user() -> Actor {
         let uid = nix::unistd::getuid();
         let user = nix::unistd::User::from_uid(uid)
             .ok()
@@ -43,7 +43,7 @@ impl Actor {
 
 /// One history event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     /// When, RFC 3339 UTC.
     pub time: String,
     /// The app.
@@ -75,7 +75,7 @@ pub struct Event {
 
 /// A stored line: the event plus its chain fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
@@ -87,7 +87,7 @@ pub struct Stored {
 
 /// Errors reading or checking the audit log.
 #[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
+pub(crate) enum HistoryError {
     /// The chain is broken.
     #[error(
         "audit log {} fails verification at line {line}: {reason}",
@@ -133,7 +133,7 @@ fn chain_hash(prev: &str, body: &str) -> String {
 
 /// Appends an event durably and advances the audit head in the state file.
 /// Call under the app lock.
-pub fn append(paths: &AppPaths, event: &Event) -> Result<(), HistoryError> {
+pub(crate) fn append(paths: &AppPaths, event: &Event) -> Result<(), HistoryError> {
     let path = paths.audit();
     let mut f = fs::open_append(&path)?;
     // A crash mid-append leaves a line without its newline: drop it.
@@ -207,7 +207,7 @@ fn read_raw(paths: &AppPaths) -> Result<Vec<String>, HistoryError> {
 
 /// Every event, oldest first (lines that do not parse are skipped;
 /// [`check_chain`] reports them).
-pub fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
+pub(crate) fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
     Ok(read_raw(paths)?
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -216,7 +216,7 @@ pub fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
 
 /// Checks the whole chain and the head recorded in the state file. Returns
 /// the number of lines verified.
-pub fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
+pub(crate) fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
     let path = paths.audit();
     let lines = read_raw(paths)?;
     let mut prev = GENESIS.to_string();

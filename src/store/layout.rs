@@ -9,11 +9,11 @@ use crate::fs::{self, FsError};
 use crate::version::Version;
 
 /// Name of the live-release symlink.
-pub const CURRENT: &str = "current";
+pub(crate) const CURRENT: &str = "current";
 /// Name of the rollback-target symlink.
-pub const LAST_GOOD: &str = "last-good";
+pub(crate) const LAST_GOOD: &str = "last-good";
 /// Prefix of staging directories under `releases/`.
-pub const STAGING_PREFIX: &str = ".staging-";
+pub(crate) const STAGING_PREFIX: &str = ".staging-";
 
 /// Paths of one app root. Everything is derived from the root passed in.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl AppPaths {
 }
 
 /// Parses `releases/<version>` (as written by [`AppPaths::link_target`]).
-pub fn parse_link_target(t: &Path) -> Option<Version> {
+pub(crate) fn parse_link_target(t: &Path) -> Option<Version> {
     let mut it = t.components();
     let first = it.next()?;
     let second = it.next()?;
@@ -151,7 +151,7 @@ pub fn parse_link_target(t: &Path) -> Option<Version> {
 /// Links the configured shared paths into a release tree at `release_root`
 /// (which will be published as `root/releases/<v>`). Whatever the release
 /// ships at a shared path is replaced by the link, as Capistrano does.
-pub fn link_shared(
+pub(crate) fn link_shared(
     paths: &AppPaths,
     shared: &SharedConfig,
     release_root: &Path,
@@ -200,7 +200,7 @@ pub fn link_shared(
 
 /// Errors linking shared paths.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// A configured shared file does not exist yet.
     #[error(
         "shared file {} does not exist; create it (for example the app's .env) before installing, or remove it from [apps.<name>.shared].files",
@@ -261,14 +261,14 @@ mod tests {
 }
 
 /// The maintenance flag a web server can test: `root/shared/maintenance.json`.
-pub mod maintenance {
+pub(crate) mod maintenance {
     use super::AppPaths;
     use crate::fs::{self, FsError};
     use serde::{Deserialize, Serialize};
 
     /// The flag's content.
     #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-    pub struct Maintenance {
+    pub(crate) struct Maintenance {
         /// Shown to users.
         pub message: String,
         /// Since when, RFC 3339.
@@ -278,12 +278,16 @@ pub mod maintenance {
     }
 
     /// Where the flag lives.
-    pub fn path(paths: &AppPaths) -> std::path::PathBuf {
+    pub(crate) fn path(paths: &AppPaths) -> std::path::PathBuf {
         paths.shared().join("maintenance.json")
     }
 
     /// Turns the flag on (atomically; web servers never see half a file).
-    pub fn on(paths: &AppPaths, message: &str, reason: &str) -> Result<Maintenance, FsError> {
+    pub(crate) fn on(
+        paths: &AppPaths,
+        message: &str,
+        reason: &str,
+    ) -> Result<Maintenance, FsError> {
         let m = Maintenance {
             message: message.to_string(),
             since: crate::store::state::now_rfc3339(),
@@ -298,13 +302,13 @@ pub mod maintenance {
     }
 
     /// Turns the flag off.
-    pub fn off(paths: &AppPaths) -> Result<(), FsError> {
+    pub(crate) fn off(paths: &AppPaths) -> Result<(), FsError> {
         fs::remove_file(&path(paths))?;
         fs::fsync_dir(&paths.shared())
     }
 
     /// The flag, if on.
-    pub fn get(paths: &AppPaths) -> Result<Option<Maintenance>, FsError> {
+    pub(crate) fn get(paths: &AppPaths) -> Result<Option<Maintenance>, FsError> {
         Ok(fs::read_optional(&path(paths))?.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 }

@@ -13,7 +13,7 @@ use crate::version::Version;
 
 /// Metadata kept for every installed release in `.switchyard/manifests/<v>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseMeta {
+pub(crate) struct ReleaseMeta {
     /// The version.
     pub version: Version,
     /// The tag or folder name it came from.
@@ -42,7 +42,7 @@ pub struct ReleaseMeta {
 
 /// One verified signature of a release.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SignatureInfo {
+pub(crate) struct SignatureInfo {
     /// The signed file (`<asset>` or `SHA256SUMS`).
     pub file: String,
     /// The key id that signed it (16 hex digits).
@@ -66,7 +66,7 @@ impl SignatureInfo {
 
 impl ReleaseMeta {
     /// Loads a release's metadata, if present.
-    pub fn load(paths: &AppPaths, v: &Version) -> Result<Option<ReleaseMeta>, StateError> {
+    pub(crate) fn load(paths: &AppPaths, v: &Version) -> Result<Option<ReleaseMeta>, StateError> {
         let path = paths.manifest(v);
         match fs::read_optional(&path)? {
             None => Ok(None),

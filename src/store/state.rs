@@ -141,7 +141,7 @@ impl AppLock {
 /// Persistent per-app state (`.switchyard/state.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// Highest version ever verified and installed: the downgrade floor.
     pub highest_verified: Option<Version>,
     /// Hash of the last audit line and how many lines there are, so a
@@ -161,7 +161,7 @@ pub struct AppState {
 
 /// Why a release is quarantined.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Quarantine {
+pub(crate) struct Quarantine {
     /// What failed.
     pub reason: String,
     /// When.
@@ -172,7 +172,7 @@ pub struct Quarantine {
 
 /// Why the app needs an operator.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Attention {
+pub(crate) struct Attention {
     /// `needs_attention` or `rollback_failed`.
     pub kind: String,
     /// What happened and what to do.
@@ -186,7 +186,7 @@ pub struct Attention {
 /// States of a deploy.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum DeployState {
+pub(crate) enum DeployState {
     /// Nothing running.
     Idle,
     /// Pre-checks.
@@ -217,7 +217,7 @@ pub enum DeployState {
 
 impl DeployState {
     /// The state's name, as `status` and the audit log spell it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeployState::Idle => "idle",
             DeployState::Checking => "checking",
@@ -236,7 +236,7 @@ impl DeployState {
     }
 
     /// True when nothing is in progress.
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(
             self,
             DeployState::Idle
@@ -251,7 +251,7 @@ impl DeployState {
 
 /// One deploy's progress, persisted in `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeployRecord {
+pub(crate) struct DeployRecord {
     /// Deploy id (shared by its audit events and hook logs).
     pub id: String,
     /// Current state.
@@ -284,7 +284,7 @@ pub struct DeployRecord {
 
 impl DeployRecord {
     /// A record starting now in `state`/`step`, nothing done yet.
-    pub fn new(
+    pub(crate) fn new(
         id: String,
         state: DeployState,
         step: &str,
@@ -312,7 +312,7 @@ impl DeployRecord {
 
 /// The last link of the audit chain.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditHead {
+pub(crate) struct AuditHead {
     /// Number of lines.
     pub count: u64,
     /// Hash of the last line.
@@ -321,7 +321,7 @@ pub struct AuditHead {
 
 impl AppState {
     /// Loads the state; a missing file is the empty state.
-    pub fn load(paths: &AppPaths) -> Result<AppState, StateError> {
+    pub(crate) fn load(paths: &AppPaths) -> Result<AppState, StateError> {
         let path = paths.state_file();
         match fs::read_optional(&path)? {
             None => Ok(AppState::default()),
@@ -332,7 +332,7 @@ impl AppState {
     }
 
     /// Saves the state atomically.
-    pub fn save(&self, paths: &AppPaths) -> Result<(), StateError> {
+    pub(crate) fn save(&self, paths: &AppPaths) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
         fs::write_atomic(&paths.state_file(), &data)?;
         Ok(())
@@ -342,7 +342,7 @@ impl AppState {
 /// What an operation in progress intends, written before it changes anything
 /// so the next start can undo it after a crash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Journal {
+pub(crate) struct Journal {
     /// Operation id (shared with the history line).
     pub id: String,
     /// `install`, `promote` or `revert`.
@@ -364,14 +364,14 @@ pub struct Journal {
 
 impl Journal {
     /// Writes the journal durably.
-    pub fn write(&self, paths: &AppPaths) -> Result<(), StateError> {
+    pub(crate) fn write(&self, paths: &AppPaths) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
         fs::write_atomic(&paths.journal(), &data)?;
         Ok(())
     }
 
     /// Reads the journal left by an operation that did not finish.
-    pub fn read(paths: &AppPaths) -> Result<Option<Journal>, StateError> {
+    pub(crate) fn read(paths: &AppPaths) -> Result<Option<Journal>, StateError> {
         let path = paths.journal();
         match fs::read_optional(&path)? {
             None => Ok(None),
@@ -382,7 +382,7 @@ impl Journal {
     }
 
     /// Removes the journal: the operation is committed (or undone).
-    pub fn clear(paths: &AppPaths) -> Result<(), StateError> {
+    pub(crate) fn clear(paths: &AppPaths) -> Result<(), StateError> {
         fs::remove_file(&paths.journal())?;
         fs::fsync_dir(&paths.state_dir())?;
         Ok(())
@@ -393,7 +393,7 @@ impl Journal {
 /// checkpoint. Crash-consistency tests use it to kill at exact instants; only
 /// a build with the `test-seams` feature has it.
 #[cfg(feature = "test-seams")]
-pub fn checkpoint(name: &str) {
+pub(crate) fn checkpoint(name: &str) {
     if let Some(want) = std::env::var_os("SWITCHYARD_CRASH_AT")
         && want == name
     {
@@ -407,10 +407,10 @@ pub fn checkpoint(name: &str) {
 /// through it.
 #[cfg(not(feature = "test-seams"))]
 #[inline(always)]
-pub fn checkpoint(_name: &str) {}
+pub(crate) fn checkpoint(_name: &str) {}
 
 /// Now, as RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     // Fixed width (milliseconds always shown), so logs and history line up.
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
@@ -418,14 +418,14 @@ pub fn now_rfc3339() -> String {
 }
 
 /// A short random operation id.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
 /// Removes temporary debris a crashed operation may have left: staging
 /// folders under `releases/`, temporary symlinks and files, and manifests of
 /// releases that never landed. Returns what was removed.
-pub fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
+pub(crate) fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
     let mut removed = Vec::new();
     let mut sweep = |dir: &Path, pred: &dyn Fn(&str) -> bool| -> Result<(), StateError> {
         for n in fs::list_dir(dir)? {

@@ -2,9 +2,9 @@
 //! `SHA256SUMS` manifest. Nothing here holds an artifact in memory.
 
 mod format;
-mod signing;
-pub mod trust;
-pub mod unpack;
+pub(crate) mod signing;
+pub(crate) mod trust;
+pub(crate) mod unpack;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -180,7 +180,7 @@ fn unescape(s: &str) -> Option<String> {
 }
 
 /// Something that watches the asset's bytes as they stream past.
-pub trait StreamCheck: Send {
+pub(crate) trait StreamCheck: Send {
     /// Sees the next chunk.
     fn update(&mut self, chunk: &[u8]);
 }
@@ -193,7 +193,7 @@ impl StreamCheck for Sha256 {
 
 /// A reader that feeds every byte it passes through to a SHA-256 and to any
 /// other stream checks (signatures), and counts them.
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     sha: Sha256,
     extra: Vec<Box<dyn StreamCheck>>,
@@ -202,7 +202,7 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             sha: Sha256::new(),
@@ -212,23 +212,13 @@ impl<R: Read> HashingReader<R> {
     }
 
     /// Adds another check fed with the same bytes.
-    pub fn with_check(mut self, c: Box<dyn StreamCheck>) -> Self {
+    pub(crate) fn with_check(mut self, c: Box<dyn StreamCheck>) -> Self {
         self.extra.push(c);
         self
     }
 
-    /// Reads whatever is left, so the digest covers the whole stream.
-    pub fn drain(&mut self) -> io::Result<u64> {
-        io::copy(self, &mut io::sink())
-    }
-
-    /// Bytes seen so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// The SHA-256 of everything read and the other checks, for finishing.
-    pub fn finish(self) -> ([u8; 32], Vec<Box<dyn StreamCheck>>, u64) {
+    pub(crate) fn finish(self) -> ([u8; 32], Vec<Box<dyn StreamCheck>>, u64) {
         (self.sha.finalize().into(), self.extra, self.bytes)
     }
 }
@@ -247,7 +237,7 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// The reading end of [`hash_on_thread`]: chunks hashed on another thread.
-pub struct ChunkReader {
+pub(crate) struct ChunkReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
@@ -274,7 +264,7 @@ impl Read for ChunkReader {
 }
 
 /// The hashing thread of [`hash_on_thread`].
-pub struct Hashing<R> {
+pub(crate) struct Hashing<R> {
     handle: std::thread::JoinHandle<(io::Result<u64>, HashingReader<R>)>,
 }
 
@@ -283,7 +273,7 @@ type Finished = (io::Result<u64>, [u8; 32], Vec<Box<dyn StreamCheck>>, u64);
 impl<R> Hashing<R> {
     /// Waits for the whole stream to be read; returns how reading ended,
     /// the SHA-256 of everything, the other checks, and the byte count.
-    pub fn finish(self) -> Finished
+    pub(crate) fn finish(self) -> Finished
     where
         R: Read,
     {
@@ -308,7 +298,7 @@ impl<R> Hashing<R> {
 /// and at most a few chunks are ever held in memory. If the consumer stops
 /// early, the thread keeps reading (and hashing) to the end: the digest must
 /// cover the whole asset.
-pub fn hash_on_thread<R: Read + Send + 'static>(
+pub(crate) fn hash_on_thread<R: Read + Send + 'static>(
     mut reader: HashingReader<R>,
 ) -> (ChunkReader, Hashing<R>) {
     const CHUNK: usize = 128 * 1024;
@@ -349,7 +339,7 @@ pub fn hash_on_thread<R: Read + Send + 'static>(
 
 /// A writer that hashes (SHA-256) and counts what passes through it, for
 /// archives written once and checksummed (pack, backups).
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     sha: Sha256,
     n: u64,
@@ -357,7 +347,7 @@ pub struct HashingWriter<W> {
 
 impl<W: io::Write> HashingWriter<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             sha: Sha256::new(),
@@ -366,7 +356,7 @@ impl<W: io::Write> HashingWriter<W> {
     }
 
     /// The inner writer, the SHA-256 and the byte count.
-    pub fn finish(self) -> (W, [u8; 32], u64) {
+    pub(crate) fn finish(self) -> (W, [u8; 32], u64) {
         (self.inner, self.sha.finalize().into(), self.n)
     }
 }
@@ -384,7 +374,7 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
 }
 
 /// SHA-256 of a file's contents, streamed.
-pub fn sha256_file(path: &std::path::Path) -> Result<[u8; 32], crate::fs::FsError> {
+pub(crate) fn sha256_file(path: &std::path::Path) -> Result<[u8; 32], crate::fs::FsError> {
     let mut f = crate::fs::open(path)?;
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h).map_err(|e| crate::fs::FsError::new("read", path, e))?;
@@ -397,7 +387,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Compares a computed digest with the expected one.
-pub fn check_digest(
+pub(crate) fn check_digest(
     name: &str,
     file: &str,
     expected: &[u8; 32],
@@ -458,7 +448,7 @@ mod tests {
     #[test]
     fn hashing_reader_digests_what_passes() {
         let mut r = HashingReader::new(&b"hello"[..]);
-        r.drain().unwrap();
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
         let (d, _, n) = r.finish();
         assert_eq!(n, 5);
         assert_eq!(hex::encode(d), sha256_hex(b"hello"));

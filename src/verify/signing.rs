@@ -10,11 +10,11 @@ use crate::fs::{self as sfs, FsError};
 use crate::verify::format::{KeyId, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, UNTRUSTED_PREFIX};
 
 /// File name of the public key written by [`keygen`].
-pub const PUBLIC_KEY_FILE: &str = "switchyard.pub";
+pub(crate) const PUBLIC_KEY_FILE: &str = "switchyard.pub";
 /// File name of the secret key written by [`keygen`].
-pub const SECRET_KEY_FILE: &str = "switchyard.key";
+pub(crate) const SECRET_KEY_FILE: &str = "switchyard.key";
 /// Environment variable read by [`key_password_from_env_or_tty`].
-pub const PASSWORD_ENV: &str = "SWITCHYARD_KEY_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "SWITCHYARD_KEY_PASSWORD";
 /// The `minisign` CLI reads comment lines into fixed buffers; staying well
 /// under its limits keeps our signatures readable by every version of it.
 const MAX_TRUSTED_COMMENT: usize = 1024;
@@ -155,7 +155,7 @@ fn write_new(path: &Path, mode: u32, data: &[u8]) -> Result<(), SigningError> {
 /// Reads the password for a secret key: `SWITCHYARD_KEY_PASSWORD` if set,
 /// else a prompt on the terminal if stdin is one, else `None` (for an
 /// unencrypted key, or to fail with a clear message on an encrypted one).
-pub fn key_password_from_env_or_tty(prompt: &str) -> Option<String> {
+pub(crate) fn key_password_from_env_or_tty(prompt: &str) -> Option<String> {
     if let Some(pw) = std::env::var_os(PASSWORD_ENV) {
         return Some(pw.to_string_lossy().into_owned());
     }

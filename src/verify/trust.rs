@@ -40,10 +40,9 @@ use crate::verify::format::{
     UNTRUSTED_PREFIX,
 };
 
-pub use crate::verify::format::{KeyId, KeyIdError};
-pub use crate::verify::signing::{
-    PASSWORD_ENV, PUBLIC_KEY_FILE, SECRET_KEY_FILE, SigningError, key_password_from_env_or_tty,
-    keygen, sign_file,
+pub(crate) use crate::verify::format::{KeyId, KeyIdError};
+pub(crate) use crate::verify::signing::{
+    SigningError, key_password_from_env_or_tty, keygen, sign_file,
 };
 
 /// Where operators configure trust; named in error messages so they say what to edit.
@@ -682,6 +681,7 @@ pub fn verify_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::signing::{PASSWORD_ENV, PUBLIC_KEY_FILE};
     use std::path::Path;
     use std::process::{Command, Output, Stdio};
 

@@ -202,7 +202,7 @@ fn release_payload(tag: &str, action: &str) -> Vec<u8> {
 }
 
 fn sign(body: &[u8]) -> String {
-    switchyard::daemon::http::sign_payload(SECRET.as_bytes(), body)
+    switchyard::testing::sign_payload(SECRET.as_bytes(), body)
 }
 
 /// Moves the agent's fake clock; atomically, so it never reads half a file.

@@ -213,9 +213,8 @@ fn lock_contention_between_processes() {
     w.simple_release("v1.0.0");
     w.ok(&["deploy", "web", "1.0.0"]);
     // Another process (this test) holds the lock.
-    let paths = switchyard::store::layout::AppPaths::new(&w.root);
-    let lock =
-        switchyard::store::state::AppLock::acquire(&paths, "web", "test holder", false).unwrap();
+    let paths = switchyard::testing::AppPaths::new(&w.root);
+    let lock = switchyard::testing::AppLock::acquire(&paths, "web", "test holder", false).unwrap();
     let (code, _, err) = w.run(&["revert", "web", "--to", "1.0.0"]);
     assert_eq!(code, 4, "{err}");
     assert!(

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::common::World;
 use crate::mock_github::{Fault, Host, MockGithub, in_secs};
-use switchyard::config::GithubSourceConfig;
-use switchyard::source::ReleaseSource;
-use switchyard::source::github::GithubSource;
+use switchyard::testing::GithubSource;
+use switchyard::testing::GithubSourceConfig;
+use switchyard::testing::ReleaseSource;
 
 const TOKEN: &str = "ghp_mockTOKEN0123456789abcdefABCDEF0123";
 const TOKEN_VAR: &str = "SWITCHYARD_TEST_GITHUB_TOKEN";
@@ -397,7 +397,7 @@ fn the_asset_streams_lazily_and_carries_the_api_digest() {
     cfg.asset = "web-{version}*.tar.gz".into();
     let src = GithubSource::new("web", cfg);
     let info = src
-        .resolve(&switchyard::version::VersionRequest::Latest, false)
+        .resolve(&switchyard::testing::VersionRequest::Latest, false)
         .unwrap();
     let asset = m.asset_id("v1.0.0", "web-1.0.0.tar.gz");
     let fetched = src.fetch(&info).unwrap();
@@ -469,7 +469,7 @@ fn a_tampered_asset_is_refused_by_the_trust_checks() {
     let mut bad = std::fs::read(w.drop_dir.join("v1.0.0/web-1.0.0.tar.gz")).unwrap();
     let n = bad.len();
     bad[n / 2] ^= 0x40;
-    let digest = format!("sha256:{}", switchyard::verify::sha256_hex(&bad));
+    let digest = format!("sha256:{}", switchyard::testing::sha256_hex(&bad));
     m.with(|s| {
         s.tampered.insert(id, bad);
         // Replaced on GitHub itself: even the API's digest matches the new bytes.

@@ -8,7 +8,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use switchyard::cli::demo::app::DemoApp;
+use switchyard::testing::DemoApp;
 
 use crate::common::World;
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use switchyard::config::UnpackLimits;
+use switchyard::testing::UnpackLimits;
 
 /// One random archive entry.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ proptest! {
         std::fs::create_dir_all(&dest).unwrap();
         let targz = build(&entries);
         let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 100, strip_top_dir: true };
-        let res = switchyard::verify::unpack::unpack_tar_gz(&targz[..], &dest, &limits);
+        let res = switchyard::testing::unpack_tar_gz(&targz[..], &dest, &limits);
         // Whatever happened, nothing appeared beside the destination...
         prop_assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         let siblings: Vec<_> = std::fs::read_dir(base.join("box")).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -131,33 +131,33 @@ proptest! {
     #[test]
     fn sums_parser_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
         let text = String::from_utf8_lossy(&data);
-        let _ = switchyard::verify::Sha256Sums::parse(&text, "SHA256SUMS");
+        let _ = switchyard::testing::Sha256Sums::parse(&text, "SHA256SUMS");
     }
 
     #[test]
     fn sums_parser_never_panics_on_near_misses(name in "[ -~]{0,40}", hexs in "[0-9a-fA-Fx]{60,68}", sep in prop_oneof![Just("  "), Just(" *"), Just(" "), Just("\t")]) {
-        let _ = switchyard::verify::Sha256Sums::parse(&format!("{hexs}{sep}{name}\n"), "S");
-        let _ = switchyard::verify::Sha256Sums::parse(&format!("SHA256 ({name}) = {hexs}\n"), "S");
-        let _ = switchyard::verify::Sha256Sums::parse(&format!("\\{hexs}{sep}{name}\n"), "S");
+        let _ = switchyard::testing::Sha256Sums::parse(&format!("{hexs}{sep}{name}\n"), "S");
+        let _ = switchyard::testing::Sha256Sums::parse(&format!("SHA256 ({name}) = {hexs}\n"), "S");
+        let _ = switchyard::testing::Sha256Sums::parse(&format!("\\{hexs}{sep}{name}\n"), "S");
     }
 
     #[test]
     fn minisign_parser_never_panics(data in prop::collection::vec(any::<u8>(), 0..400), lines in prop::collection::vec("[ -~]{0,120}", 0..6)) {
-        let policy = switchyard::verify::trust::TrustPolicy::new(
+        let policy = switchyard::testing::TrustPolicy::new(
             &["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".to_string()],
             &[], &[], true, true,
         ).unwrap();
-        let _ = switchyard::verify::trust::begin(&policy, &data, "x.minisig");
+        let _ = switchyard::testing::begin(&policy, &data, "x.minisig");
         let text = lines.join("\n");
-        let _ = switchyard::verify::trust::verify_bytes(&policy, text.as_bytes(), b"payload", "x.minisig");
+        let _ = switchyard::testing::verify_bytes(&policy, text.as_bytes(), b"payload", "x.minisig");
         let structured = format!("untrusted comment: x\nRWQ{}\ntrusted comment: {}\n{}\n", lines.first().cloned().unwrap_or_default(), lines.get(1).cloned().unwrap_or_default(), lines.get(2).cloned().unwrap_or_default());
-        let _ = switchyard::verify::trust::begin(&policy, structured.as_bytes(), "x.minisig");
+        let _ = switchyard::testing::begin(&policy, structured.as_bytes(), "x.minisig");
     }
 
     #[test]
     fn config_parser_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
         let text = String::from_utf8_lossy(&data);
-        let _ = switchyard::config::Config::parse(&text, Path::new("fuzz.toml"));
+        let _ = switchyard::testing::Config::parse(&text, Path::new("fuzz.toml"));
     }
 
     #[test]
@@ -168,6 +168,6 @@ proptest! {
         for (k, v) in extra {
             text.push_str(&format!("{k} = {v:?}\n"));
         }
-        let _ = switchyard::config::Config::parse(&text, Path::new("fuzz.toml"));
+        let _ = switchyard::testing::Config::parse(&text, Path::new("fuzz.toml"));
     }
 }

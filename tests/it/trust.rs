@@ -286,7 +286,7 @@ fn untrusted_and_revoked_keys_are_refused() {
     w.simple_release("v1.0.0");
     // Trust another key only.
     let other = w.tmp.path().join("other");
-    let (opub, _, oid) = switchyard::verify::trust::keygen(&other, None).unwrap();
+    let (opub, _, oid) = switchyard::testing::keygen(&other, None).unwrap();
     let other_b64 = std::fs::read_to_string(&opub)
         .unwrap()
         .lines()
@@ -301,7 +301,7 @@ fn untrusted_and_revoked_keys_are_refused() {
     );
 
     // Trusted but revoked: revocation wins. Both keys listed, so rotation works.
-    let mine = switchyard::verify::trust::TrustPolicy::new(
+    let mine = switchyard::testing::TrustPolicy::new(
         std::slice::from_ref(&w.public_b64),
         &[],
         &[],
@@ -365,7 +365,7 @@ fn manifest_problems_are_refused() {
     let text = std::fs::read_to_string(&sums).unwrap();
     std::fs::write(&sums, format!("{}{}", "1".repeat(64), &text[64..])).unwrap();
     std::fs::remove_file(dir.join("web-1.0.0.tar.gz.minisig")).unwrap();
-    switchyard::verify::trust::sign_file(
+    switchyard::testing::sign_file(
         &w.secret_key,
         None,
         &sums,
@@ -385,7 +385,7 @@ fn manifest_problems_are_refused() {
     .unwrap();
     std::fs::remove_file(dir.join("web-1.0.0.tar.gz.minisig")).unwrap();
     std::fs::remove_file(dir.join("SHA256SUMS.minisig")).unwrap();
-    switchyard::verify::trust::sign_file(
+    switchyard::testing::sign_file(
         &w.secret_key,
         None,
         &sums,

@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 
 /// `Content-Type` of `GET /metrics`: the Prometheus text format 0.0.4, in
 /// UTF-8 because app names and versions in label values may not be ASCII.
-pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds, in seconds, of the health-check latency histogram: checks
 /// answer in milliseconds when healthy and hit their timeouts (seconds) when

@@ -20,10 +20,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::daemon::Trigger;
 use crate::daemon::http::webhook::Webhooks;
 
-pub use crate::daemon::http::metrics::{METRICS_CONTENT_TYPE, Metrics};
-pub use crate::daemon::http::webhook::{
-    BODY_READ_TIMEOUT, MAX_BODY_BYTES, WatchingApp, WebhookConfig, sign_payload,
-};
+pub(crate) use crate::daemon::http::metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub(crate) use crate::daemon::http::webhook::{WatchingApp, WebhookConfig};
 
 /// What the HTTP server shares between requests: the webhooks (their
 /// configuration, the trigger channel to the app tasks, the deliveries
@@ -92,6 +90,8 @@ async fn not_found() -> (StatusCode, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::http::webhook::MAX_BODY_BYTES;
+    use crate::daemon::http::webhook::sign_payload;
 
     use std::collections::HashMap;
     use std::path::PathBuf;

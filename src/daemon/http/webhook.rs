@@ -34,13 +34,13 @@ use crate::daemon::http::metrics::Metrics;
 /// The largest webhook body accepted. GitHub allows up to 25 MB, but a
 /// `release` payload is a few KiB; reading more would only help an
 /// unauthenticated client make the agent buffer memory.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long a webhook body may take to arrive. GitHub sends it at once; a
 /// client trickling it would otherwise hold a connection and up to
 /// [`MAX_BODY_BYTES`] of memory for as long as it likes. (Shortened in unit
 /// tests, which wait for it.)
-pub const BODY_READ_TIMEOUT: Duration = if cfg!(test) {
+pub(crate) const BODY_READ_TIMEOUT: Duration = if cfg!(test) {
     Duration::from_millis(500)
 } else {
     Duration::from_secs(30)
@@ -48,7 +48,7 @@ pub const BODY_READ_TIMEOUT: Duration = if cfg!(test) {
 
 /// How many acted-on delivery ids are remembered to drop redeliveries: a
 /// bound on memory (a few hundred KiB) far above any real delivery rate.
-pub const SEEN_DELIVERIES_CAPACITY: usize = 10_000;
+pub(crate) const SEEN_DELIVERIES_CAPACITY: usize = 10_000;
 
 /// GitHub's ids are 36-character GUIDs; anything much longer is not GitHub,
 /// and would make the seen-deliveries set's memory bound depend on the sender.

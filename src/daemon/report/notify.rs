@@ -24,7 +24,7 @@ struct NotifyPayload<'a> {
 /// Slack-compatible webhooks; the logs tail cut to its last 60 000
 /// characters) to a chat webhook: 10 s timeout, no redirects (a redirect
 /// could carry the report elsewhere), any non-2xx answer is an error.
-pub async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportError> {
+pub(crate) async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportError> {
     let u = Url::parse(url).map_err(|e| ReportError::BadNotifyUrl {
         reason: format!("not a URL ({e})"),
     })?;

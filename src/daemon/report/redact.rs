@@ -47,7 +47,7 @@ use regex::{Captures, Regex};
 /// Left alone, because reports are useless without them: versions (`1.2.3`,
 /// `v10.0.1-rc.1`), dates, times, deploy ids, hex digests, paths and ports.
 /// `redact(redact(x)) == redact(x)`.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = text.to_string();
     for rule in RULES.iter() {
         let next = match &rule.action {

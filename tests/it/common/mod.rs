@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 
 /// A temporary world: `drop/` (release folder), `root/` (app root),
 /// `outside/` (must stay empty), and `switchyard.toml`.
-pub struct World {
+pub(crate) struct World {
     pub tmp: tempfile::TempDir,
     pub drop_dir: PathBuf,
     pub root: PathBuf,
@@ -29,16 +29,16 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         Self::with_extra("")
     }
 
     /// `extra` is appended inside `[apps.web]` (before any sub-table).
-    pub fn with_extra(extra: &str) -> World {
+    pub(crate) fn with_extra(extra: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().canonicalize().unwrap();
         let keys = base.join("keys");
-        let (public_key, secret_key, _) = switchyard::verify::trust::keygen(&keys, None).unwrap();
+        let (public_key, secret_key, _) = switchyard::testing::keygen(&keys, None).unwrap();
         let public_b64 = std::fs::read_to_string(&public_key)
             .unwrap()
             .lines()
@@ -64,11 +64,11 @@ impl World {
 
     /// Rewrites the config; `extra` goes inside [apps.web]. The trust table
     /// pins this world's key unless `trust` overrides it.
-    pub fn write_config(&self, extra: &str) {
+    pub(crate) fn write_config(&self, extra: &str) {
         self.write_config_with_trust(extra, &format!("keys = [\"{}\"]\n", self.public_b64));
     }
 
-    pub fn write_config_with_trust(&self, extra: &str, trust: &str) {
+    pub(crate) fn write_config_with_trust(&self, extra: &str, trust: &str) {
         *self.extra.borrow_mut() = extra.to_string();
         let text = format!(
             "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n{extra}\n[apps.web.source]\ndir = \"{}\"\n\n[apps.web.shared]\ndirs = [\"storage\"]\n\n[apps.web.trust]\n{trust}",
@@ -79,12 +79,12 @@ impl World {
     }
 
     /// Accept unsigned releases (for tests about something else).
-    pub fn allow_unsigned(&self) {
+    pub(crate) fn allow_unsigned(&self) {
         let extra = self.extra.borrow().clone();
         self.write_config_with_trust(&extra, "require_signature = false\n");
     }
 
-    pub fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("switchyard").unwrap();
         c.arg("--config").arg(&self.config);
         c.env_remove("SWITCHYARD_CRASH_AT");
@@ -92,7 +92,7 @@ impl World {
     }
 
     /// Runs the binary and returns (exit code, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = self.cmd().args(args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
@@ -102,14 +102,14 @@ impl World {
     }
 
     /// Runs and expects success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.run(args);
         assert_eq!(code, 0, "switchyard {args:?} failed:\n{out}\n{err}");
         out
     }
 
     /// Runs with `--json` and parses stdout.
-    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
         a.push("--json");
         let out = self.ok(&a);
@@ -117,7 +117,7 @@ impl World {
     }
 
     /// Packs a release of generated files into `drop/<tag>/`.
-    pub fn release(&self, tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    pub(crate) fn release(&self, tag: &str, files: &[(&str, &str)]) -> PathBuf {
         let src = self.tmp.path().join(format!("build-{tag}"));
         for (p, content) in files {
             let f = src.join(p);
@@ -127,12 +127,12 @@ impl World {
         if files.is_empty() {
             std::fs::create_dir_all(&src).unwrap();
         }
-        let signing = switchyard::cli::pack::Signing {
+        let signing = switchyard::testing::Signing {
             key: self.secret_key.clone(),
             password: None,
             repo: Some("acme/web".into()),
         };
-        switchyard::cli::pack::pack_signed(
+        switchyard::testing::pack_signed(
             &src,
             tag,
             &self.drop_dir,
@@ -144,7 +144,7 @@ impl World {
     }
 
     /// A standard two-file release whose content names its version.
-    pub fn simple_release(&self, tag: &str) -> PathBuf {
+    pub(crate) fn simple_release(&self, tag: &str) -> PathBuf {
         let v = tag.trim_start_matches('v');
         self.release(
             tag,
@@ -157,7 +157,7 @@ impl World {
 
     /// Puts raw `.tar.gz` bytes as release `tag` with a matching SHA256SUMS,
     /// unsigned (the world is switched to accept unsigned releases).
-    pub fn raw_release(&self, tag: &str, targz: &[u8]) -> PathBuf {
+    pub(crate) fn raw_release(&self, tag: &str, targz: &[u8]) -> PathBuf {
         self.allow_unsigned();
         let dir = self.drop_dir.join(tag);
         std::fs::create_dir_all(&dir).unwrap();
@@ -165,24 +165,24 @@ impl World {
         std::fs::write(dir.join(&name), targz).unwrap();
         std::fs::write(
             dir.join("SHA256SUMS"),
-            format!("{}  {name}\n", switchyard::verify::sha256_hex(targz)),
+            format!("{}  {name}\n", switchyard::testing::sha256_hex(targz)),
         )
         .unwrap();
         dir
     }
 
-    pub fn link(&self, name: &str) -> Option<String> {
+    pub(crate) fn link(&self, name: &str) -> Option<String> {
         std::fs::read_link(self.root.join(name))
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
     }
 
-    pub fn current_content(&self) -> String {
+    pub(crate) fn current_content(&self) -> String {
         std::fs::read_to_string(self.root.join("current/VERSION")).unwrap()
     }
 
     /// Nothing may ever be written outside the app root and drop folder.
-    pub fn assert_outside_untouched(&self) {
+    pub(crate) fn assert_outside_untouched(&self) {
         let n = std::fs::read_dir(&self.outside).unwrap().count();
         assert_eq!(n, 0, "something was written outside the release directory");
     }
@@ -190,7 +190,7 @@ impl World {
     /// The crash-consistency invariant: `current` and `last-good`, when
     /// present, are `releases/<v>` links to complete releases whose every
     /// file matches the manifest written at install.
-    pub fn assert_consistent(&self) {
+    pub(crate) fn assert_consistent(&self) {
         for link in ["current", "last-good"] {
             let p = self.root.join(link);
             let Ok(t) = std::fs::read_link(&p) else {
@@ -209,7 +209,7 @@ impl World {
     }
 
     /// No staging folders, temporary names or journal left behind.
-    pub fn assert_no_debris(&self) {
+    pub(crate) fn assert_no_debris(&self) {
         let mut found = Vec::new();
         for dir in [
             self.root.join("releases"),
@@ -232,7 +232,7 @@ impl World {
 }
 
 /// Checks `releases/<v>` against `.switchyard/manifests/<v>.json`.
-pub fn check_against_manifest(root: &Path, v: &str) {
+pub(crate) fn check_against_manifest(root: &Path, v: &str) {
     use sha2::Digest;
     let meta_path = root.join(format!(".switchyard/manifests/{v}.json"));
     let meta: serde_json::Value = serde_json::from_slice(
@@ -264,11 +264,11 @@ pub fn check_against_manifest(root: &Path, v: &str) {
 
 /// Builds a tar.gz from raw entries, bypassing every safety check of the
 /// `tar` crate's builder so hostile names and links can be written.
-pub struct RawTar {
+pub(crate) struct RawTar {
     b: tar::Builder<GzEncoder<Vec<u8>>>,
 }
 
-pub enum Kind<'a> {
+pub(crate) enum Kind<'a> {
     File(&'a [u8]),
     Dir,
     Symlink(&'a str),
@@ -279,7 +279,7 @@ pub enum Kind<'a> {
 }
 
 impl RawTar {
-    pub fn new() -> RawTar {
+    pub(crate) fn new() -> RawTar {
         RawTar {
             b: tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast())),
         }
@@ -288,7 +288,7 @@ impl RawTar {
     /// Appends one entry. A name or link target longer than the header's
     /// 100 bytes goes first into a GNU long-name (`L`) or long-link (`K`)
     /// entry, as GNU tar writes it, the header keeping the first 100 bytes.
-    pub fn entry(mut self, name: &[u8], kind: Kind<'_>, mode: u32) -> Self {
+    pub(crate) fn entry(mut self, name: &[u8], kind: Kind<'_>, mode: u32) -> Self {
         if name.len() > 100 {
             self = self.long_name(name);
         }
@@ -348,14 +348,14 @@ impl RawTar {
 
     /// A GNU long-name entry (`L`, `././@LongLink`): the name of the next
     /// entry, whatever that entry's own header says.
-    pub fn long_name(self, name: &[u8]) -> Self {
+    pub(crate) fn long_name(self, name: &[u8]) -> Self {
         self.meta(b'L', b"././@LongLink", &[name, b"\0"].concat())
     }
 
     /// A PAX extended header (`x`) whose records (`path`, `linkpath`, ...)
     /// override the next entry's header, as Python's `tarfile` writes
     /// non-ASCII names.
-    pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
+    pub(crate) fn pax(self, records: &[(&str, &[u8])]) -> Self {
         let mut data = Vec::new();
         for (key, value) in records {
             // "<len> <key>=<value>\n", where <len> counts its own digits.
@@ -387,12 +387,12 @@ impl RawTar {
         self
     }
 
-    pub fn file(self, name: &str, data: &[u8]) -> Self {
+    pub(crate) fn file(self, name: &str, data: &[u8]) -> Self {
         self.entry(name.as_bytes(), Kind::File(data), 0o644)
     }
 
     /// Appends raw bytes after the archive's end-of-archive marker.
-    pub fn finish_with_trailer(self, trailer_zeros: usize) -> Vec<u8> {
+    pub(crate) fn finish_with_trailer(self, trailer_zeros: usize) -> Vec<u8> {
         let mut gz = self.b.into_inner().unwrap();
         let zeros = vec![0u8; 1 << 16];
         let mut left = trailer_zeros;
@@ -404,13 +404,13 @@ impl RawTar {
         gz.finish().unwrap()
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.finish_with_trailer(0)
     }
 }
 
 /// gzips bytes (for the corpus's plain `.tar` files).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
@@ -418,7 +418,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// A file or folder under `tests/fixtures/` (see its `PROVENANCE.md`).
 /// Fixtures are part of the repository: a missing one is a broken checkout.
-pub fn fixture(rel: &str) -> PathBuf {
+pub(crate) fn fixture(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(rel);
@@ -434,7 +434,7 @@ static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 /// straight to the process's stderr: `eprintln!` is captured by the test
 /// harness and shown only for failing tests, so a skip would go unseen.
 /// The caller returns right after.
-pub fn skip(reason: &str) {
+pub(crate) fn skip(reason: &str) {
     let thread = std::thread::current();
     let test = match thread.name() {
         Some(n) if n != "main" => n,
@@ -450,7 +450,7 @@ pub fn skip(reason: &str) {
 
 /// Prints a line past the test harness's capture, so figures show in a
 /// normal run.
-pub fn note(line: &str) {
+pub(crate) fn note(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
@@ -458,7 +458,7 @@ pub fn note(line: &str) {
 /// (nginx lives in /usr/sbin, which is not on every user's `PATH`). When
 /// missing: `None` after a SKIP line (see [`skip`]), or a panic under
 /// `CI=true`.
-pub fn require_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn require_tool(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
@@ -483,7 +483,7 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
 impl World {
     /// Rewrites the config with `source` as the body of `[apps.web.source]`;
     /// the trust table pins this world's key.
-    pub fn write_config_source(&self, source: &str) {
+    pub(crate) fn write_config_source(&self, source: &str) {
         let text = format!(
             "[apps.web]\nroot = \"{}\"\nkeep_releases = 3\n\n[apps.web.source]\n{source}\n\n[apps.web.shared]\ndirs = [\"storage\"]\n\n[apps.web.trust]\nkeys = [\"{}\"]\n",
             self.root.display(),
@@ -493,7 +493,7 @@ impl World {
     }
 
     /// Runs the binary with extra environment variables; returns (exit code, stdout, stderr).
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let mut c = self.cmd();
         for (k, v) in env {
             c.env(k, v);

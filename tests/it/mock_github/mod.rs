@@ -24,21 +24,21 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use sha2::Digest;
 
-pub const OWNER: &str = "acme";
-pub const REPO: &str = "web";
+pub(crate) const OWNER: &str = "acme";
+pub(crate) const REPO: &str = "web";
 /// The repository id used in `Link` URLs, as GitHub does.
-pub const REPO_ID: u64 = 1000;
+pub(crate) const REPO_ID: u64 = 1000;
 
 /// Which server saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Host {
+pub(crate) enum Host {
     Api,
     Storage,
 }
 
 /// One request as received.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub host: Host,
     pub path: String,
     pub query: String,
@@ -49,14 +49,14 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
 
 /// A scripted failure, answered instead of the real thing.
 #[derive(Debug, Clone, Copy)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// A plain status with GitHub's error body.
     Status(u16),
     /// 403 with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` at this
@@ -70,7 +70,7 @@ pub enum Fault {
 }
 
 #[derive(Debug, Clone)]
-pub struct MockAsset {
+pub(crate) struct MockAsset {
     pub id: u64,
     pub name: String,
     pub data: Vec<u8>,
@@ -80,7 +80,7 @@ pub struct MockAsset {
 }
 
 #[derive(Debug, Clone)]
-pub struct MockRelease {
+pub(crate) struct MockRelease {
     pub id: u64,
     pub tag: String,
     pub name: Option<String>,
@@ -92,7 +92,7 @@ pub struct MockRelease {
 }
 
 #[derive(Debug, Clone)]
-pub struct MockIssue {
+pub(crate) struct MockIssue {
     pub number: u64,
     pub title: String,
     pub body: String,
@@ -101,7 +101,7 @@ pub struct MockIssue {
     pub authorization: Option<String>,
 }
 
-pub struct MockState {
+pub(crate) struct MockState {
     /// Listing order: newest created first, as GitHub lists.
     pub releases: Vec<MockRelease>,
     /// Largest page the mock serves, whatever `per_page` asks.
@@ -123,7 +123,7 @@ pub struct MockState {
     next_id: u64,
 }
 
-pub struct MockGithub {
+pub(crate) struct MockGithub {
     pub api: SocketAddr,
     pub storage: SocketAddr,
     pub state: Arc<Mutex<MockState>>,
@@ -139,11 +139,11 @@ impl Drop for MockGithub {
 }
 
 /// Unix time `n` seconds from now (whole seconds, as `X-RateLimit-Reset`).
-pub fn in_secs(n: i64) -> i64 {
+pub(crate) fn in_secs(n: i64) -> i64 {
     now_secs() + n
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -156,7 +156,7 @@ fn sha256_hex(d: &[u8]) -> String {
 
 impl MockGithub {
     /// Starts both servers.
-    pub fn start() -> MockGithub {
+    pub(crate) fn start() -> MockGithub {
         let data = crate::common::fixture("github-api");
         let list: serde_json::Value = serde_json::from_slice(
             &std::fs::read(data.join("octocrab/repos_releases_list.json")).unwrap(),
@@ -218,21 +218,21 @@ impl MockGithub {
         }
     }
 
-    pub fn api_url(&self) -> String {
+    pub(crate) fn api_url(&self) -> String {
         format!("http://{}", self.api)
     }
 
-    pub fn with<R>(&self, f: impl FnOnce(&mut MockState) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut MockState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
     }
 
     /// Adds a release at the end of the listing (so: the oldest created).
-    pub fn push(&self, r: MockRelease) {
+    pub(crate) fn push(&self, r: MockRelease) {
         self.with(|s| s.releases.push(r));
     }
 
     /// A release whose assets are every file in `dir` (a `switchyard pack` output).
-    pub fn release_from_dir(&self, tag: &str, dir: &Path) -> MockRelease {
+    pub(crate) fn release_from_dir(&self, tag: &str, dir: &Path) -> MockRelease {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -245,7 +245,7 @@ impl MockGithub {
         self.release(tag, assets)
     }
 
-    pub fn release(&self, tag: &str, assets: Vec<MockAsset>) -> MockRelease {
+    pub(crate) fn release(&self, tag: &str, assets: Vec<MockAsset>) -> MockRelease {
         MockRelease {
             id: self.id(),
             tag: tag.to_string(),
@@ -258,7 +258,7 @@ impl MockGithub {
         }
     }
 
-    pub fn asset(&self, name: &str, data: Vec<u8>) -> MockAsset {
+    pub(crate) fn asset(&self, name: &str, data: Vec<u8>) -> MockAsset {
         MockAsset {
             id: self.id(),
             name: name.to_string(),
@@ -276,7 +276,7 @@ impl MockGithub {
     }
 
     /// Scripts failures on a path (answered in order, before normal answers).
-    pub fn fail(&self, path: &str, faults: &[Fault]) {
+    pub(crate) fn fail(&self, path: &str, faults: &[Fault]) {
         self.with(|s| {
             s.faults
                 .entry(path.to_string())
@@ -285,34 +285,34 @@ impl MockGithub {
         });
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.with(|s| s.seen.clone())
     }
 
     /// Requests to `path` on the API host.
-    pub fn api_hits(&self, path: &str) -> Vec<Seen> {
+    pub(crate) fn api_hits(&self, path: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()
             .filter(|s| s.host == Host::Api && s.path == path)
             .collect()
     }
 
-    pub fn storage_hits(&self) -> Vec<Seen> {
+    pub(crate) fn storage_hits(&self) -> Vec<Seen> {
         self.seen()
             .into_iter()
             .filter(|s| s.host == Host::Storage)
             .collect()
     }
 
-    pub fn list_path() -> String {
+    pub(crate) fn list_path() -> String {
         format!("/repos/{OWNER}/{REPO}/releases")
     }
 
-    pub fn asset_path(id: u64) -> String {
+    pub(crate) fn asset_path(id: u64) -> String {
         format!("/repos/{OWNER}/{REPO}/releases/assets/{id}")
     }
 
-    pub fn asset_id(&self, tag: &str, name: &str) -> u64 {
+    pub(crate) fn asset_id(&self, tag: &str, name: &str) -> u64 {
         self.with(|s| {
             s.releases
                 .iter()
@@ -771,7 +771,7 @@ async fn storage_handler(State(ctx): State<Ctx>, req: Request) -> Response {
 }
 
 /// Waits until `f` holds or a few seconds pass.
-pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {
         if f() {
             return true;
