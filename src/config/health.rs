@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::config::hooks::{Command, parse_duration};
+use crate::config::hooks::{CommandLine, parse_duration};
 
 /// Failed rounds tolerated before giving up, when not configured.
 pub(crate) const DEFAULT_RETRIES: u32 = 3;
@@ -94,7 +94,7 @@ pub struct TcpCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandCheck {
     /// What to run.
-    pub command: Command,
+    pub command: CommandLine,
     /// Limit.
     pub timeout: Duration,
 }
@@ -232,7 +232,7 @@ struct RawTcpCheck {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommandCheck {
-    command: Command,
+    command: CommandLine,
     timeout: Option<String>,
 }
 

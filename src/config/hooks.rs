@@ -13,18 +13,18 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// What a hook runs: a shell string or an argv array.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum CommandLine {
     /// Run with `/bin/sh -c`.
     Shell(String),
     /// Run directly, without a shell; the first element is looked up in `PATH`.
     Argv(Vec<String>),
 }
 
-impl Command {
+impl CommandLine {
     /// Checks the command can be started at all.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Command::Shell(s) => {
+            CommandLine::Shell(s) => {
                 if s.trim().is_empty() {
                     return Err("the command is empty: write a shell command such as \"npm ci\" or an array such as [\"systemctl\", \"reload\", \"myapp\"]".into());
                 }
@@ -32,7 +32,7 @@ impl Command {
                     return Err("the command contains a NUL character".into());
                 }
             }
-            Command::Argv(argv) => {
+            CommandLine::Argv(argv) => {
                 match argv.first() {
                     None => return Err("the command array is empty: its first element must name the program to run".into()),
                     Some(p) if p.is_empty() => {
@@ -51,17 +51,17 @@ impl Command {
     /// The program that will be executed (for messages).
     pub fn program(&self) -> &str {
         match self {
-            Command::Shell(_) => "/bin/sh",
-            Command::Argv(argv) => argv.first().map(String::as_str).unwrap_or(""),
+            CommandLine::Shell(_) => "/bin/sh",
+            CommandLine::Argv(argv) => argv.first().map(String::as_str).unwrap_or(""),
         }
     }
 }
 
-impl fmt::Display for Command {
+impl fmt::Display for CommandLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Shell(s) => f.write_str(s),
-            Command::Argv(argv) => {
+            CommandLine::Shell(s) => f.write_str(s),
+            CommandLine::Argv(argv) => {
                 for (i, a) in argv.iter().enumerate() {
                     if i > 0 {
                         f.write_str(" ")?;
@@ -85,34 +85,34 @@ impl fmt::Display for Command {
 struct CommandVisitor;
 
 impl<'de> Visitor<'de> for CommandVisitor {
-    type Value = Command;
+    type Value = CommandLine;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a shell command string or an array of strings (program and arguments)")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Command, E> {
-        Ok(Command::Shell(v.to_string()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandLine, E> {
+        Ok(CommandLine::Shell(v.to_string()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Command, E> {
-        Ok(Command::Shell(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<CommandLine, E> {
+        Ok(CommandLine::Shell(v))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CommandLine, A::Error> {
         let mut argv = Vec::new();
         while let Some(a) = seq.next_element::<String>()? {
             argv.push(a);
         }
-        Ok(Command::Argv(argv))
+        Ok(CommandLine::Argv(argv))
     }
 }
 
 // Hand-written rather than `#[serde(untagged)]`: untagged enums answer every
 // mistake with "data did not match any variant", which tells the operator
 // nothing; a visitor keeps serde's precise messages (unknown field, wrong type).
-impl<'de> Deserialize<'de> for Command {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CommandLine, D::Error> {
         d.deserialize_any(CommandVisitor)
     }
 }
@@ -139,7 +139,7 @@ pub(crate) enum HookConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HookTable {
     /// What to run.
-    pub command: Command,
+    pub command: CommandLine,
     /// How long it may run, e.g. `"15m"` (default 10 minutes).
     pub timeout: Option<String>,
     /// Extra environment variables.
@@ -166,8 +166,8 @@ impl<'de> Visitor<'de> for HookConfigVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HookConfig, A::Error> {
         match CommandVisitor.visit_seq(seq)? {
-            Command::Argv(argv) => Ok(HookConfig::Argv(argv)),
-            Command::Shell(s) => Ok(HookConfig::Shell(s)),
+            CommandLine::Argv(argv) => Ok(HookConfig::Argv(argv)),
+            CommandLine::Shell(s) => Ok(HookConfig::Shell(s)),
         }
     }
 
@@ -186,7 +186,7 @@ impl<'de> Deserialize<'de> for HookConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookSpec {
     /// What to run.
-    pub command: Command,
+    pub command: CommandLine,
     /// How long it may run before its process group is killed.
     pub timeout: Duration,
     /// Extra environment variables, on top of the agent's and `SWITCHYARD_*`.
@@ -198,8 +198,8 @@ impl HookConfig {
     /// not zero, and environment variable names a shell accepts.
     pub(crate) fn to_spec(&self) -> Result<HookSpec, String> {
         let (command, timeout, env) = match self {
-            HookConfig::Shell(s) => (Command::Shell(s.clone()), None, BTreeMap::new()),
-            HookConfig::Argv(a) => (Command::Argv(a.clone()), None, BTreeMap::new()),
+            HookConfig::Shell(s) => (CommandLine::Shell(s.clone()), None, BTreeMap::new()),
+            HookConfig::Argv(a) => (CommandLine::Argv(a.clone()), None, BTreeMap::new()),
             HookConfig::Table(t) => (t.command.clone(), t.timeout.as_deref(), t.env.clone()),
         };
         command.validate()?;

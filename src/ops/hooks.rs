@@ -23,19 +23,19 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-pub(crate) use crate::config::hooks::{Command, HookSpec, show_duration};
+pub(crate) use crate::config::hooks::{CommandLine, HookSpec, show_duration};
 use crate::fs::{self, FsError};
 use crate::process::{Ending, LineSink, Stream, SuperviseError, signal_name, supervise};
 
-impl Command {
+impl CommandLine {
     pub(crate) fn to_process(&self) -> process::Command {
         match self {
-            Command::Shell(s) => {
+            CommandLine::Shell(s) => {
                 let mut c = process::Command::new("/bin/sh");
                 c.arg("-c").arg(s);
                 c
             }
-            Command::Argv(argv) => {
+            CommandLine::Argv(argv) => {
                 let mut c = process::Command::new(self.program());
                 c.args(argv.iter().skip(1));
                 c
@@ -469,7 +469,7 @@ mod tests {
 
     fn shell(s: &str, timeout: Duration) -> HookSpec {
         HookSpec {
-            command: Command::Shell(s.into()),
+            command: CommandLine::Shell(s.into()),
             timeout,
             env: BTreeMap::new(),
         }
@@ -819,7 +819,7 @@ mod tests {
         let migrate = h.migrate.as_ref().unwrap().to_spec().unwrap();
         assert_eq!(
             migrate.command,
-            Command::Shell("php artisan migrate --force".into())
+            CommandLine::Shell("php artisan migrate --force".into())
         );
         assert_eq!(migrate.timeout, Duration::from_secs(900));
         assert_eq!(migrate.env.get("APP_ENV").unwrap(), "production");
