@@ -249,7 +249,10 @@ fn operate(config: &Path, req: &Request, json: bool, wait: bool) -> Result<(), F
             api::execute(app, source.as_ref(), req, &caller)?
         }
     };
-    print!("{}", render::outcome(req.app(), &outcome, json));
+    crate::cli::out(
+        &render::outcome(req.app(), &outcome, json),
+        outcome.changed(),
+    )?;
     match outcome.failure(req.app()) {
         Some(e) => Err(Failure::from(e).shown(json)),
         None => Ok(()),
@@ -277,15 +280,12 @@ fn agent(config: &Path) -> Result<(), Failure> {
 
 fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
     match Config::load(config) {
-        Ok(c) => {
-            print!(
-                "{}",
-                render::config_ok(&c.path, &c.apps.keys().collect::<Vec<_>>(), json)
-            );
-            Ok(())
-        }
+        Ok(c) => crate::cli::out(
+            &render::config_ok(&c.path, &c.apps.keys().collect::<Vec<_>>(), json),
+            false,
+        ),
         Err(ConfigError::Invalid { path, problems }) => {
-            print!("{}", render::config_problems(&path, &problems, json));
+            crate::cli::out(&render::config_problems(&path, &problems, json), false)?;
             Err(Failure::new(
                 exit::USAGE,
                 anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
@@ -317,8 +317,7 @@ fn pack(
         PackError::Version(_) | PackError::Exists(_) => Failure::new(exit::USAGE, e),
         e => Failure::new(exit::FAILURE, e),
     })?;
-    print!("{}", render::packed(&p, json));
-    Ok(())
+    crate::cli::out(&render::packed(&p, json), true)
 }
 
 fn keygen(out: &Path, password: bool, json: bool) -> Result<(), Failure> {
@@ -342,11 +341,10 @@ fn keygen(out: &Path, password: bool, json: bool) -> Result<(), Failure> {
         .ok()
         .and_then(|t| t.lines().nth(1).map(String::from))
         .unwrap_or_default();
-    print!(
-        "{}",
-        render::keygen(&pk, &sk, &id.to_string(), &public, json)
-    );
-    Ok(())
+    crate::cli::out(
+        &render::keygen(&pk, &sk, &id.to_string(), &public, json),
+        true,
+    )
 }
 
 fn sign(files: &[PathBuf], key: &Path, trusted_comment: Option<&str>) -> Result<(), Failure> {
@@ -361,7 +359,7 @@ fn sign(files: &[PathBuf], key: &Path, trusted_comment: Option<&str>) -> Result<
             .unwrap_or_else(|| format!("file={name}"));
         let sig = crate::verify::trust::sign_file(key, pw.clone(), f, Some(&comment))
             .map_err(|e| Failure::new(exit::FAILURE, e))?;
-        println!("signed {}", sig.display());
+        crate::cli::out(&format!("signed {}\n", sig.display()), true)?;
     }
     Ok(())
 }

@@ -6,6 +6,22 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// A line of the demo's story on stdout (see [`crate::cli::out`]: a closed
+/// pipe ends the demo quietly).
+macro_rules! say {
+    () => { say_raw!("\n") };
+    ($($a:tt)*) => { say_raw!("{}\n", format!($($a)*)) };
+}
+
+/// Text on stdout, without a newline.
+macro_rules! say_raw {
+    ($($a:tt)*) => {
+        // Only a demo: a closed pipe ends it (inside `out`), other output
+        // errors are not worth stopping it for.
+        { let _ = crate::cli::out(&format!($($a)*), true); }
+    };
+}
+
 use anyhow::Context;
 
 use crate::config::Config;
@@ -18,7 +34,7 @@ use crate::version::{Version, VersionRequest};
 
 fn step(n: &mut u32, title: &str) {
     *n += 1;
-    println!("\n==> {n}. {title}");
+    say!("\n==> {n}. {title}");
 }
 
 fn build_app(dir: &Path, version: &str) -> anyhow::Result<()> {
@@ -101,7 +117,7 @@ pub(crate) fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let root = base.join("app");
     let build = base.join("build");
     let mut n = 0;
-    println!("Switchyard demo in {}", base.display());
+    say!("Switchyard demo in {}", base.display());
 
     step(&mut n, "generate a signing key (switchyard keygen)");
     let (pk, sk, key_id) = crate::verify::trust::keygen(&base.join("keys"), None)?;
@@ -110,7 +126,7 @@ pub(crate) fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    println!("   key id {key_id}; public key {}", pk.display());
+    say!("   key id {key_id}; public key {}", pk.display());
 
     step(
         &mut n,
@@ -139,7 +155,7 @@ pub(crate) fn run(dir: Option<&Path>) -> anyhow::Result<()> {
             Some("demo-{version}.tar.gz"),
             Some(&signing),
         )?;
-        println!(
+        say!(
             "   packed {} sha256 {}..., signed the asset and SHA256SUMS",
             p.asset.display(),
             &p.sha256[..16]
@@ -189,7 +205,7 @@ url = "{url}/health"
         url = app_server.url(),
     );
     fs::write_atomic(&cfg_path, cfg_text.as_bytes())?;
-    print!("{}", indent(&cfg_text));
+    say_raw!("{}", indent(&cfg_text));
     let cfg = Config::load(&cfg_path)?;
     let app = cfg.app("demo")?;
     let caller = Caller::operator(Actor::current_user(), false);
@@ -211,8 +227,8 @@ url = "{url}/health"
         "deploy 1.0.0: verify while streaming, back up, migrate, swap, activate, check health",
     );
     deploy_v("1.0.0")??;
-    print!("{}", render_layout(&root)?);
-    println!(
+    say_raw!("{}", render_layout(&root)?);
+    say!(
         "   GET /health -> {}",
         http_get(&format!("{}/health", app_server.url()))
     );
@@ -233,7 +249,7 @@ url = "{url}/health"
             allow_downgrade: false,
         }) {
             Ok(_) => anyhow::bail!("the tampered release was accepted"),
-            Err(e) => println!(
+            Err(e) => say!(
                 "   refused, nothing installed:\n   {:#}",
                 anyhow::Error::from(e)
             ),
@@ -243,7 +259,7 @@ url = "{url}/health"
 
     step(&mut n, "deploy 1.1.0");
     deploy_v("1.1.0")??;
-    println!(
+    say!(
         "   GET /health -> {}",
         http_get(&format!("{}/health", app_server.url()))
     );
@@ -260,12 +276,12 @@ url = "{url}/health"
         else {
             anyhow::bail!("a revert that did not switch");
         };
-        println!(
+        say!(
             "   current -> {} (was {})",
             r.to,
             r.from.map(|v| v.to_string()).unwrap_or_default()
         );
-        println!(
+        say!(
             "   GET /health -> {}",
             http_get(&format!("{}/health", app_server.url()))
         );
@@ -277,34 +293,34 @@ url = "{url}/health"
         else {
             anyhow::bail!("a promote that did not switch");
         };
-        println!("   current -> {}", r.to);
+        say!("   current -> {}", r.to);
     }
-    print!("{}", render_layout(&root)?);
+    say_raw!("{}", render_layout(&root)?);
 
     step(&mut n, "deploy 1.3.0, whose live health check fails");
-    println!("   shared/data/db.txt before:\n{}", indent(&db()));
+    say!("   shared/data/db.txt before:\n{}", indent(&db()));
     match deploy_v("1.3.0")? {
         Ok(_) => anyhow::bail!("the broken release was kept live"),
-        Err(e) => println!("   {:#}", anyhow::Error::from(e)),
+        Err(e) => say!("   {:#}", anyhow::Error::from(e)),
     }
-    println!(
+    say!(
         "   shared/data/db.txt after the automatic revert and restore:\n{}",
         indent(&db())
     );
-    println!(
+    say!(
         "   GET /health -> {}",
         http_get(&format!("{}/health", app_server.url()))
     );
-    print!("{}", render_layout(&root)?);
+    say_raw!("{}", render_layout(&root)?);
 
     step(&mut n, "status and history (the audit log)");
     let status = op(Request::Status { app: "demo".into() })?;
-    print!(
+    say_raw!(
         "{}",
         indent(&crate::cli::render::outcome("demo", &status, false))
     );
     for e in crate::store::history::read(&AppPaths::new(&root))? {
-        println!(
+        say!(
             "   {}  {:<28} {:<8} {}",
             e.event.time,
             e.event.event,
@@ -313,12 +329,12 @@ url = "{url}/health"
         );
     }
     let lines = crate::store::history::check_chain(&AppPaths::new(&root))?;
-    println!("   audit chain verified: {lines} lines");
+    say!("   audit chain verified: {lines} lines");
     drop(app_server);
 
-    println!("\nDemo complete.");
+    say!("\nDemo complete.");
     if dir.is_some() {
-        println!(
+        say!(
             "Everything is kept in {}; try: switchyard --config {} status demo",
             base.display(),
             cfg_path.display()

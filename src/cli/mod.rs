@@ -84,6 +84,37 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Writes command output to stdout. A closed pipe (`switchyard list | head`)
+/// ends the process quietly with exit 0, as other command-line tools do;
+/// any other failure (a full disk behind `>file`) is an error that says
+/// whether the command had already changed something.
+pub(crate) fn out(text: &str, changed: bool) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            let what = if changed {
+                "the command's change was made and stands, but writing its output failed"
+            } else {
+                "writing the output failed"
+            };
+            Err(Failure::new(
+                exit::FAILURE,
+                anyhow::Error::new(e).context(what),
+            ))
+        }
+    }
+}
+
+/// Writes a line to stderr; if stderr itself fails there is nobody left to
+/// tell, so the error is dropped (never a panic).
+pub(crate) fn err_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
@@ -127,10 +158,10 @@ pub fn main() -> ExitCode {
             // The chain is printed here, once.
             let chain = format!("{:#}", f.err);
             if json && !f.shown {
-                print!("{}", render::error_json(&chain, f.code));
+                let _ = out(&render::error_json(&chain, f.code), false);
             }
             let via = if f.via_agent { " (via the agent)" } else { "" };
-            eprintln!("error: {chain}{via}");
+            err_line(&format!("error: {chain}{via}"));
             ExitCode::from(f.code as u8)
         }
     }

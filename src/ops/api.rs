@@ -328,6 +328,22 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the operation changed the app (so a failure to print its
+    /// outcome must not read as a failure of the operation).
+    pub(crate) fn changed(&self) -> bool {
+        match self {
+            Outcome::Switched(r) => r.changed,
+            Outcome::Deployed(_)
+            | Outcome::Installed(_)
+            | Outcome::Resolved { .. }
+            | Outcome::Maintenance { .. }
+            | Outcome::BackupCreated(_)
+            | Outcome::BackupRestored { .. } => true,
+            Outcome::Pruned { removed, .. } => !removed.is_empty(),
+            _ => false,
+        }
+    }
+
     /// The error an outcome still ends with once it is shown: a release
     /// that differs from its manifest.
     pub(crate) fn failure(&self, app: &str) -> Option<DeployError> {

@@ -54,6 +54,19 @@ pub(crate) struct HealthReport {
     pub last_error: Option<String>,
 }
 
+impl HealthReport {
+    /// It failed because the host could not run a check, not because the
+    /// app answered badly: the release is not to blame.
+    pub(crate) fn host_failed(&self) -> bool {
+        !self.passed
+            && (self.rounds.is_empty()
+                || self
+                    .rounds
+                    .last()
+                    .is_some_and(|r| r.results.iter().any(|c| !c.ok && c.host_error)))
+    }
+}
+
 /// One round: every check, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RoundReport {
@@ -79,6 +92,10 @@ pub(crate) struct CheckResult {
     pub latency: Duration,
     /// What was seen, e.g. `status 503` or `version 1.2.0 not reported (...)`.
     pub detail: String,
+    /// The check could not run for the host's reasons (no memory, no file
+    /// descriptors, no space to start a process): not the app's answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_error: bool,
 }
 
 fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -288,25 +305,30 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Tick>) -> 
             None => check.timeout(),
         };
         let t = env.clock.tick();
-        let res = if timeout.is_zero() {
-            Err("not run: the deadline had passed".to_string())
+        // Err((detail, whether the host kept the check from running)).
+        let res: Result<String, (String, bool)> = if timeout.is_zero() {
+            Err(("not run: the deadline had passed".to_string(), false))
         } else {
             match check {
                 CheckConfig::Http(h) => match env.client {
-                    Some(c) => bridge::block_on(http_check(c, h, env.expect, env.version, timeout))
-                        .unwrap_or_else(|e| Err(format!("not run: {e}"))),
-                    None => Err("no HTTP client".to_string()),
+                    Some(c) => {
+                        match bridge::block_on(http_check(c, h, env.expect, env.version, timeout)) {
+                            Ok(r) => r.map_err(|d| (d, false)),
+                            Err(e) => Err((format!("not run: {}", chain(&e)), true)),
+                        }
+                    }
+                    None => Err(("no HTTP client".to_string(), true)),
                 },
-                CheckConfig::Tcp(tc) => tcp_check(tc, timeout),
+                CheckConfig::Tcp(tc) => tcp_check(tc, timeout).map_err(|d| (d, false)),
                 CheckConfig::Command(cc) => {
                     command_check(cc, &label, env.version, env.workdir, timeout, env.clock)
                 }
             }
         };
         let latency = env.clock.tick().saturating_duration_since(t);
-        let (ok, detail) = match res {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
+        let (ok, detail, host_error) = match res {
+            Ok(d) => (true, d, false),
+            Err((d, host)) => (false, d, host),
         };
         debug!(version = env.version, check = %label, ok, detail = %detail, latency_ms = latency.as_millis() as u64, "health check");
         results.push(CheckResult {
@@ -314,6 +336,7 @@ fn run_round(env: &RoundEnv<'_>, cfg: &HealthConfig, deadline: Option<Tick>) -> 
             ok,
             latency,
             detail,
+            host_error,
         });
     }
     RoundReport {
@@ -563,7 +586,7 @@ fn command_check(
     workdir: &Path,
     timeout: Duration,
     clock: &dyn Clock,
-) -> Result<String, String> {
+) -> Result<String, (String, bool)> {
     let mut cmd = c.command.to_process();
     cmd.current_dir(workdir).env("SWITCHYARD_VERSION", version);
     let mut out = CheckOutput {
@@ -573,13 +596,24 @@ fn command_check(
     let fin = match process::supervise(&mut cmd, timeout, clock, &mut out) {
         Ok(f) => f,
         Err(SuperviseError::Spawn(e)) => {
-            return Err(format!(
-                "cannot start {} in {}: {e}",
-                c.command.program(),
-                workdir.display()
+            // A missing or forbidden program is the release's; anything
+            // else (no space, no memory) is the host's.
+            let host = !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            );
+            return Err((
+                format!(
+                    "cannot start {} in {}: {e}",
+                    c.command.program(),
+                    workdir.display()
+                ),
+                host,
             ));
         }
-        Err(SuperviseError::Wait(e)) => return Err(format!("lost track of the process: {e}")),
+        Err(SuperviseError::Wait(e)) => {
+            return Err((format!("lost track of the process: {e}"), true));
+        }
     };
     let last = fin
         .tail
@@ -588,11 +622,17 @@ fn command_check(
         .unwrap_or_default();
     match fin.ending {
         Ending::Exited(0) => Ok("exit code 0".to_string()),
-        Ending::Exited(code) => Err(format!("exit code {code}{last}")),
-        Ending::Signaled(sig) => Err(format!("killed by {}{last}", process::signal_name(sig))),
-        Ending::TimedOut => Err(format!(
-            "no result within {}; killed it with its process group{last}",
-            show_duration(timeout)
+        Ending::Exited(code) => Err((format!("exit code {code}{last}"), false)),
+        Ending::Signaled(sig) => Err((
+            format!("killed by {}{last}", process::signal_name(sig)),
+            false,
+        )),
+        Ending::TimedOut => Err((
+            format!(
+                "no result within {}; killed it with its process group{last}",
+                show_duration(timeout)
+            ),
+            false,
         )),
     }
 }

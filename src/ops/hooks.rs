@@ -113,7 +113,7 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 pub(crate) enum HookError {
     /// The program could not be started; nothing ran.
     #[error(
-        "hook {name}: cannot start {program} in {}: {source}; check that the program exists and is executable, and that the release directory exists",
+        "hook {name}: cannot start {program} in {} (check that the program exists and is executable, and that the release directory exists)",
         dir.display()
     )]
     Spawn {
@@ -189,12 +189,26 @@ pub(crate) enum HookError {
     },
     /// The hook's log could not be created; the hook did not run.
     #[error(
-        "cannot create the hook log: {0}; check that the log directory is writable and has free space"
+        "cannot create the hook log (check that the log directory is writable and has free space)"
     )]
     Fs(#[from] FsError),
 }
 
 impl HookError {
+    /// The host failed the hook (it could not be started for lack of space
+    /// or memory, its log could not be written, it was lost track of), not
+    /// the release: such a failure does not quarantine.
+    pub(crate) fn is_host_fault(&self) -> bool {
+        match self {
+            HookError::Spawn { source, .. } => !matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ),
+            HookError::Fs(_) | HookError::Wait { .. } => true,
+            _ => false,
+        }
+    }
+
     /// True when the hook may have done part of its work (it timed out or was
     /// killed mid-way), so neither "it ran" nor "it did not run" can be assumed.
     pub(crate) fn outcome_unknown(&self) -> bool {
@@ -752,7 +766,7 @@ mod tests {
         let spec = shell("touch ran", Duration::from_secs(30));
         let err = run_hook("warm", &spec, &e.ctx).unwrap_err();
         assert!(matches!(err, HookError::Fs(_)), "{err:?}");
-        assert!(err.to_string().contains(&blocker.display().to_string()));
+        assert!(crate::chain::chain(&err).contains(&blocker.display().to_string()));
         assert!(
             fs::symlink_metadata(&e.ctx.release_dir.join("ran"))
                 .unwrap()

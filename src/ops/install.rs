@@ -11,9 +11,10 @@ use crate::fs::{self, FsError};
 use crate::ops::error::{DeployError, chain};
 use crate::ops::session::{Session, Txn, remove_release};
 use crate::source::{ReleaseSource, SUMS_NAME};
+use crate::store::journal::Journal;
 use crate::store::layout::{AppPaths, STAGING_PREFIX, link_shared};
 use crate::store::manifest::{ReleaseMeta, SignatureInfo};
-use crate::store::state::{AppState, Journal, checkpoint, new_id, now_rfc3339};
+use crate::store::state::{AppState, checkpoint, new_id, now_rfc3339};
 use crate::verify::trust::{self, SigCheck, TrustPolicy, Verified};
 use crate::verify::unpack::unpack_tar_gz;
 use crate::verify::{HashingReader, Sha256Sums, StreamCheck, check_digest};
@@ -324,6 +325,7 @@ impl Session<'_> {
                 prev_current: None,
                 prev_last_good: None,
                 creates_release: true,
+                commit: None,
             },
         )?;
         checkpoint("install.journaled");
@@ -448,7 +450,8 @@ impl Session<'_> {
         if downgrade {
             details.insert("allow_downgrade".into(), true.into());
         }
-        self.record(
+        checkpoint("install.recorded");
+        txn.commit(self.make_event(
             "release.install.completed",
             id,
             None,
@@ -457,9 +460,7 @@ impl Session<'_> {
             started,
             None,
             details,
-        )?;
-        checkpoint("install.recorded");
-        txn.commit()?;
+        ))?;
         drop(staging);
         info!(step = "install", sha256 = %meta.sha256, bytes = meta.content_bytes, "installed");
         Ok(InstallReport {

@@ -24,8 +24,8 @@ use crate::ops::backup::{self, BackupMeta};
 use crate::ops::error::{DeployError, chain};
 use crate::ops::hooks::run_hook;
 use crate::ops::install::InstallOptions;
-use crate::ops::session::{Session, remove_release, set_link};
-use crate::ops::steps::NamedReport;
+use crate::ops::session::{Session, remove_release};
+use crate::ops::steps::{Fault, NamedReport};
 use crate::ops::switch::SwitchReport;
 use crate::source::ReleaseSource;
 use crate::store::layout::maintenance;
@@ -91,9 +91,14 @@ impl Session<'_> {
         let res = self.deploy_steps(&mut rec, source, req, opts, &mut health, started);
         match res {
             Ok(to) => {
-                self.save_rec(&mut rec, DeployState::Completed, "done")?;
-                self.event("system.update.completed", &rec, "ok", started, None);
-                let _ = self.prune();
+                // Completed is saved (the commit point) inside the steps; the
+                // closing event may be left to the next repair.
+                if let Err(e) = self.close_record(&mut rec, started) {
+                    warn!(error = %chain(&e), "deployed; the audit line follows with the next command");
+                }
+                if let Err(e) = self.prune() {
+                    warn!(error = %chain(&e), "deployed; pruning old releases failed");
+                }
                 Ok(DeployOutcome {
                     id: rec.id,
                     state: rec.state,
@@ -114,25 +119,28 @@ impl Session<'_> {
                     (DeployError::NeedsAttention { .. }, DeployState::RollbackRunning) => {
                         DeployState::RollbackFailed
                     }
+                    (DeployError::Failed { state, .. }, _) => *state,
                     _ => DeployState::Failed,
                 };
-                let step = rec.step.clone();
-                self.save_rec(&mut rec, state, &step)?;
-                self.event(
-                    "system.update.failed",
-                    &rec,
-                    "failed",
-                    started,
-                    Some(chain(&e)),
-                );
-                if let Some(v) = rec.to.clone() {
-                    let dir = self.paths.release(&v);
-                    let ctx = self.hook_ctx(&v, from.as_ref(), &dir, &rec.id, None);
-                    if let Err(he) =
-                        self.run_opt_hook("on_failure", self.cfg.hooks.on_failure.as_ref(), &ctx)
-                    {
-                        warn!(error = %he, "on_failure hook failed");
-                    }
+                if let Err(se) = self.finish_record(&mut rec, state, started) {
+                    warn!(error = %chain(&se), "could not record the failed deploy; the next command does");
+                }
+                // on_failure runs in the release, or in the app root when
+                // there is no release directory.
+                let v = rec.to.clone();
+                let dir = v
+                    .as_ref()
+                    .map(|v| self.paths.release(v))
+                    .filter(|d| d.is_dir())
+                    .unwrap_or_else(|| self.paths.root.clone());
+                let shown = v
+                    .clone()
+                    .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
+                let ctx = self.hook_ctx(&shown, from.as_ref(), &dir, &rec.id, None);
+                if let Err(he) =
+                    self.run_opt_hook("on_failure", self.cfg.hooks.on_failure.as_ref(), &ctx)
+                {
+                    warn!(error = %chain(&he), "on_failure hook failed");
                 }
                 Err(e)
             }
@@ -153,7 +161,7 @@ impl Session<'_> {
         let info = source.resolve(req, crate::source::include_prereleases(self.cfg))?;
         let v = info.version.clone();
         rec.to = Some(v.clone());
-        self.event("system.update.started", rec, "started", started, None);
+        self.event("system.update.started", rec, "started", started, None)?;
         self.check_quarantine(&v, opts.force)?;
         if let Some(f) = &rec.from
             && is_major_upgrade(f, &v)
@@ -192,10 +200,10 @@ impl Session<'_> {
         let ctx = self.hook_ctx(&v, prev.as_ref(), &dir, &rec.id, None);
         let staged = self
             .run_opt_hook("warm", self.cfg.hooks.warm.as_ref(), &ctx)
-            .map_err(|e| chain(&e))
+            .map_err(|e| Fault::hook("", &e))
             .and_then(|()| {
                 self.save_rec(rec, DeployState::HealthCheck, "staging")
-                    .map_err(|e| chain(&e))?;
+                    .map_err(Fault::host)?;
                 self.health(
                     "staging",
                     self.cfg.health.staging.as_ref(),
@@ -204,8 +212,8 @@ impl Session<'_> {
                     health,
                 )
             });
-        if let Err(reason) = staged {
-            return Err(self.fail_before_swap(rec, &v, inst.installed, &reason));
+        if let Err(fault) = staged {
+            return Err(self.fail_before_swap(rec, &v, inst.installed, &fault));
         }
         // The tree is final now: record it as it will go live, then share
         // identical files with the live release.
@@ -229,14 +237,14 @@ impl Session<'_> {
         if needs_backup {
             self.save_rec(rec, DeployState::BackupRunning, "backup")?;
             let b_started = Instant::now();
-            self.event("system.backup.started", rec, "started", b_started, None);
+            self.event("system.backup.started", rec, "started", b_started, None)?;
             match self.take_backup(&rec.id, prev.as_ref(), &v, &dir) {
                 Ok(id) => {
                     rec.backup_id = Some(id);
-                    self.event("system.backup.completed", rec, "ok", b_started, None);
+                    self.event("system.backup.completed", rec, "ok", b_started, None)?;
                 }
                 Err(e) => {
-                    self.event(
+                    let _ = self.event(
                         "system.backup.failed",
                         rec,
                         "failed",
@@ -270,52 +278,78 @@ impl Session<'_> {
                 Err(e) => {
                     // A migrate that failed cleanly may still have changed
                     // data: put the backup back per policy, then give up.
-                    let reason = format!("migrate hook failed: {}", chain(&e));
-                    rec.last_error = Some(reason.clone());
-                    return Err(self.rollback(rec, &v, &reason, true, health));
+                    let fault = Fault::hook("migrate hook failed", &e);
+                    rec.last_error = Some(fault.reason().to_string());
+                    return Err(self.rollback(rec, &v, &fault, true, health));
                 }
             }
         }
 
-        // The swap, then activation and the live check.
-        self.save_rec(rec, DeployState::Applying, "swap")?;
-        self.promote(&v)?;
+        // Intent before the swap: from here on `current` may name the new
+        // release, so any failure (or a kill) is undone by the rollback,
+        // which checks where `current` really points.
         rec.swapped = true;
-        self.save_rec(rec, DeployState::Applying, "activate")?;
-        let live = self
-            .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
-            .and_then(|()| {
-                self.save_rec(rec, DeployState::HealthCheck, "live")
-                    .map_err(|e| chain(&e))?;
-                self.health("live", self.cfg.health.live.as_ref(), &v, &dir, health)
-            });
-        if let Err(reason) = live {
-            rec.last_error = Some(reason.clone());
-            return Err(self.rollback(rec, &v, &reason, rec.migrate_done, health));
+        self.save_rec(rec, DeployState::Applying, "swap")?;
+        if let Err(fault) = self.go_live(rec, &v, &dir, &ctx, health, |s| s.promote(&v)) {
+            rec.last_error = Some(fault.reason().to_string());
+            return Err(self.rollback(rec, &v, &fault, rec.migrate_done, health));
         }
         Ok(v)
     }
+
+    /// The swap (`switch`), activation, the live check and the commit point
+    /// (`completed` saved). The caller saved the swap intent first.
+    fn go_live(
+        &self,
+        rec: &mut DeployRecord,
+        v: &Version,
+        dir: &std::path::Path,
+        ctx: &crate::ops::hooks::HookContext,
+        health: &mut Vec<NamedReport>,
+        switch: impl FnOnce(&Self) -> Result<SwitchReport, DeployError>,
+    ) -> Result<SwitchReport, Fault> {
+        let r = switch(self).map_err(Fault::host)?;
+        self.save_rec(rec, DeployState::Applying, "activate")
+            .map_err(Fault::host)?;
+        self.run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), ctx)
+            .map_err(|e| Fault::hook("activate hook failed", &e))?;
+        self.save_rec(rec, DeployState::HealthCheck, "live")
+            .map_err(Fault::host)?;
+        self.health("live", self.cfg.health.live.as_ref(), v, dir, health)?;
+        rec.audited = false;
+        self.save_rec(rec, DeployState::Completed, "done")
+            .map_err(Fault::host)?;
+        Ok(r)
+    }
+
     fn fail_before_swap(
         &self,
         rec: &mut DeployRecord,
         v: &Version,
         installed_now: bool,
-        reason: &str,
+        fault: &Fault,
     ) -> DeployError {
+        let reason = fault.reason();
         rec.last_error = Some(reason.to_string());
         if installed_now && !self.cfg.policy.keep_failed {
             if let Err(e) = remove_release(&self.paths, v) {
                 warn!(error = %e, "could not remove the failed release");
             }
         }
-        if let Err(e) = self.quarantine(v, reason, &rec.id) {
-            warn!(error = %e, "could not quarantine");
-        }
+        let quarantined = fault.blames_release()
+            && self
+                .quarantine(v, reason, &rec.id)
+                .inspect_err(|e| warn!(error = %chain(e), "could not quarantine"))
+                .is_ok();
         DeployError::Failed {
             state: DeployState::Failed,
             reason: format!(
-                "{reason}; the live release was not touched, {v} is quarantined{}",
+                "{reason}; the live release was not touched{}{}",
+                if quarantined {
+                    format!(", {v} is quarantined")
+                } else {
+                    String::new()
+                },
                 if self.cfg.policy.keep_failed {
                     " and kept for inspection"
                 } else {
@@ -334,77 +368,86 @@ impl Session<'_> {
     ) -> Result<SwitchReport, DeployError> {
         self.check_blocked()?;
         self.check_quarantine(v, force)?;
-        let lg_before = self.paths.last_good_version()?;
-        let r = self.promote(v)?;
-        if !r.changed {
-            return Ok(r);
-        }
-        let id = new_id();
-        let dir = self.paths.release(v);
-        let ctx = self.hook_ctx(v, r.from.as_ref(), &dir, &id, None);
-        let mut health = Vec::new();
-        let live = self
-            .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
-            .and_then(|()| {
-                self.health("live", self.cfg.health.live.as_ref(), v, &dir, &mut health)
-            });
-        if let Err(reason) = live {
-            let mut rec = DeployRecord::new(
-                id,
-                DeployState::HealthCheck,
-                "live",
-                r.from.clone(),
-                Some(v.clone()),
-            );
-            rec.last_error = Some(reason.clone());
-            rec.swapped = true;
-            rec.prev_last_good = lg_before.clone();
-            let err = self.rollback(&mut rec, v, &reason, false, &mut health);
-            // Keep last-good as it was before this promote.
-            if r.from.is_some() {
-                set_link(
-                    &self.paths.last_good(),
-                    lg_before.filter(|l| l != v).as_ref(),
-                )?;
-            }
-            return Err(err);
-        }
-        Ok(r)
+        self.switch_checked("promote", v)
     }
 
-    /// Revert with activation and the live check; a failing check leaves the
-    /// maintenance flag on and asks for an operator.
+    /// Revert (to `to`, or to `last-good`) with activation and the live
+    /// check; a failing check leaves the maintenance flag on and asks for an
+    /// operator.
     pub(super) fn revert_checked(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
-        let r = self.revert(to)?;
-        if !r.changed {
-            return Ok(r);
+        let target = match to {
+            Some(v) => v.clone(),
+            None => {
+                self.paths
+                    .last_good_version()?
+                    .ok_or_else(|| DeployError::NothingToRevert {
+                        app: self.cfg.name.clone(),
+                    })?
+            }
+        };
+        self.switch_checked("revert", &target)
+    }
+
+    /// A promote or revert that goes live the way a deploy does: its record
+    /// saved with the swap intent before the swap, so that a failure or a
+    /// kill after it is undone by the same rule (ops/rollback.rs).
+    fn switch_checked(&self, op: &str, v: &Version) -> Result<SwitchReport, DeployError> {
+        let switch = |s: &Self| {
+            if op == "promote" {
+                s.promote(v)
+            } else {
+                s.revert(Some(v))
+            }
+        };
+        let from = self.paths.current_version()?;
+        if from.as_ref() == Some(v) || !self.paths.is_installed(v)? {
+            // Already live, or not installed: the switch says so.
+            return switch(self);
         }
-        let id = new_id();
-        let dir = self.paths.release(&r.to);
-        let ctx = self.hook_ctx(&r.to, r.from.as_ref(), &dir, &id, None);
+        let started = Instant::now();
+        let mut rec = DeployRecord::new(
+            new_id(),
+            DeployState::Applying,
+            "swap",
+            from.clone(),
+            Some(v.clone()),
+        );
+        rec.op = op.to_string();
+        rec.prev_last_good = self.paths.last_good_version()?;
+        rec.swapped = true;
+        self.save_rec(&mut rec, DeployState::Applying, "swap")?;
+        let dir = self.paths.release(v);
+        let ctx = self.hook_ctx(v, from.as_ref(), &dir, &rec.id, None);
         let mut health = Vec::new();
-        let live = self
-            .run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-            .map_err(|e| format!("activate hook failed: {}", chain(&e)))
-            .and_then(|()| {
-                self.health(
-                    "live",
-                    self.cfg.health.live.as_ref(),
-                    &r.to,
-                    &dir,
-                    &mut health,
-                )
-            });
-        if let Err(reason) = live {
-            let why = format!(
-                "reverted to {}, but {reason}; the maintenance flag is on: fix the app, then `switchyard resolve {}`",
-                r.to, self.cfg.name
-            );
-            self.set_attention("needs_attention", &why, &id)?;
-            return Err(DeployError::NeedsAttention { reason: why });
+        match self.go_live(&mut rec, v, &dir, &ctx, &mut health, switch) {
+            Ok(r) => {
+                if let Err(e) = self.close_record(&mut rec, started) {
+                    warn!(error = %chain(&e), "switched; the record is closed by the next command");
+                }
+                Ok(r)
+            }
+            Err(Fault::Release(reason)) if op == "revert" => {
+                let why = format!(
+                    "reverted to {v}, but {reason}; the maintenance flag is on: fix the app, then `switchyard resolve {}`",
+                    self.cfg.name
+                );
+                rec.last_error = Some(why.clone());
+                self.set_attention("needs_attention", &why, &rec.id)?;
+                let _ = self.finish_record(&mut rec, DeployState::Failed, started);
+                Err(DeployError::NeedsAttention { reason: why })
+            }
+            Err(fault) => {
+                rec.last_error = Some(fault.reason().to_string());
+                let err = self.rollback(&mut rec, v, &fault, false, &mut health);
+                let state = if matches!(err, DeployError::NeedsAttention { .. }) {
+                    DeployState::RollbackFailed
+                } else {
+                    DeployState::Failed
+                };
+                let _ = self.finish_record(&mut rec, state, started);
+                Err(err)
+            }
         }
-        Ok(r)
     }
 
     /// Clears the block left by `needs_attention` or `rollback_failed` and
@@ -451,7 +494,7 @@ impl Session<'_> {
             cur.clone(),
             cur.clone(),
         );
-        self.event("system.backup.started", &rec, "started", started, None);
+        self.event("system.backup.started", &rec, "started", started, None)?;
         let v = cur
             .clone()
             .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
@@ -463,11 +506,11 @@ impl Session<'_> {
             Ok(bid) => {
                 let mut rec = rec;
                 rec.backup_id = Some(bid.clone());
-                self.event("system.backup.completed", &rec, "ok", started, None);
+                self.event("system.backup.completed", &rec, "ok", started, None)?;
                 backup::get(&self.paths, &bid).map_err(DeployError::BackupFailed)
             }
             Err(e) => {
-                self.event(
+                let _ = self.event(
                     "system.backup.failed",
                     &rec,
                     "failed",

@@ -10,7 +10,8 @@ use tracing::warn;
 use crate::config::RestorePolicy;
 use crate::ops::error::{DeployError, chain};
 use crate::ops::session::{Session, set_link};
-use crate::ops::steps::NamedReport;
+use crate::ops::steps::{Fault, NamedReport, closing_event};
+use crate::store::history;
 use crate::store::layout::maintenance;
 use crate::store::state::{AppState, DeployRecord, DeployState};
 use crate::version::Version;
@@ -22,19 +23,24 @@ impl Session<'_> {
         &self,
         rec: &mut DeployRecord,
         v: &Version,
-        reason: &str,
+        fault: &Fault,
         data_changed: bool,
         health: &mut Vec<NamedReport>,
     ) -> DeployError {
         let started = Instant::now();
+        let reason = fault.reason();
+        // Only the release's own failure quarantines it: an interruption or
+        // a host error says nothing about the release.
+        let id = rec.id.clone();
+        let quarantine = || fault.blames_release() && self.quarantine(v, reason, &id).is_ok();
         match self.rollback_inner(rec, v, data_changed, health) {
             Ok(restored) => {
-                self.event("system.rollback.completed", rec, "ok", started, None);
-                let _ = self.quarantine(v, reason, &rec.id);
+                let _ = self.event("system.rollback.completed", rec, "ok", started, None);
+                let quarantined = quarantine();
                 DeployError::Failed {
                     state: DeployState::Failed,
                     reason: format!(
-                        "{reason}; reverted to {}{}, {v} is quarantined",
+                        "{reason}; reverted to {}{}{}",
                         rec.from
                             .as_ref()
                             .map(|f| f.to_string())
@@ -43,6 +49,11 @@ impl Session<'_> {
                             " and restored the backup"
                         } else {
                             ""
+                        },
+                        if quarantined {
+                            format!(", {v} is quarantined")
+                        } else {
+                            String::new()
                         }
                     ),
                     rolled_back: true,
@@ -53,7 +64,7 @@ impl Session<'_> {
                     "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
                     self.cfg.name, self.cfg.name
                 );
-                self.event(
+                let _ = self.event(
                     "system.rollback.failed",
                     rec,
                     "failed",
@@ -61,7 +72,7 @@ impl Session<'_> {
                     Some(why.clone()),
                 );
                 let _ = self.set_attention("rollback_failed", &why, &rec.id);
-                let _ = self.quarantine(v, reason, &rec.id);
+                quarantine();
                 DeployError::NeedsAttention { reason: why }
             }
         }
@@ -83,7 +94,8 @@ impl Session<'_> {
             "started",
             Instant::now(),
             None,
-        );
+        )
+        .map_err(s)?;
         maintenance::on(&self.paths, "Maintenance in progress", "rollback")
             .map_err(|e| chain(&e))?;
         if rec.swapped
@@ -99,7 +111,12 @@ impl Session<'_> {
                     self.revert(Some(&f)).map_err(s)?;
                     // The failed release must not become the rollback target:
                     // last-good goes back to what it was before the deploy.
-                    let target = rec.prev_last_good.clone().filter(|l| l != v && l != &f);
+                    // (A revert's target is last-good itself: it goes back
+                    // exactly.)
+                    let target = rec
+                        .prev_last_good
+                        .clone()
+                        .filter(|l| l != &f && (rec.op == "revert" || l != v));
                     set_link(&self.paths.last_good(), target.as_ref()).map_err(|e| chain(&e))?;
                     let dir = self.paths.release(&f);
                     let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
@@ -148,7 +165,8 @@ impl Session<'_> {
                 &f,
                 &self.paths.release(&f),
                 health,
-            )?;
+            )
+            .map_err(|f| f.reason().to_string())?;
         }
         if !ask_pending {
             maintenance::off(&self.paths).map_err(|e| chain(&e))?;
@@ -163,19 +181,36 @@ impl Session<'_> {
         let Some(mut rec) = st.deploy.clone() else {
             return Ok(());
         };
+        let started = Instant::now();
         if rec.state.is_terminal() {
+            if !rec.audited {
+                // Ended, but its closing event may be missing.
+                let last = history::read(&self.paths)?.pop();
+                let written = match (&last, closing_event(&rec)) {
+                    (Some(l), Some((name, _))) => l.event.id == rec.id && l.event.event == name,
+                    _ => true,
+                };
+                if written {
+                    rec.audited = true;
+                    let mut st = st;
+                    st.deploy = Some(rec);
+                    st.save(&self.paths)?;
+                } else {
+                    self.close_record(&mut rec, started)?;
+                }
+            }
             return Ok(());
         }
-        warn!(app = %self.cfg.name, deploy_id = %rec.id, state = ?rec.state, step = %rec.step, "resuming an interrupted deploy");
-        let started = Instant::now();
+        warn!(app = %self.cfg.name, deploy_id = %rec.id, op = %rec.op, state = ?rec.state, step = %rec.step, "resuming an interrupted operation");
         let reason = format!(
-            "interrupted in state {:?}/{} (the process died)",
-            rec.state, rec.step
-        )
-        .to_lowercase();
+            "interrupted in {}/{} (the process died); undone by the next command",
+            rec.state.as_str(),
+            rec.step
+        );
         let mut health = Vec::new();
         let Some(v) = rec.to.clone() else {
-            self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
+            rec.last_error = Some(reason);
+            self.finish_record(&mut rec, DeployState::Failed, started)?;
             return Ok(());
         };
         match rec.state {
@@ -186,41 +221,36 @@ impl Session<'_> {
                     self.cfg.name
                 );
                 self.set_attention("needs_attention", &why, &rec.id)?;
-                rec.last_error = Some(why.clone());
-                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-                self.event("system.update.failed", &rec, "failed", started, Some(why));
+                rec.last_error = Some(why);
+                rec.step = "interrupted".into();
+                self.finish_record(&mut rec, DeployState::Failed, started)?;
             }
-            DeployState::RollbackRunning | DeployState::HealthCheck | DeployState::Applying
-                if rec.swapped || rec.state == DeployState::RollbackRunning =>
-            {
+            _ if rec.swapped || rec.state == DeployState::RollbackRunning => {
+                // The one rule for an operation cut off after its swap
+                // intent: the release live before goes back, is activated
+                // and checked; nothing is quarantined.
                 let data_changed = rec.migrate_done;
-                let err = self.rollback(&mut rec, &v, &reason, data_changed, &mut health);
+                let err = self.rollback(
+                    &mut rec,
+                    &v,
+                    &Fault::Host(reason),
+                    data_changed,
+                    &mut health,
+                );
                 rec.last_error = Some(chain(&err));
                 let state = if matches!(err, DeployError::NeedsAttention { .. }) {
                     DeployState::RollbackFailed
                 } else {
                     DeployState::Failed
                 };
-                self.save_rec(&mut rec, state, "interrupted")?;
-                self.event(
-                    "system.update.failed",
-                    &rec,
-                    "failed",
-                    started,
-                    Some(chain(&err)),
-                );
+                rec.step = "interrupted".into();
+                self.finish_record(&mut rec, state, started)?;
             }
             _ => {
                 // Nothing live changed (the install journal undid any partial release).
-                rec.last_error = Some(reason.clone());
-                self.save_rec(&mut rec, DeployState::Failed, "interrupted")?;
-                self.event(
-                    "system.update.failed",
-                    &rec,
-                    "failed",
-                    started,
-                    Some(reason),
-                );
+                rec.last_error = Some(reason);
+                rec.step = "interrupted".into();
+                self.finish_record(&mut rec, DeployState::Failed, started)?;
             }
         }
         Ok(())

@@ -15,10 +15,11 @@ use tracing::{info, warn};
 
 use crate::config::AppConfig;
 use crate::fs::{self, FsError};
-use crate::ops::error::DeployError;
+use crate::ops::error::{DeployError, chain};
 use crate::store::history::{self, Actor, Event};
+use crate::store::journal::{Journal, finish_committed};
 use crate::store::layout::{AppPaths, STAGING_PREFIX};
-use crate::store::state::{AppLock, Journal, now_rfc3339, remove_debris};
+use crate::store::state::{AppLock, checkpoint, now_rfc3339, remove_debris};
 use crate::version::Version;
 
 /// An app with its lock held and its on-disk state repaired.
@@ -62,23 +63,31 @@ impl<'a> Session<'a> {
     /// deploy (ops/rollback.rs), and removes temporary debris.
     fn repair(&self) -> Result<(), DeployError> {
         if let Some(j) = Journal::read(&self.paths)? {
-            warn!(app = %self.cfg.name, op = %j.op, id = %j.id, pid = j.pid,
-                "found the journal of an interrupted operation; undoing it");
-            let started = Instant::now();
-            undo(&self.paths, &j)?;
-            self.record(
-                &format!("release.{}.rolled_back", j.op),
-                &j.id,
-                j.prev_current.as_ref().map(|v| v.to_string()),
-                j.target.as_ref().map(|v| v.to_string()),
-                "rolled_back",
-                started,
-                Some(format!(
-                    "interrupted (process {} did not finish); undone on the next start",
-                    j.pid
-                )),
-                Default::default(),
-            )?;
+            if j.commit.is_some() {
+                // Killed after its commit point: the change stands; only
+                // its audit line may be missing.
+                info!(app = %self.cfg.name, op = %j.op, id = %j.id,
+                    "finishing the commit of an interrupted operation");
+                finish_committed(&self.paths, &j)?;
+            } else {
+                warn!(app = %self.cfg.name, op = %j.op, id = %j.id, pid = j.pid,
+                    "found the journal of an interrupted operation; undoing it");
+                let started = Instant::now();
+                undo(&self.paths, &j)?;
+                self.record(
+                    &format!("release.{}.rolled_back", j.op),
+                    &j.id,
+                    j.prev_current.as_ref().map(|v| v.to_string()),
+                    j.target.as_ref().map(|v| v.to_string()),
+                    "rolled_back",
+                    started,
+                    Some(format!(
+                        "interrupted (process {} did not finish); undone on the next start",
+                        j.pid
+                    )),
+                    Default::default(),
+                )?;
+            }
         }
         self.resume_interrupted_deploy()?;
         let removed = remove_debris(&self.paths)?;
@@ -88,7 +97,36 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Appends an event to the app's audit log.
+    /// The audit event of an operation of this session.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn make_event(
+        &self,
+        event: &str,
+        id: &str,
+        from: Option<String>,
+        to: Option<String>,
+        outcome: &str,
+        started: Instant,
+        error: Option<String>,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Event {
+        Event {
+            time: now_rfc3339(),
+            app: self.cfg.name.clone(),
+            event: event.to_string(),
+            id: id.to_string(),
+            from,
+            to,
+            actor: self.actor.clone(),
+            outcome: outcome.to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+            details,
+        }
+    }
+
+    /// Appends an event to the app's audit log, after the event of a
+    /// committed journal whose own append failed (history keeps its order).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &self,
@@ -101,22 +139,9 @@ impl<'a> Session<'a> {
         error: Option<String>,
         details: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), DeployError> {
-        history::append(
-            &self.paths,
-            &Event {
-                time: now_rfc3339(),
-                app: self.cfg.name.clone(),
-                event: event.to_string(),
-                id: id.to_string(),
-                from,
-                to,
-                actor: self.actor.clone(),
-                outcome: outcome.to_string(),
-                duration_ms: started.elapsed().as_millis() as u64,
-                error,
-                details,
-            },
-        )?;
+        finish_pending(&self.paths)?;
+        let e = self.make_event(event, id, from, to, outcome, started, error, details);
+        history::append(&self.paths, &e)?;
         Ok(())
     }
 
@@ -145,6 +170,7 @@ pub(super) struct Txn<'p> {
 impl<'p> Txn<'p> {
     /// Writes the journal; nothing may change before this returns.
     pub(super) fn begin(paths: &'p AppPaths, journal: Journal) -> Result<Self, DeployError> {
+        finish_pending(paths)?;
         journal.write(paths)?;
         Ok(Txn {
             paths,
@@ -153,10 +179,20 @@ impl<'p> Txn<'p> {
         })
     }
 
-    /// Clears the journal: the change stands.
-    pub(super) fn commit(mut self) -> Result<(), DeployError> {
-        Journal::clear(self.paths)?;
+    /// Commits: the journal is rewritten with `event`, the audit line that
+    /// reports the change (durably: this is the commit point), then the line
+    /// is appended and the journal removed. Should the append or the removal
+    /// fail, the change still stands: the event waits in the journal and the
+    /// next append or repair writes it first, so this returns `Ok`.
+    pub(super) fn commit(mut self, event: Event) -> Result<(), DeployError> {
+        self.journal.commit = Some(event);
+        self.journal.write(self.paths)?;
         self.committed = true;
+        checkpoint(&format!("{}.committed", self.journal.op));
+        if let Err(e) = finish_committed(self.paths, &self.journal) {
+            warn!(error = %chain(&e), op = %self.journal.op,
+                "committed, but the audit line is not written yet; the next command writes it");
+        }
         Ok(())
     }
 }
@@ -169,6 +205,17 @@ impl Drop for Txn<'_> {
             warn!(error = %e, op = %self.journal.op, "rollback failed; the next command will retry it");
         }
     }
+}
+
+/// Writes the audit line of a committed journal left by a failed append, so
+/// that no later line comes before it.
+fn finish_pending(paths: &AppPaths) -> Result<(), DeployError> {
+    if let Some(j) = Journal::read(paths)?
+        && j.commit.is_some()
+    {
+        finish_committed(paths, &j)?;
+    }
+    Ok(())
 }
 
 /// Undoes what a journalled operation may have done, then clears the journal.

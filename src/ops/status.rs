@@ -9,9 +9,10 @@ use crate::config::AppConfig;
 use crate::fs;
 use crate::ops::error::DeployError;
 use crate::store::history::{self, Event};
+use crate::store::journal::Journal;
 use crate::store::layout::AppPaths;
 use crate::store::manifest::{ReleaseMeta, SignatureInfo};
-use crate::store::state::{AppLock, AppState, Journal};
+use crate::store::state::{AppLock, AppState};
 use crate::version::Version;
 
 /// What `status` shows.

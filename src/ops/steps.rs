@@ -20,6 +20,50 @@ use crate::store::state::{
 };
 use crate::version::Version;
 
+/// Why a step failed: the release's fault (a hook or a health check said
+/// no, so the release is quarantined) or the host's (I/O, a full disk, an
+/// interruption: the release is not to blame, and may be deployed again).
+#[derive(Debug, Clone)]
+pub(super) enum Fault {
+    /// A hook or a health check of the release failed.
+    Release(String),
+    /// Something on the host failed.
+    Host(String),
+}
+
+impl Fault {
+    /// The reason, for messages.
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            Fault::Release(r) | Fault::Host(r) => r,
+        }
+    }
+
+    /// Whether the release is quarantined for it.
+    pub(super) fn blames_release(&self) -> bool {
+        matches!(self, Fault::Release(_))
+    }
+
+    /// A failed hook: the release's fault unless the host failed it.
+    pub(super) fn hook(what: &str, e: &HookError) -> Fault {
+        let reason = if what.is_empty() {
+            chain(e)
+        } else {
+            format!("{what}: {}", chain(e))
+        };
+        if e.is_host_fault() {
+            Fault::Host(reason)
+        } else {
+            Fault::Release(reason)
+        }
+    }
+
+    /// A host failure from an operation's error.
+    pub(super) fn host(e: DeployError) -> Fault {
+        Fault::Host(chain(&e))
+    }
+}
+
 /// A health report with the phase it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct NamedReport {
@@ -27,6 +71,19 @@ pub(crate) struct NamedReport {
     pub phase: String,
     /// The report.
     pub report: HealthReport,
+}
+
+/// The event that ends a terminal record, if it has one: a deploy ends in
+/// `system.update.completed` or `.failed`; a checked promote or revert is
+/// reported by its switch and rollback events.
+pub(super) fn closing_event(rec: &DeployRecord) -> Option<(String, &'static str)> {
+    if rec.op != "deploy" {
+        return None;
+    }
+    Some(match rec.state {
+        DeployState::Completed => ("system.update.completed".into(), "ok"),
+        _ => ("system.update.failed".into(), "failed"),
+    })
 }
 
 impl Session<'_> {
@@ -50,8 +107,8 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Appends a deploy event to the audit log; a failure to append is
-    /// logged, not raised (the deploy's own outcome matters more).
+    /// Appends a deploy event to the audit log. Callers on the way forward
+    /// fail the operation when it fails; callers already failing log it.
     pub(super) fn event(
         &self,
         name: &str,
@@ -59,14 +116,14 @@ impl Session<'_> {
         outcome: &str,
         started: Instant,
         error: Option<String>,
-    ) {
+    ) -> Result<(), DeployError> {
         let mut details = serde_json::Map::new();
         details.insert("state".into(), rec.state.as_str().into());
         details.insert("step".into(), rec.step.clone().into());
         if let Some(b) = &rec.backup_id {
             details.insert("backup_id".into(), b.clone().into());
         }
-        if let Err(e) = self.record(
+        self.record(
             name,
             &rec.id,
             rec.from.as_ref().map(|v| v.to_string()),
@@ -75,9 +132,40 @@ impl Session<'_> {
             started,
             error,
             details,
-        ) {
-            error!(error = %e, "could not append to the audit log");
+        )
+        .inspect_err(|e| error!(error = %chain(e), "could not append to the audit log"))
+    }
+
+    /// Ends a record: saved in its terminal `state` first (a terminal record
+    /// is never undone), then its closing event, then marked audited. A kill
+    /// or a failed append in between leaves `audited` false, and the next
+    /// repair appends the event.
+    pub(super) fn finish_record(
+        &self,
+        rec: &mut DeployRecord,
+        state: DeployState,
+        started: Instant,
+    ) -> Result<(), DeployError> {
+        rec.audited = false;
+        let step = rec.step.clone();
+        self.save_rec(rec, state, &step)?;
+        self.close_record(rec, started)
+    }
+
+    /// Appends the closing event of a terminal record and marks it audited.
+    pub(super) fn close_record(
+        &self,
+        rec: &mut DeployRecord,
+        started: Instant,
+    ) -> Result<(), DeployError> {
+        if let Some((name, outcome)) = closing_event(rec) {
+            self.event(&name, rec, outcome, started, rec.last_error.clone())?;
         }
+        rec.audited = true;
+        let mut st = AppState::load(&self.paths)?;
+        st.deploy = Some(rec.clone());
+        st.save(&self.paths)?;
+        Ok(())
     }
 
     /// What a hook is told about the release it runs for.
@@ -126,11 +214,12 @@ impl Session<'_> {
         v: &Version,
         dir: &Path,
         out: &mut Vec<NamedReport>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fault> {
         let Some(cfg) = cfg else { return Ok(()) };
         let report = run_health(cfg, &v.to_string(), dir, self.clock.as_ref());
         let passed = report.passed;
         let err = report.last_error.clone();
+        let host = report.host_failed();
         info!(app = %self.cfg.name, version = %v, step = which, passed, attempts = report.attempts, "health check");
         out.push(NamedReport {
             phase: which.to_string(),
@@ -139,10 +228,15 @@ impl Session<'_> {
         if passed {
             Ok(())
         } else {
-            Err(format!(
+            let reason = format!(
                 "{which} health check failed: {}",
                 err.unwrap_or_else(|| "no check passed".into())
-            ))
+            );
+            Err(if host {
+                Fault::Host(reason)
+            } else {
+                Fault::Release(reason)
+            })
         }
     }
 

@@ -9,7 +9,8 @@ use tracing::info;
 
 use crate::ops::error::DeployError;
 use crate::ops::session::{Session, Txn, set_link};
-use crate::store::state::{Journal, checkpoint, new_id, now_rfc3339};
+use crate::store::journal::Journal;
+use crate::store::state::{checkpoint, new_id, now_rfc3339};
 use crate::version::Version;
 
 /// The outcome of a switch (promote or revert).
@@ -81,6 +82,7 @@ impl Session<'_> {
                 prev_current: cur.clone(),
                 prev_last_good: lg.clone(),
                 creates_release: false,
+                commit: None,
             },
         )?;
         checkpoint(&format!("{op}.journaled"));
@@ -93,7 +95,8 @@ impl Session<'_> {
         checkpoint(&format!("{op}.last_good_swapped"));
         set_link(&self.paths.current(), Some(v))?;
         checkpoint(&format!("{op}.current_swapped"));
-        self.record(
+        checkpoint(&format!("{op}.recorded"));
+        txn.commit(self.make_event(
             &format!("release.{op}.completed"),
             &id,
             cur.as_ref().map(|v| v.to_string()),
@@ -102,9 +105,7 @@ impl Session<'_> {
             started,
             None,
             Default::default(),
-        )?;
-        checkpoint(&format!("{op}.recorded"));
-        txn.commit()?;
+        ))?;
         info!(from = ?cur.as_ref().map(|v| v.to_string()), "now live");
         Ok(SwitchReport {
             from: cur,

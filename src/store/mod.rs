@@ -3,6 +3,7 @@
 
 pub(crate) mod dedup;
 pub(crate) mod history;
+pub(crate) mod journal;
 pub(crate) mod layout;
 pub(crate) mod manifest;
 pub(crate) mod state;

@@ -274,12 +274,29 @@ pub(crate) struct DeployRecord {
     pub migrate_started: bool,
     /// The migrate hook finished successfully.
     pub migrate_done: bool,
-    /// `current` was swapped to `to`.
+    /// The swap of `current` to `to` may have happened: set and saved before
+    /// the swap, so the repair knows to undo it.
     pub swapped: bool,
     /// `last-good` when the deploy started: a rollback puts it back, so the
     /// failed release never becomes the rollback target.
     #[serde(default)]
     pub prev_last_good: Option<Version>,
+    /// What runs: `deploy`, or a checked `promote` or `revert` (which go
+    /// live through the same steps, and are undone by the same rule).
+    #[serde(default = "deploy_op")]
+    pub op: String,
+    /// The event that ends this record is in the audit log. A terminal
+    /// record without it gets it from the next repair.
+    #[serde(default = "yes")]
+    pub audited: bool,
+}
+
+fn deploy_op() -> String {
+    "deploy".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DeployRecord {
@@ -306,6 +323,8 @@ impl DeployRecord {
             migrate_done: false,
             swapped: false,
             prev_last_good: None,
+            op: deploy_op(),
+            audited: false,
         }
     }
 }
@@ -335,56 +354,6 @@ impl AppState {
     pub(crate) fn save(&self, paths: &AppPaths) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
         fs::write_atomic(&paths.state_file(), &data)?;
-        Ok(())
-    }
-}
-
-/// What an operation in progress intends, written before it changes anything
-/// so the next start can undo it after a crash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Journal {
-    /// Operation id (shared with the history line).
-    pub id: String,
-    /// `install`, `promote` or `revert`.
-    pub op: String,
-    /// The process that wrote it.
-    pub pid: u32,
-    /// When it started.
-    pub started: String,
-    /// The release the operation installs or switches to.
-    pub target: Option<Version>,
-    /// `current` before the operation.
-    pub prev_current: Option<Version>,
-    /// `last-good` before the operation.
-    pub prev_last_good: Option<Version>,
-    /// True when the operation creates `releases/<target>` (install).
-    #[serde(default)]
-    pub creates_release: bool,
-}
-
-impl Journal {
-    /// Writes the journal durably.
-    pub(crate) fn write(&self, paths: &AppPaths) -> Result<(), StateError> {
-        let data = serde_json::to_vec_pretty(self).unwrap_or_default();
-        fs::write_atomic(&paths.journal(), &data)?;
-        Ok(())
-    }
-
-    /// Reads the journal left by an operation that did not finish.
-    pub(crate) fn read(paths: &AppPaths) -> Result<Option<Journal>, StateError> {
-        let path = paths.journal();
-        match fs::read_optional(&path)? {
-            None => Ok(None),
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|source| StateError::Corrupt { path, source }),
-        }
-    }
-
-    /// Removes the journal: the operation is committed (or undone).
-    pub(crate) fn clear(paths: &AppPaths) -> Result<(), StateError> {
-        fs::remove_file(&paths.journal())?;
-        fs::fsync_dir(&paths.state_dir())?;
         Ok(())
     }
 }
