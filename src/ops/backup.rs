@@ -292,28 +292,49 @@ pub(crate) fn verify(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupErr
     Ok(meta)
 }
 
-/// Restores a backup: verifies it, runs the restore hook on the dump, and
-/// puts the shared paths back (each swapped in by rename).
-pub(crate) fn restore(
+/// A backup unpacked into a work folder, its restore hook run, its shared
+/// paths ready to be placed beside their targets and exchanged in (the
+/// session does that under a journal: `Session::restore_backup`).
+pub(crate) struct StagedRestore {
+    /// The backup.
+    pub meta: BackupMeta,
+    /// Each shared path: (the unpacked copy, its target in `shared/`).
+    pub copies: Vec<(PathBuf, PathBuf)>,
+    work: PathBuf,
+}
+
+impl Drop for StagedRestore {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.work);
+    }
+}
+
+/// The name a restore gives the new copy of `target` beside it (and, after
+/// the exchange, the old data): hidden, and recorded in the journal before
+/// it exists.
+pub(crate) fn staged_name(target: &Path, id: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fs::parent_of(target).join(format!(".{name}.switchyard-restore-{id}"))
+}
+
+/// Verifies a backup, unpacks it into a work folder and runs the restore
+/// hook on its dump. Nothing in `shared/` changes yet.
+pub(crate) fn stage_restore(
     paths: &AppPaths,
     id: &str,
     run_restore_hook: Option<HookFn<'_>>,
-) -> Result<BackupMeta, BackupError> {
+) -> Result<StagedRestore, BackupError> {
     let meta = verify(paths, id)?;
     let work = dir(paths).join(format!(".tmp-restore-{id}-{:06x}", fastrand::u32(..)));
     fs::create_dir(&work, 0o700)?;
-    let res = restore_in(paths, &meta, &work, run_restore_hook);
-    let _ = fs::remove_dir_all(&work);
-    res.map(|()| meta)
-}
-
-fn restore_in(
-    paths: &AppPaths,
-    meta: &BackupMeta,
-    work: &Path,
-    run_restore_hook: Option<HookFn<'_>>,
-) -> Result<(), BackupError> {
-    let id = &meta.id;
+    let mut staged = StagedRestore {
+        meta,
+        copies: Vec::new(),
+        work,
+    };
     let f = fs::open(&archive_path(paths, id))?;
     // Our own archive, but unpacked with the same rules as any other.
     let limits = UnpackLimits {
@@ -321,46 +342,34 @@ fn restore_in(
         max_entries: u64::MAX / 4,
         strip_top_dir: false,
     };
-    let un = crate::verify::unpack::unpack_tar_gz(f, work, &limits).map_err(|e| {
+    let un = crate::verify::unpack::unpack_tar_gz(f, &staged.work, &limits).map_err(|e| {
         BackupError::Unpack {
-            id: id.clone(),
+            id: id.to_string(),
             reason: e.to_string(),
         }
     })?;
     let root = un.content_root;
-    if meta.has_hook_dump {
+    if staged.meta.has_hook_dump {
         let dump = root.join(HOOK_ENTRY);
         match run_restore_hook {
             Some(run) => run(&dump).map_err(|reason| BackupError::RestoreHook {
-                id: id.clone(),
+                id: id.to_string(),
                 reason,
             })?,
             None => {
                 return Err(BackupError::NoRestoreHook {
-                    id: id.clone(),
+                    id: id.to_string(),
                     file: dump,
                 });
             }
         }
     }
-    for p in &meta.shared {
-        let from = root.join("shared").join(p);
-        let to = paths.shared().join(p);
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let aside = fs::temp_sibling(&to);
-        let had = fs::symlink_metadata(&to)?.is_some();
-        if had {
-            fs::rename(&to, &aside)?;
-        }
-        fs::rename(&from, &to)?;
-        fs::fsync_dir(fs::parent_of(&to))?;
-        if had {
-            fs::remove_any(&aside)?;
-        }
+    for p in &staged.meta.shared {
+        staged
+            .copies
+            .push((root.join("shared").join(p), paths.shared().join(p)));
     }
-    Ok(())
+    Ok(staged)
 }
 
 /// Keeps the newest `keep` backups, and `protect` whatever its age (the one
@@ -429,12 +438,13 @@ mod tests {
             restored.borrow_mut().push(fs::read(f).unwrap());
             Ok(())
         };
-        restore(&p, &m.id, Some(&rhook)).unwrap();
+        // Staging runs the hook on the dump and unpacks the shared copy; the
+        // session swaps it in (tests/it: backups, faults).
+        let s = stage_restore(&p, &m.id, Some(&rhook)).unwrap();
         assert_eq!(restored.borrow()[0], b"db dump v1");
-        assert_eq!(
-            fs::read(&p.shared().join("uploads/a.txt")).unwrap(),
-            b"original"
-        );
+        assert_eq!(s.copies[0].1, p.shared().join("uploads"));
+        assert_eq!(fs::read(&s.copies[0].0.join("a.txt")).unwrap(), b"original");
+        drop(s);
 
         for _ in 0..3 {
             create(&p, &req).unwrap();
@@ -463,7 +473,7 @@ mod tests {
             verify(&p, &m.id),
             Err(BackupError::Damaged { .. })
         ));
-        assert!(restore(&p, &m.id, None).is_err());
+        assert!(stage_restore(&p, &m.id, None).is_err());
     }
 
     #[test]

@@ -326,6 +326,7 @@ impl Session<'_> {
                 prev_last_good: None,
                 creates_release: true,
                 commit: None,
+                exchanges: Vec::new(),
             },
         )?;
         checkpoint("install.journaled");

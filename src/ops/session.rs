@@ -179,6 +179,17 @@ impl<'p> Txn<'p> {
         })
     }
 
+    /// The journal, to record progress in it (then [`Txn::save`]).
+    pub(super) fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// Writes the journal again, durably, with the progress recorded.
+    pub(super) fn save(&self) -> Result<(), DeployError> {
+        self.journal.write(self.paths)?;
+        Ok(())
+    }
+
     /// Commits: the journal is rewritten with `event`, the audit line that
     /// reports the change (durably: this is the commit point), then the line
     /// is appended and the journal removed. Should the append or the removal
@@ -231,6 +242,11 @@ fn undo(paths: &AppPaths, j: &Journal) -> Result<(), DeployError> {
         "promote" | "revert" => {
             set_link(&paths.current(), j.prev_current.as_ref())?;
             set_link(&paths.last_good(), j.prev_last_good.as_ref())?;
+        }
+        "restore" => {
+            for x in &j.exchanges {
+                x.undo()?;
+            }
         }
         other => warn!(op = other, "unknown journal operation; clearing it"),
     }

@@ -9,14 +9,17 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::ops::backup::{self, BackupRequest};
+use crate::fs::{self, FsError};
+use crate::ops::backup::{self, BackupRequest, StagedRestore};
 use crate::ops::error::{DeployError, chain};
 use crate::ops::health::{HealthConfig, HealthReport, run_health};
 use crate::ops::hooks::{HookContext, HookError, HookSpec, run_hook};
 use crate::ops::session::Session;
+use crate::ops::session::Txn;
+use crate::store::journal::{Exchange, Journal};
 use crate::store::layout::maintenance;
 use crate::store::state::{
-    AppState, Attention, DeployRecord, DeployState, Quarantine, now_rfc3339,
+    AppState, Attention, DeployRecord, DeployState, Quarantine, checkpoint, now_rfc3339,
 };
 use crate::version::Version;
 
@@ -366,12 +369,87 @@ impl Session<'_> {
                 .map(|_| ())
                 .map_err(|e| chain(&e))
         };
-        backup::restore(
+        let staged = backup::stage_restore(
             &self.paths,
             backup_id,
             if spec.is_some() { Some(&run) } else { None },
         )
         .map_err(DeployError::BackupFailed)?;
-        Ok(())
+        self.exchange_in(&staged, deploy_id)
+    }
+
+    /// Swaps a staged restore's shared paths in as one transaction: the
+    /// journal lists every staged name before any exists; each new copy is
+    /// placed beside its target and its inode recorded; then each is
+    /// exchanged in (`RENAME_EXCHANGE`). Until the commit, the repair puts
+    /// back every old copy; after it, it removes them. So `shared/` holds
+    /// the data from before the restore or from after it, never a mix.
+    fn exchange_in(&self, staged: &StagedRestore, deploy_id: &str) -> Result<(), DeployError> {
+        use std::os::unix::fs::MetadataExt;
+        let started = Instant::now();
+        let id = &staged.meta.id;
+        let mut exchanges = Vec::new();
+        for (_, target) in &staged.copies {
+            exchanges.push(Exchange {
+                target: target.clone(),
+                staged: backup::staged_name(target, id),
+                existed: fs::symlink_metadata(target)?.is_some(),
+                inode: None,
+            });
+        }
+        let mut txn = Txn::begin(
+            &self.paths,
+            Journal {
+                id: deploy_id.to_string(),
+                op: "restore".into(),
+                pid: std::process::id(),
+                started: now_rfc3339(),
+                target: None,
+                prev_current: None,
+                prev_last_good: None,
+                creates_release: false,
+                commit: None,
+                exchanges,
+            },
+        )?;
+        checkpoint("restore.journaled");
+        for (i, (copy, target)) in staged.copies.iter().enumerate() {
+            let x = &mut txn.journal_mut().exchanges[i];
+            fs::create_dir_all(fs::parent_of(target))?;
+            fs::remove_any(&x.staged)?;
+            fs::rename(copy, &x.staged)?;
+            let m = fs::symlink_metadata(&x.staged)?.ok_or_else(|| {
+                FsError::new(
+                    "stat",
+                    &x.staged,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })?;
+            x.inode = Some((m.dev(), m.ino()));
+            fs::fsync_dir(fs::parent_of(target))?;
+        }
+        txn.save()?;
+        checkpoint("restore.staged");
+        for x in &txn.journal_mut().exchanges.clone() {
+            if x.existed {
+                fs::exchange(&x.staged, &x.target)?;
+            } else {
+                fs::rename(&x.staged, &x.target)?;
+            }
+            fs::fsync_dir(fs::parent_of(&x.target))?;
+            checkpoint("restore.exchanged");
+        }
+        let mut details = serde_json::Map::new();
+        details.insert("backup_id".into(), id.clone().into());
+        txn.commit(self.make_event(
+            "system.backup.restored",
+            deploy_id,
+            None,
+            None,
+            "ok",
+            started,
+            None,
+            details,
+        ))
     }
 }

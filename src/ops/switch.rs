@@ -83,6 +83,7 @@ impl Session<'_> {
                 prev_last_good: lg.clone(),
                 creates_release: false,
                 commit: None,
+                exchanges: Vec::new(),
             },
         )?;
         checkpoint(&format!("{op}.journaled"));

@@ -3,6 +3,8 @@
 //! audit event that reports it. The repair every session runs first undoes
 //! an uncommitted journal and finishes a committed one.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::fs;
@@ -37,6 +39,51 @@ pub(crate) struct Journal {
     /// never undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<Event>,
+    /// A restore's shared paths: each new copy placed beside its target,
+    /// then exchanged with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<Exchange>,
+}
+
+/// One shared path a restore swaps in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Exchange {
+    /// The shared path.
+    pub target: PathBuf,
+    /// The new copy's name beside it; after the exchange, the old data's.
+    pub staged: PathBuf,
+    /// Whether the target existed (else the new copy is renamed in).
+    pub existed: bool,
+    /// Device and inode of the new copy once placed: where `target` has
+    /// them, the exchange happened.
+    #[serde(default)]
+    pub inode: Option<(u64, u64)>,
+}
+
+impl Exchange {
+    /// Whether `target` holds the new copy now.
+    pub(crate) fn swapped_in(&self) -> Result<bool, StateError> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(match (self.inode, fs::symlink_metadata(&self.target)?) {
+            (Some(i), Some(m)) => (m.dev(), m.ino()) == i,
+            _ => false,
+        })
+    }
+
+    /// Puts the old data back where the exchange happened and removes the
+    /// new copy: the undo of an uncommitted restore.
+    pub(crate) fn undo(&self) -> Result<(), StateError> {
+        if self.swapped_in()? {
+            if self.existed {
+                fs::exchange(&self.staged, &self.target)?;
+            } else {
+                fs::rename(&self.target, &self.staged)?;
+            }
+        }
+        fs::remove_any(&self.staged)?;
+        fs::fsync_dir(fs::parent_of(&self.target))?;
+        Ok(())
+    }
 }
 
 impl Journal {
@@ -70,6 +117,10 @@ impl Journal {
 /// with it yet, then removes the journal. Idempotent: a crash anywhere in it
 /// leaves work the next call finishes.
 pub(crate) fn finish_committed(paths: &AppPaths, j: &Journal) -> Result<(), HistoryError> {
+    // A committed restore: the old data now sits at the staged names.
+    for x in &j.exchanges {
+        fs::remove_any(&x.staged)?;
+    }
     if let Some(e) = &j.commit {
         let last = history::read(paths)?.pop();
         let written = last.is_some_and(|l| l.event.id == e.id && l.event.event == e.event);
