@@ -35,10 +35,63 @@ impl FsError {
         }
     }
 
+    /// The host is out of space or its storage failed (`ENOSPC`, `EDQUOT`,
+    /// `EIO`, `EROFS`): nothing about the release or the request.
+    pub fn is_storage_failure(&self) -> bool {
+        storage_errno(&self.source)
+    }
+
     /// The OS error kind, for callers that branch on "not found" and the like.
     pub fn kind(&self) -> io::ErrorKind {
         self.source.kind()
     }
+}
+
+/// Whether an I/O error says the disk is full or failing.
+pub(crate) fn storage_errno(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [Errno::ENOSPC, Errno::EDQUOT, Errno::EIO, Errno::EROFS]
+            .iter()
+            .any(|x| *x as i32 == n)
+    })
+}
+
+/// The first storage failure in an error's chain (the path it names, and
+/// how much space its file system has left), for the message that goes
+/// with exit code 9.
+pub(crate) fn storage_failure(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<(PathBuf, Option<u64>)> {
+    let free = |path: &Path| {
+        path.ancestors()
+            .find_map(|p| nix::sys::statvfs::statvfs(p).ok())
+            .map(|s| s.blocks_available() * s.fragment_size())
+    };
+    let mut cur = Some(e);
+    // Transparent wrappers hide the FsError itself from `source()`, but its
+    // message ("<operation> <path>") is the one just above the OS error.
+    let mut above = e.to_string();
+    while let Some(c) = cur {
+        if let Some(f) = c.downcast_ref::<FsError>()
+            && f.is_storage_failure()
+        {
+            return Some((f.path.clone(), free(&f.path)));
+        }
+        if let Some(io) = c.downcast_ref::<io::Error>()
+            && storage_errno(io)
+        {
+            let path = above
+                .rfind(" /")
+                .map(|i| PathBuf::from(&above[i + 1..]))
+                .unwrap_or_default();
+            let left = free(&path);
+            return Some((path, left));
+        }
+        above = c.to_string();
+        cur = c.source();
+    }
+    None
 }
 
 /// Result alias for this module.

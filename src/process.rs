@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{self, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -113,6 +115,53 @@ enum Msg {
     Eof,
 }
 
+/// Set when the agent is told to stop: operations start no new step.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The process groups of the children running now, so that a stop past its
+/// grace period can kill them.
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Asks every operation of this process to start no new step.
+pub(crate) fn request_stop() {
+    STOPPING.store(true, Ordering::SeqCst);
+}
+
+/// Whether a stop was asked for.
+pub(crate) fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// Kills every supervised child's process group still running (the agent's
+/// shutdown, once its grace period is over).
+pub(crate) fn kill_running() -> usize {
+    let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+    for g in &groups {
+        kill_group(Pid::from_raw(*g));
+    }
+    groups.len()
+}
+
+/// Registers a running group for [`kill_running`]; removed on drop.
+struct Registered(i32);
+
+impl Registered {
+    fn new(pgid: Pid) -> Registered {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.push(pgid.as_raw());
+        }
+        Registered(pgid.as_raw())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.retain(|p| *p != self.0);
+        }
+    }
+}
+
 /// Runs `cmd` with stdin from /dev/null, in a new process group, feeding its
 /// output to `sink`, and kills the whole group (SIGKILL) if it overruns
 /// `timeout` on `clock`. The caller sets the program, arguments, directory
@@ -131,6 +180,7 @@ pub(crate) fn supervise(
     let mut child = cmd.spawn().map_err(SuperviseError::Spawn)?;
     // The child is the leader of its new group, so its pid is the group id.
     let pgid = Pid::from_raw(child.id() as i32);
+    let _registered = Registered::new(pgid);
     let (tx, rx) = mpsc::sync_channel(CHANNEL_LINES);
     let readers = match (child.stdout.take(), child.stderr.take()) {
         (Some(out), Some(err)) => spawn_reader(Stream::Out, out, tx.clone())

@@ -162,6 +162,17 @@ pub fn main() -> ExitCode {
             }
             let via = if f.via_agent { " (via the agent)" } else { "" };
             err_line(&format!("error: {chain}{via}"));
+            if f.code == exit::STORAGE
+                && let Some((path, free)) = crate::fs::storage_failure(f.err.as_ref())
+            {
+                let free = free
+                    .map(|b| format!(" has {} MiB free", b >> 20))
+                    .unwrap_or_default();
+                err_line(&format!(
+                    "hint: the file system of {}{free}; the step needs room for what it was writing (a release needs about its unpacked size, plus its archive while it downloads). Free space (`switchyard prune`, old backups under .switchyard/backups), then run the command again: it finishes or undoes what was interrupted first.",
+                    path.display()
+                ));
+            }
             ExitCode::from(f.code as u8)
         }
     }

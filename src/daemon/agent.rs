@@ -285,7 +285,8 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         }
     }
 
-    info!("SIGTERM: no new work; letting running operations finish");
+    info!("SIGTERM: no new work, no new step; running hooks get until the shutdown timeout");
+    crate::process::request_stop();
     notify_systemd(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("stopping: finishing running operations"),
@@ -302,7 +303,12 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         .await
         .is_err()
     {
-        warn!(timeout = ?cfg.agent.shutdown_timeout, "operations still running at the shutdown timeout; exiting (the next start repairs)");
+        let killed = crate::process::kill_running();
+        warn!(timeout = ?cfg.agent.shutdown_timeout, killed_hooks = killed, "operations still running at the shutdown timeout; exiting now (the next start finishes or undoes them)");
+        let _ = crate::fs::remove_file(&ctl_path);
+        // Leave now: dropping the runtime would wait for the operations'
+        // threads, and nothing may happen after "exiting".
+        std::process::exit(0);
     }
     let _ = http.await;
     ctl.abort();

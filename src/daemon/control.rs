@@ -91,6 +91,15 @@ pub(crate) enum ControlError {
     /// Writing the request or reading the answer failed.
     #[error("talking to the agent")]
     Talk(#[source] std::io::Error),
+    /// The agent closed the connection without answering (it stopped).
+    #[error(
+        "the agent at {} closed the connection before answering: it is stopping or restarting, so the operation may have been cut off; its next start (or the next command) finishes or undoes it: check with `switchyard status`",
+        path.display()
+    )]
+    Closed {
+        /// The socket.
+        path: PathBuf,
+    },
     /// The answer is not a reply.
     #[error("the agent's answer is not understood: {answer}")]
     NotUnderstood {
@@ -250,6 +259,11 @@ pub(crate) fn request(socket: &Path, req: &Request) -> Result<Option<Reply>, Con
     BufReader::new(&s)
         .read_line(&mut answer)
         .map_err(ControlError::Talk)?;
+    if answer.is_empty() {
+        return Err(ControlError::Closed {
+            path: socket.to_path_buf(),
+        });
+    }
     serde_json::from_str(&answer)
         .map(Some)
         .map_err(|source| ControlError::NotUnderstood { answer, source })

@@ -159,6 +159,10 @@ pub(crate) enum DeployError {
         rolled_back: bool,
     },
     /// Switchyard stopped rather than guess; an operator must look.
+    #[error(
+        "the agent is stopping: the operation stopped before its next step; the agent's next start (or the next command) finishes or undoes it"
+    )]
+    Stopped,
     #[error("the app needs an operator: {reason}")]
     NeedsAttention {
         /// What happened and what to do.
@@ -195,9 +199,10 @@ pub(crate) mod exit {
     /// Switchyard stopped rather than guess (unknown migrate outcome, failed
     /// revert): the maintenance flag is on, `switchyard resolve` unblocks.
     pub(crate) const NEEDS_ATTENTION: i32 = 8;
+    pub(crate) const STORAGE: i32 = 9;
 
     /// Every code with a one-line meaning, for `--help`.
-    pub(crate) const ALL: [(i32, &str); 9] = [
+    pub(crate) const ALL: [(i32, &str); 10] = [
         (OK, "success"),
         (FAILURE, "failure"),
         (USAGE, "usage or configuration error"),
@@ -219,12 +224,26 @@ pub(crate) mod exit {
             NEEDS_ATTENTION,
             "the app needs an operator (maintenance on; `switchyard resolve` unblocks)",
         ),
+        (
+            STORAGE,
+            "the disk is full or failing (ENOSPC, EDQUOT, EIO, EROFS); nothing was left half done",
+        ),
     ];
 }
 
 impl DeployError {
     /// The process exit code for this error.
     pub(crate) fn exit_code(&self) -> i32 {
+        // A full or failing disk is said as such, whatever step met it;
+        // outcomes that describe what was done (failed and reverted, needs
+        // an operator) keep their own code.
+        if !matches!(
+            self,
+            DeployError::Failed { .. } | DeployError::NeedsAttention { .. }
+        ) && crate::fs::storage_failure(self).is_some()
+        {
+            return exit::STORAGE;
+        }
         match self {
             DeployError::Verify(_)
             | DeployError::Unpack(_)

@@ -108,6 +108,7 @@ impl Session<'_> {
                     backup_id: rec.backup_id,
                 })
             }
+            Err(DeployError::Stopped) => Err(DeployError::Stopped),
             Err(e) => {
                 rec.last_error = Some(chain(&e));
                 let state = match (&e, rec.state) {
@@ -180,7 +181,11 @@ impl Session<'_> {
             .state_dir()
             .join(format!(".write-test.tmp-{}", rec.id));
         fs::write_atomic(&probe, b"ok").map_err(|e| {
-            DeployError::Precheck(format!("the app root is not writable: {}", chain(&e)))
+            if e.is_storage_failure() {
+                DeployError::Fs(e)
+            } else {
+                DeployError::Precheck(format!("the app root is not writable: {}", chain(&e)))
+            }
         })?;
         fs::remove_file(&probe)?;
 
@@ -291,6 +296,9 @@ impl Session<'_> {
         rec.swapped = true;
         self.save_rec(rec, DeployState::Applying, "swap")?;
         if let Err(fault) = self.go_live(rec, &v, &dir, &ctx, health, |s| s.promote(&v)) {
+            if crate::process::stopping() {
+                return Err(DeployError::Stopped);
+            }
             rec.last_error = Some(fault.reason().to_string());
             return Err(self.rollback(rec, &v, &fault, rec.migrate_done, health));
         }
@@ -436,6 +444,7 @@ impl Session<'_> {
                 let _ = self.finish_record(&mut rec, DeployState::Failed, started);
                 Err(DeployError::NeedsAttention { reason: why })
             }
+            Err(_) if crate::process::stopping() => Err(DeployError::Stopped),
             Err(fault) => {
                 rec.last_error = Some(fault.reason().to_string());
                 let err = self.rollback(&mut rec, v, &fault, false, &mut health);

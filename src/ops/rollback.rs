@@ -27,6 +27,10 @@ impl Session<'_> {
         data_changed: bool,
         health: &mut Vec<NamedReport>,
     ) -> DeployError {
+        if crate::process::stopping() {
+            // The repair at the next start does this rollback.
+            return DeployError::Stopped;
+        }
         let started = Instant::now();
         let reason = fault.reason();
         // Only the release's own failure quarantines it: an interruption or

@@ -107,6 +107,12 @@ impl Session<'_> {
         info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
         // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
         crate::store::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
+        // Told to stop: the record says where this stopped (with what the
+        // last step achieved), but the step it names does not start; the
+        // repair at the next start finishes or undoes from there.
+        if crate::process::stopping() && !state.is_terminal() {
+            return Err(DeployError::Stopped);
+        }
         Ok(())
     }
 

@@ -509,6 +509,92 @@ fn sigterm_during_a_deploy_exits_cleanly_and_consistently() {
     );
 }
 
+/// Past the shutdown timeout, the agent kills the running hook's process
+/// group and exits; after "exiting" nothing else happens (no swap, no
+/// activation), and the next command undoes the cut-off deploy without
+/// quarantining the release.
+#[test]
+fn sigterm_past_the_timeout_kills_the_hook_and_nothing_happens_after_exiting() {
+    let m = MockGithub::start();
+    let w = World::new();
+    configure(&w, &m, "poll_interval = \"1h\"\nauto = \"all\"");
+    publish(&w, &m, "v1.0.0");
+    w.ok(&["deploy", "web", "1.0.0"]);
+    let pidfile = w.tmp.path().join("hook.pid");
+    let activated = w.root.join("shared/activated");
+    let cfg = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        cfg.replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"1s\"")
+            .replace(
+                "[apps.web.trust]",
+                &format!(
+                    "[apps.web.hooks]\nwarm = 'echo $$ > {}; sleep 30'\nactivate = 'echo $SWITCHYARD_VERSION >> {}'\n\n[apps.web.trust]",
+                    pidfile.display(),
+                    activated.display()
+                ),
+            ),
+    )
+    .unwrap();
+    publish(&w, &m, "v1.0.1");
+    let mut agent = Agent::start(&w);
+    let body = release_payload("v1.0.1", "published");
+    assert_eq!(
+        agent.webhook("release", "d-1", &body, Some(sign(&body))),
+        202
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pidfile.exists()),
+        "{}",
+        agent.log()
+    );
+    let st = agent.sigterm();
+    assert!(st.success(), "exit {st:?}:\n{}", agent.log());
+    assert!(agent.log().contains("exiting now"), "{}", agent.log());
+    // The hook's group is gone.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            None
+        )
+        .is_err()),
+        "the warm hook (pid {pid}) survived the agent"
+    );
+    // Nothing happens after "exiting".
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(w.link("current").as_deref(), Some("releases/1.0.0"));
+    assert!(
+        !std::fs::read_to_string(&activated)
+            .unwrap_or_default()
+            .contains("1.0.1")
+    );
+    // The next command finishes the story: failed as interrupted, not
+    // quarantined, deployable again.
+    w.ok(&["prune", "web"]);
+    let status = w.json(&["status", "web"]);
+    assert_eq!(status["deploy"]["state"], "failed", "{status}");
+    assert!(
+        status["deploy"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted"),
+        "{status}"
+    );
+    assert!(
+        status["quarantined"]
+            .as_object()
+            .is_none_or(|q| q.is_empty()),
+        "{status}"
+    );
+    w.assert_consistent();
+    w.assert_no_debris();
+}
+
 #[test]
 fn sighup_reloads_and_refuses_a_broken_config() {
     let m = MockGithub::start();

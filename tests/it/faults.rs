@@ -433,7 +433,7 @@ fn wanted(cmd: &str) -> bool {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_deploy() {
     if wanted("deploy") {
         sweep(
@@ -447,7 +447,7 @@ fn faults_in_deploy() {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_promote() {
     if wanted("promote") {
         sweep(
@@ -461,7 +461,7 @@ fn faults_in_promote() {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_revert() {
     if wanted("revert") {
         sweep(
@@ -475,7 +475,7 @@ fn faults_in_revert() {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_install() {
     if wanted("install") {
         sweep(
@@ -489,7 +489,7 @@ fn faults_in_install() {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_prune() {
     if wanted("prune") {
         sweep(
@@ -507,7 +507,7 @@ fn faults_in_prune() {
 }
 
 #[test]
-#[ignore = "the repair rules of the crash-consistency issue are not all in yet"]
+
 fn faults_in_backup_restore() {
     if wanted("backup-restore") {
         sweep(
@@ -518,4 +518,55 @@ fn faults_in_backup_restore() {
             &["promote", "web", "1.1.0"],
         );
     }
+}
+
+/// A full disk has its own exit code (9) and says where and how much room
+/// is left, instead of passing for a verification (3) or pre-check (6)
+/// failure; and nothing is left half done.
+#[test]
+fn a_full_disk_exits_9_naming_the_path() {
+    if crate::common::require_tool("strace").is_none() {
+        return;
+    }
+    let s = Scenario::new(
+        "diskfull",
+        &[&["deploy", "web", "1.0.0"]],
+        3,
+        &["install", "web", "1.1.0"],
+        &["deploy", "web", "1.1.0"],
+    );
+    let mut seen = 0;
+    // The first few writes and fsyncs of an install: state, journal,
+    // unpacked files.
+    for n in 1..=6 {
+        s.reset();
+        let trace = s.base.join("trace.txt");
+        let out = Command::new("strace")
+            .args(["-f", "-b", "execve", "-qq", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=write,fsync", "-e"])
+            .arg(format!("inject=write,fsync:error=ENOSPC:when={n}"))
+            .arg(&s.bin)
+            .arg("--config")
+            .arg(&s.config)
+            .args(["install", "web", "1.1.0"])
+            .env("SWITCHYARD_NO_AGENT", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(0) {
+            continue;
+        }
+        seen += 1;
+        assert_eq!(out.status.code(), Some(9), "#{n}: {err}");
+        assert_eq!(
+            err.matches("No space left on device").count(),
+            1,
+            "#{n}: {err}"
+        );
+        assert!(err.contains("hint: the file system of /"), "#{n}: {err}");
+        assert!(s.check(&err).is_empty(), "#{n}: {:?}", s.check(&err));
+    }
+    assert!(seen >= 3, "only {seen} injections failed the install");
+    let _ = std::fs::remove_dir_all(&s.base);
 }
