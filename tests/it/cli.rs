@@ -485,3 +485,54 @@ fn a_missing_config_names_the_file_and_the_os_error_once() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// Output that cannot be written never panics: a full disk behind stdout is
+/// an error (saying when the command's change was made anyway), a closed
+/// pipe ends quietly with exit 0, as `| head` users expect.
+#[test]
+fn stdout_full_or_closed_never_panics() {
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    w.simple_release("v1.1.0");
+    w.ok(&["deploy", "web", "1.0.0"]);
+    w.ok(&["deploy", "web", "1.1.0"]);
+    let cmd = || {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("switchyard"));
+        c.arg("--config")
+            .arg(&w.config)
+            .env("SWITCHYARD_NO_AGENT", "1");
+        c
+    };
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = cmd().args(["status", "web"]).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("writing the output failed"), "{err}");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = cmd().args(["revert", "web"]).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("change was made and stands"), "{err}");
+    assert_eq!(w.link("current").as_deref(), Some("releases/1.0.0"));
+
+    // `switchyard list web | true`: the reader is gone before we write.
+    let (r, wr) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let out = cmd()
+        .args(["history", "web"])
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(wr)))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
