@@ -15,4 +15,4 @@ cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { echo "needs strace (apt-get install strace)" >&2; exit 2; }
 SWITCHYARD_FAULT_STRIDE=1 SWITCHYARD_FAULT_COMMANDS="${1:-}" \
   cargo test --locked --features test-seams --test it faults::faults_in -- --test-threads=1 2>&1 |
-  grep -E '^fault sweep|violations|test result'
+  grep -oE 'fault sweep .*|[0-9]+ violations.*|test result.*'
