@@ -246,19 +246,6 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
-/// Swaps two paths atomically (`renameat2` with `RENAME_EXCHANGE`): each
-/// name then holds what the other held; at no instant is either missing.
-pub(crate) fn exchange(a: &Path, b: &Path) -> Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(|e| {
-        FsError::new(
-            "exchange",
-            format!("{} <-> {}", a.display(), b.display()),
-            io::Error::from(e),
-        )
-    })
-}
-
 /// Renames `from` to `to` (atomic within one file system).
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
