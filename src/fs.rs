@@ -6,7 +6,11 @@
 //! going through here is what keeps "which path, which step" in every error.
 #![allow(clippy::disallowed_methods)]
 
-use std::ffi::OsStr;
+mod beneath;
+
+pub(crate) use beneath::{Dir, REFUSED_NOT_DIR, REFUSED_SYMLINK};
+
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -242,19 +246,6 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
-/// Swaps two paths atomically (`renameat2` with `RENAME_EXCHANGE`): each
-/// name then holds what the other held; at no instant is either missing.
-pub(crate) fn exchange(a: &Path, b: &Path) -> Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(|e| {
-        FsError::new(
-            "exchange",
-            format!("{} <-> {}", a.display(), b.display()),
-            io::Error::from(e),
-        )
-    })
-}
-
 /// Renames `from` to `to` (atomic within one file system).
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
@@ -380,17 +371,44 @@ pub(crate) fn syncfs(path: &Path) -> Result<()> {
     nix::unistd::syncfs(&f).map_err(|e| FsError::new("syncfs", path, io::Error::from(e)))
 }
 
+/// Prefix of every temporary name Switchyard gives a file it publishes:
+/// the cleanup removes these and nothing else.
+pub(crate) const TEMP_PREFIX: &str = ".switchyard.tmp-";
+
+/// A unique temporary name for publishing `name`:
+/// `.switchyard.tmp-<name>-<pid>-<8 hex digits>`.
+pub(crate) fn temp_name(name: &OsStr) -> OsString {
+    let mut tmp = OsString::from(TEMP_PREFIX);
+    tmp.push(name);
+    tmp.push(format!("-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+    tmp
+}
+
+/// Whether `n` is a name [`temp_name`] made.
+pub(crate) fn is_temp_name(n: &str) -> bool {
+    let Some(rest) = n.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '-');
+    let (Some(rand), Some(pid), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !name.is_empty()
+        && rand.len() == 8
+        && rand.bytes().all(|b| b.is_ascii_hexdigit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A unique temporary name beside `path` (same directory, so a rename is atomic).
 pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or(OsStr::new("tmp"));
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(
-        ".tmp-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    path.with_file_name(tmp)
+    path.with_file_name(temp_name(name))
+}
+
+/// The absolute path `path` names, through every symlink (`realpath(3)`).
+pub(crate) fn canonicalize(path: &Path) -> Result<PathBuf> {
+    ctx("resolve", path, fs::canonicalize(path))
 }
 
 /// Writes `data` to `path` atomically: temporary sibling, fsync, rename, fsync
@@ -475,6 +493,21 @@ mod tests {
             Path::new("releases/2.0.0")
         );
         assert_eq!(list_dir(d.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_and_nothing_else() {
+        let t = temp_name(OsStr::new("current"));
+        assert!(is_temp_name(t.to_str().unwrap()), "{t:?}");
+        for foreign in [
+            ".important.tmp-data",
+            ".current.tmp-1-deadbeef",
+            ".switchyard.tmp-",
+            ".switchyard.tmp-x-12-nothex!!",
+            ".switchyard.tmp--12-deadbeef",
+        ] {
+            assert!(!is_temp_name(foreign), "{foreign}");
+        }
     }
 
     #[test]

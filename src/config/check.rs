@@ -14,7 +14,7 @@ use crate::config::raw::{
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Channel, Config, ConfigError, DirSourceConfig,
     GithubSourceConfig, HealthChecks, HooksConfig, Policy, Problem, RestorePolicy, SharedConfig,
-    SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col, policy,
+    SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col, policy, roots,
 };
 use crate::version::check_component;
 
@@ -22,6 +22,8 @@ use crate::version::check_component;
 struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// Each app's root as written, and where.
+    roots: BTreeMap<String, (PathBuf, Range<usize>)>,
 }
 
 impl Checker<'_> {
@@ -67,6 +69,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut ck = Checker {
         text,
         problems: Vec::new(),
+        roots: BTreeMap::new(),
     };
     if raw.apps.is_empty() {
         ck.at(
@@ -100,16 +103,7 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
     if let Err(e) = check_component("app name", name) {
         ck.at(app_span, e.to_string());
     }
-    let root = app.root.get_ref().clone();
-    if !root.is_absolute() {
-        ck.at(
-            app.root.span(),
-            format!(
-                "apps.{name}.root must be an absolute path, got {:?}",
-                root.display().to_string()
-            ),
-        );
-    }
+    let root = check_root(ck, name, &app.root);
     let keep = *app.keep_releases.get_ref();
     if keep < 1 {
         ck.at(
@@ -396,18 +390,88 @@ fn check_app_agent(ck: &mut Checker<'_>, name: &str, raw: AgentKeys) -> AppAgent
     agent
 }
 
-/// Two apps in one root would fight over `current` and the lock.
+/// The root made absolute and canonical; `/` and the system's top-level
+/// directories are refused (Switchyard writes and removes below its root).
+fn check_root(ck: &mut Checker<'_>, name: &str, raw: &Spanned<PathBuf>) -> PathBuf {
+    let written = raw.get_ref().clone();
+    ck.roots
+        .insert(name.to_string(), (written.clone(), raw.span()));
+    if !written.is_absolute() {
+        ck.at(
+            raw.span(),
+            format!(
+                "apps.{name}.root must be an absolute path, got {:?}",
+                written.display().to_string()
+            ),
+        );
+        return written;
+    }
+    let root = match roots::canonical(&written) {
+        Ok(r) => r,
+        Err(m) => {
+            ck.at(raw.span(), format!("apps.{name}.root: {m}"));
+            return written;
+        }
+    };
+    if roots::is_system(&roots::lexical(&written)) || roots::is_system(&root) {
+        ck.at(
+            raw.span(),
+            format!(
+                "apps.{name}.root {} is a system directory (or the file system's root); Switchyard creates and removes files below an app root, so give the app a directory of its own, such as /srv/{name}",
+                spelled(&written, &root)
+            ),
+        );
+    }
+    root
+}
+
+/// A root as resolved, with how it was written when that differs.
+fn spelled(written: &Path, root: &Path) -> String {
+    if written == root {
+        root.display().to_string()
+    } else {
+        format!("{} (written {})", root.display(), written.display())
+    }
+}
+
+/// Two apps in one root (however it is spelled), or one inside the other,
+/// would fight over `current`, the lock and each other's files.
 fn check_roots(ck: &mut Checker<'_>, apps: &BTreeMap<String, AppConfig>) {
-    let mut roots: BTreeMap<&Path, &str> = BTreeMap::new();
-    for (n, a) in apps {
-        if let Some(other) = roots.insert(&a.root, n) {
-            ck.at(
-                0..0,
-                format!(
-                    "apps {other} and {n} share the root {}; each app needs its own root",
-                    a.root.display()
-                ),
-            );
+    let list: Vec<(&String, &AppConfig)> = apps.iter().collect();
+    for (i, (a, ca)) in list.iter().enumerate() {
+        for (b, cb) in &list[i + 1..] {
+            let at =
+                |ck: &Checker<'_>, n: &str| ck.roots.get(n).map(|r| r.1.clone()).unwrap_or(0..0);
+            let written = |ck: &Checker<'_>, n: &str, root: &Path| {
+                ck.roots
+                    .get(n)
+                    .map(|r| spelled(&r.0, root))
+                    .unwrap_or_else(|| root.display().to_string())
+            };
+            let (wa, wb) = (written(ck, a, &ca.root), written(ck, b, &cb.root));
+            if ca.root == cb.root {
+                let span = at(ck, b);
+                ck.at(
+                    span,
+                    format!(
+                        "apps {a} and {b} share the root {}: apps.{a}.root is {wa}, apps.{b}.root is {wb}; each app needs its own root",
+                        ca.root.display()
+                    ),
+                );
+            } else if cb.root.starts_with(&ca.root) || ca.root.starts_with(&cb.root) {
+                let (inner, iw, outer, ow) = if cb.root.starts_with(&ca.root) {
+                    (b, wb, a, wa)
+                } else {
+                    (a, wa, b, wb)
+                };
+                let span = at(ck, inner);
+                ck.at(
+                    span,
+                    format!(
+                        "apps.{inner}.root {iw} is inside apps.{outer}.root {ow}; app roots may not nest, give each its own directory"
+                    ),
+                );
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod hooks;
 pub(crate) mod policy;
 mod raw;
+mod roots;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -409,6 +409,8 @@ pub(crate) fn execute(
         )
     };
     let paths = AppPaths::new(&cfg.root);
+    // Read-only requests too: another app's root is not this app's to show.
+    paths.check_owner(&cfg.name)?;
     Ok(match req {
         Request::Install {
             version,

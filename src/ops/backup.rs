@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SharedConfig, UnpackLimits};
-use crate::fs::{self, FsError};
-use crate::store::layout::AppPaths;
+use crate::fs::{self, Dir, FsError};
+use crate::store::layout::{AppPaths, LayoutError, SharedEntry};
 use crate::verify::HashingWriter;
 
 /// Runs a hook with `$SWITCHYARD_BACKUP_FILE` set to the path given.
@@ -78,6 +78,9 @@ pub(crate) enum BackupError {
         /// Why.
         reason: String,
     },
+    /// A shared path is refused (a symlink where it or a parent should be).
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     /// File-system failure.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -196,16 +199,21 @@ fn create_in(
     }
     let mut shared = Vec::new();
     for p in req.shared.dirs.iter().chain(req.shared.files.iter()) {
-        let src = paths.shared().join(p);
-        let Some(m) = fs::symlink_metadata(&src)? else {
+        // Reached from the root without following a symlink: a link at
+        // the path or a parent is refused (it could lead anywhere, and a
+        // backup holding only the link could never be restored).
+        let Some(SharedEntry {
+            dir,
+            name,
+            meta: Some(m),
+        }) = paths.shared_entry(p, false)?
+        else {
             continue;
         };
-        let name = Path::new("shared").join(p);
-        if m.is_dir() {
-            tar.append_dir_all(&name, &src).map_err(werr)?;
-        } else {
-            tar.append_path_with_name(&src, &name).map_err(werr)?;
-        }
+        append(&mut tar, &dir, &name, &m, &Path::new("shared").join(p)).map_err(|e| match e {
+            Append::Fs(e) => BackupError::from(LayoutError::from(e)),
+            Append::Write(e) => werr(e).into(),
+        })?;
         shared.push(p.display().to_string());
     }
     let gz = tar.into_inner().map_err(werr)?;
@@ -232,6 +240,68 @@ fn create_in(
         &serde_json::to_vec_pretty(&meta).expect("metadata serializes"),
     )?;
     Ok(meta)
+}
+
+/// Why appending to an archive failed.
+enum Append {
+    /// Reading the shared path.
+    Fs(FsError),
+    /// Writing the archive.
+    Write(io::Error),
+}
+
+impl From<FsError> for Append {
+    fn from(e: FsError) -> Self {
+        Append::Fs(e)
+    }
+}
+
+/// Appends `name` of `dir` (whose `lstat` is `meta`) as `as_name`, and a
+/// directory's entries below it, read through directories held open: a
+/// symlink inside is archived as a link, never followed.
+fn append<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Dir,
+    name: &Path,
+    meta: &std::fs::Metadata,
+    as_name: &Path,
+) -> Result<(), Append> {
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        tar.append_data(&mut h, as_name, io::empty())
+            .map_err(Append::Write)?;
+        let sub = dir.subdir(name)?;
+        let mut names = sub.list()?;
+        names.sort();
+        for n in names {
+            let n = Path::new(&n);
+            if let Some(m) = sub.stat(n)? {
+                append(tar, &sub, n, &m, &as_name.join(n))?;
+            }
+        }
+    } else if ft.is_file() {
+        let Some(f) = dir.open_file(name)? else {
+            return Ok(()); // removed meanwhile
+        };
+        let m = f
+            .metadata()
+            .map_err(|e| FsError::new("stat", dir.join(name), e))?;
+        h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+        // Exactly the size the header gives, should the file grow.
+        tar.append_data(&mut h, as_name, io::Read::take(f, m.len()))
+            .map_err(Append::Write)?;
+    } else if ft.is_symlink() {
+        let target = dir.read_link(name)?;
+        tar.append_link(&mut h, as_name, target)
+            .map_err(Append::Write)?;
+    } else {
+        // Sockets and FIFOs hold no data, and no restore could recreate
+        // them safely.
+        tracing::warn!(path = %dir.join(name).display(), "not a file, directory or symlink; left out of the backup");
+    }
+    Ok(())
 }
 
 /// Every complete backup, oldest first.

@@ -6,7 +6,7 @@ use crate::fs::FsError;
 use crate::ops::backup::BackupError;
 use crate::source::SourceError;
 use crate::store::history::HistoryError;
-use crate::store::layout::LinkError;
+use crate::store::layout::LayoutError;
 use crate::store::state::{DeployState, StateError};
 use crate::verify::VerifyError;
 use crate::verify::trust::TrustError;
@@ -33,9 +33,9 @@ pub(crate) enum DeployError {
     /// The audit log's hash chain does not verify (`audit verify`).
     #[error(transparent)]
     Audit(HistoryError),
-    /// Shared paths could not be linked.
+    /// Shared paths could not be linked, or the root's layout is refused.
     #[error(transparent)]
-    Link(#[from] LinkError),
+    Link(#[from] LayoutError),
     /// File-system failure.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -261,7 +261,9 @@ impl DeployError {
             | DeployError::NoLiveRelease { .. }
             | DeployError::NothingToRevert { .. }
             | DeployError::Backup(BackupError::NotFound { .. }) => exit::NOT_FOUND,
-            DeployError::Source(SourceError::Version(_)) => exit::USAGE,
+            DeployError::Source(SourceError::Version(_))
+            | DeployError::Link(LayoutError::OtherApp { .. })
+            | DeployError::State(StateError::Layout(LayoutError::OtherApp { .. })) => exit::USAGE,
             DeployError::Source(SourceError::Refused { .. }) => exit::VERIFY,
             DeployError::Precheck(_)
             | DeployError::Blocked { .. }

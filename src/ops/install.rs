@@ -1,7 +1,7 @@
 //! Installing a release: fetch, verify while streaming, unpack into
 //! `releases/<version>` (never touching `current`); and pruning old ones.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -497,12 +497,14 @@ impl Session<'_> {
             .iter()
             .map(|v| v.dir_name())
             .collect();
-        let cache = self.paths.state_dir().join("cache");
-        for n in fs::list_dir(&cache)? {
-            if let Some(n) = n.to_str()
-                && !still.iter().any(|s| s == n)
-            {
-                fs::remove_any(&cache.join(n))?;
+        let root = self.paths.open_root()?;
+        if let Some(cache) = root.dir_optional(Path::new(".switchyard/cache"))? {
+            for n in cache.list()? {
+                if let Some(n) = n.to_str()
+                    && !still.iter().any(|s| s == n)
+                {
+                    cache.remove_any(Path::new(n))?;
+                }
             }
         }
         if !removed.is_empty() {

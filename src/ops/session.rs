@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -18,7 +18,7 @@ use crate::fs::{self, FsError};
 use crate::ops::error::{DeployError, chain};
 use crate::store::history::{self, Actor, Event};
 use crate::store::journal::{Journal, finish_committed};
-use crate::store::layout::{AppPaths, STAGING_PREFIX};
+use crate::store::layout::{AppPaths, LayoutError, STAGING_PREFIX};
 use crate::store::state::{AppLock, checkpoint, now_rfc3339, remove_debris};
 use crate::version::Version;
 
@@ -46,8 +46,11 @@ impl<'a> Session<'a> {
         clock: Arc<dyn Clock>,
     ) -> Result<Session<'a>, DeployError> {
         let paths = AppPaths::new(&cfg.root);
+        // Another app's root is refused before anything in it changes.
+        paths.check_owner(&cfg.name)?;
         paths.ensure()?;
         let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
+        paths.claim(&cfg.name)?;
         let s = Session {
             cfg,
             paths,
@@ -245,7 +248,7 @@ fn undo(paths: &AppPaths, j: &Journal) -> Result<(), DeployError> {
         }
         "restore" => {
             for x in &j.exchanges {
-                x.undo()?;
+                x.undo(paths)?;
             }
         }
         other => warn!(op = other, "unknown journal operation; clearing it"),
@@ -270,19 +273,21 @@ pub(super) fn set_link(link: &Path, v: Option<&Version>) -> Result<(), FsError> 
 }
 
 /// Removes an installed release so that no partial `releases/<v>` is ever
-/// visible: rename it aside first, then delete.
-pub(super) fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), FsError> {
-    let dir = paths.release(v);
-    if fs::symlink_metadata(&dir)?.is_some() {
-        let aside = paths.releases().join(format!(
+/// visible: rename it aside first, then delete (through `releases/` held
+/// open, never through a symlink).
+pub(super) fn remove_release(paths: &AppPaths, v: &Version) -> Result<(), LayoutError> {
+    let releases = paths.open_root()?.dir(Path::new("releases"))?;
+    let name = PathBuf::from(v.dir_name());
+    if releases.stat(&name)?.is_some() {
+        let aside = PathBuf::from(format!(
             "{STAGING_PREFIX}removing-{}-{:08x}",
             v.dir_name(),
             fastrand::u32(..)
         ));
-        fs::rename(&dir, &aside)?;
-        fs::fsync_dir(&paths.releases())?;
+        releases.rename(&name, &aside)?;
+        releases.fsync()?;
         fs::remove_file(&paths.manifest(v))?;
-        fs::remove_dir_all(&aside)?;
+        releases.remove_any(&aside)?;
     } else {
         fs::remove_file(&paths.manifest(v))?;
     }

@@ -3,7 +3,7 @@
 //! health checks, quarantine, the operator block, and backups taken or
 //! restored through the app's hooks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -396,10 +396,14 @@ impl Session<'_> {
         let id = &staged.meta.id;
         let mut exchanges = Vec::new();
         for (_, target) in &staged.copies {
+            // Every target reached from the root without following a
+            // symlink, before the journal: a planted link changes nothing.
+            let rel = self.paths.shared_rel(target)?;
+            let entry = self.paths.shared_entry(rel, false)?;
             exchanges.push(Exchange {
                 target: target.clone(),
                 staged: backup::staged_name(target, id),
-                existed: fs::symlink_metadata(target)?.is_some(),
+                existed: entry.is_some_and(|e| e.meta.is_some()),
                 inode: None,
             });
         }
@@ -421,10 +425,11 @@ impl Session<'_> {
         checkpoint("restore.journaled");
         for (i, (copy, target)) in staged.copies.iter().enumerate() {
             let x = &mut txn.journal_mut().exchanges[i];
-            fs::create_dir_all(fs::parent_of(target))?;
-            fs::remove_any(&x.staged)?;
-            fs::rename(copy, &x.staged)?;
-            let m = fs::symlink_metadata(&x.staged)?.ok_or_else(|| {
+            let (dir, _) = self.parent(target, true)?;
+            let name = leaf(&x.staged);
+            dir.remove_any(name)?;
+            dir.rename_into(copy, name)?;
+            let m = dir.stat(name)?.ok_or_else(|| {
                 FsError::new(
                     "stat",
                     &x.staged,
@@ -432,17 +437,18 @@ impl Session<'_> {
                 )
             })?;
             x.inode = Some((m.dev(), m.ino()));
-            fs::fsync_dir(fs::parent_of(target))?;
+            dir.fsync()?;
         }
         txn.save()?;
         checkpoint("restore.staged");
         for x in &txn.journal_mut().exchanges.clone() {
+            let (dir, name) = self.parent(&x.target, false)?;
             if x.existed {
-                fs::exchange(&x.staged, &x.target)?;
+                dir.exchange(leaf(&x.staged), &name)?;
             } else {
-                fs::rename(&x.staged, &x.target)?;
+                dir.rename(leaf(&x.staged), &name)?;
             }
-            fs::fsync_dir(fs::parent_of(&x.target))?;
+            dir.fsync()?;
             checkpoint("restore.exchanged");
         }
         let mut details = serde_json::Map::new();
@@ -458,4 +464,23 @@ impl Session<'_> {
             details,
         ))
     }
+
+    /// The directory of a shared path, held open (made when `create`), and
+    /// the path's name in it; what is there may not be a symlink.
+    fn parent(&self, target: &Path, create: bool) -> Result<(fs::Dir, PathBuf), DeployError> {
+        let rel = self.paths.shared_rel(target)?;
+        let e = self.paths.shared_entry(rel, create)?.ok_or_else(|| {
+            FsError::new(
+                "open directory",
+                fs::parent_of(target),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        Ok((e.dir, e.name))
+    }
+}
+
+/// The file name of a path a restore recorded.
+fn leaf(p: &Path) -> &Path {
+    Path::new(p.file_name().unwrap_or_default())
 }

@@ -3,7 +3,7 @@
 //! audit event that reports it. The repair every session runs first undoes
 //! an uncommitted journal and finishes a committed one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,27 +61,42 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    /// Whether `target` holds the new copy now.
-    pub(crate) fn swapped_in(&self) -> Result<bool, StateError> {
-        use std::os::unix::fs::MetadataExt;
-        Ok(match (self.inode, fs::symlink_metadata(&self.target)?) {
-            (Some(i), Some(m)) => (m.dev(), m.ino()) == i,
-            _ => false,
-        })
+    /// The staged name, in the target's directory.
+    fn staged_name(&self) -> &Path {
+        Path::new(self.staged.file_name().unwrap_or_default())
     }
 
     /// Puts the old data back where the exchange happened and removes the
-    /// new copy: the undo of an uncommitted restore.
-    pub(crate) fn undo(&self) -> Result<(), StateError> {
-        if self.swapped_in()? {
+    /// new copy: the undo of an uncommitted restore. Both names are reached
+    /// from the root without following a symlink.
+    pub(crate) fn undo(&self, paths: &AppPaths) -> Result<(), StateError> {
+        use std::os::unix::fs::MetadataExt;
+        let rel = paths.shared_rel(&self.target)?;
+        let Some((dir, name)) = paths.shared_parent(rel, false)? else {
+            return Ok(()); // its directory never came to be: nothing was placed
+        };
+        // Where the target has the new copy's inode, the exchange happened.
+        let swapped = match (self.inode, dir.stat(&name)?) {
+            (Some(i), Some(m)) => (m.dev(), m.ino()) == i,
+            _ => false,
+        };
+        if swapped {
             if self.existed {
-                fs::exchange(&self.staged, &self.target)?;
+                dir.exchange(self.staged_name(), &name)?;
             } else {
-                fs::rename(&self.target, &self.staged)?;
+                dir.rename(&name, self.staged_name())?;
             }
         }
-        fs::remove_any(&self.staged)?;
-        fs::fsync_dir(fs::parent_of(&self.target))?;
+        dir.remove_any(self.staged_name())?;
+        dir.fsync()?;
+        Ok(())
+    }
+
+    /// Removes what the staged name holds: after the commit, the old data.
+    fn remove_staged(&self, paths: &AppPaths) -> Result<(), StateError> {
+        if let Some((dir, _)) = paths.shared_parent(paths.shared_rel(&self.target)?, false)? {
+            dir.remove_any(self.staged_name())?;
+        }
         Ok(())
     }
 }
@@ -119,7 +134,7 @@ impl Journal {
 pub(crate) fn finish_committed(paths: &AppPaths, j: &Journal) -> Result<(), HistoryError> {
     // A committed restore: the old data now sits at the staged names.
     for x in &j.exchanges {
-        fs::remove_any(&x.staged)?;
+        x.remove_staged(paths)?;
     }
     if let Some(e) = &j.commit {
         let last = history::read(paths)?.pop();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::SharedConfig;
-use crate::fs::{self, FsError};
+use crate::fs::{self, Dir, FsError};
 use crate::version::Version;
 
 /// Name of the live-release symlink.
@@ -76,21 +76,108 @@ impl AppPaths {
         self.manifests().join(format!("{}.json", v.dir_name()))
     }
 
-    /// Creates the folders an operation needs; existing ones are kept.
-    pub fn ensure(&self) -> Result<(), FsError> {
-        for d in [
-            self.root.clone(),
-            self.releases(),
-            self.shared(),
-            self.state_dir(),
-            self.manifests(),
-        ] {
-            if fs::metadata(&d)?.is_none() {
-                fs::create_dir_all(&d)?;
-                fs::fsync_dir(fs::parent_of(&d))?;
-            }
+    /// The marker naming the app that owns the root.
+    pub fn owner_file(&self) -> PathBuf {
+        self.state_dir().join(OWNER)
+    }
+
+    /// The root, held open: every path below it is resolved from here
+    /// without following a symlink.
+    pub(crate) fn open_root(&self) -> Result<Dir, LayoutError> {
+        Ok(Dir::root(&self.root)?)
+    }
+
+    /// Creates the folders an operation needs; existing ones are kept. A
+    /// symlink or file in their place is refused.
+    pub fn ensure(&self) -> Result<(), LayoutError> {
+        if fs::metadata(&self.root)?.is_none() {
+            fs::create_dir_all(&self.root)?;
+            fs::fsync_dir(fs::parent_of(&self.root))?;
+        }
+        let root = self.open_root()?;
+        for d in ["releases", "shared", ".switchyard", ".switchyard/manifests"] {
+            root.create_dirs(Path::new(d))?;
         }
         Ok(())
+    }
+
+    /// Refuses a root whose marker names another app (a root that has no
+    /// marker yet is anybody's).
+    pub(crate) fn check_owner(&self, app: &str) -> Result<(), LayoutError> {
+        if fs::symlink_metadata(&self.root)?.is_none() {
+            return Ok(());
+        }
+        let Some(state) = self.open_root()?.dir_optional(Path::new(".switchyard"))? else {
+            return Ok(());
+        };
+        match state.read_optional(Path::new(OWNER))? {
+            Some(b) if String::from_utf8_lossy(&b).trim() != app => Err(LayoutError::OtherApp {
+                root: self.root.clone(),
+                owner: String::from_utf8_lossy(&b).trim().to_string(),
+                app: app.to_string(),
+                marker: self.owner_file(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the owner marker if the root has none yet (under the lock).
+    pub(crate) fn claim(&self, app: &str) -> Result<(), LayoutError> {
+        self.check_owner(app)?;
+        let state = self.open_root()?.dir(Path::new(".switchyard"))?;
+        if state.stat(Path::new(OWNER))?.is_none() {
+            state.write_atomic(Path::new(OWNER), format!("{app}\n").as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The parent directory of a shared path (relative to `shared/`), held
+    /// open (made when `create`), and the path's name in it; `Ok(None)`
+    /// when the parent is missing. A symlink or file where a parent
+    /// directory should be is refused.
+    pub(crate) fn shared_parent(
+        &self,
+        rel: &Path,
+        create: bool,
+    ) -> Result<Option<(Dir, PathBuf)>, LayoutError> {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(LayoutError::NotShared(self.shared().join(rel)));
+        };
+        let root = self.open_root()?;
+        let parent = Path::new("shared").join(parent);
+        let dir = if create {
+            root.create_dirs(&parent)?
+        } else {
+            match root.dir_optional(&parent)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        Ok(Some((dir, PathBuf::from(name))))
+    }
+
+    /// [`AppPaths::shared_parent`], and what is at the path now, which may
+    /// not be a symlink either.
+    pub(crate) fn shared_entry(
+        &self,
+        rel: &Path,
+        create: bool,
+    ) -> Result<Option<SharedEntry>, LayoutError> {
+        let Some((dir, name)) = self.shared_parent(rel, create)? else {
+            return Ok(None);
+        };
+        let meta = dir.stat(&name)?;
+        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            return Err(LayoutError::Symlink(dir.join(&name)));
+        }
+        Ok(Some(SharedEntry { dir, name, meta }))
+    }
+
+    /// An absolute path under `shared/` (as a restore's journal records
+    /// them), relative to `shared/`.
+    pub(crate) fn shared_rel<'p>(&self, path: &'p Path) -> Result<&'p Path, LayoutError> {
+        path.strip_prefix(self.shared())
+            .map_err(|_| LayoutError::NotShared(path.to_path_buf()))
     }
 
     /// The symlink target written for a release: relative, so the root can
@@ -136,6 +223,20 @@ impl AppPaths {
     }
 }
 
+/// The name of the owner marker in `.switchyard/`.
+const OWNER: &str = "app";
+
+/// A shared path, reached without following a symlink.
+#[derive(Debug)]
+pub(crate) struct SharedEntry {
+    /// Its parent directory, held open.
+    pub dir: Dir,
+    /// Its name in `dir`.
+    pub name: PathBuf,
+    /// What is there (`lstat`): never a symlink; `None` when nothing is.
+    pub meta: Option<std::fs::Metadata>,
+}
+
 /// Parses `releases/<version>` (as written by [`AppPaths::link_target`]).
 pub(crate) fn parse_link_target(t: &Path) -> Option<Version> {
     let mut it = t.components();
@@ -155,36 +256,30 @@ pub(crate) fn link_shared(
     paths: &AppPaths,
     shared: &SharedConfig,
     release_root: &Path,
-) -> Result<(), LinkError> {
+) -> Result<(), LayoutError> {
+    let release = Dir::root(release_root)?;
     for (p, is_dir) in shared
         .dirs
         .iter()
         .map(|p| (p, true))
         .chain(shared.files.iter().map(|p| (p, false)))
     {
-        let persistent = paths.shared().join(p);
         if is_dir {
-            if fs::metadata(&persistent)?.is_none() {
-                fs::create_dir_all(&persistent)?;
-            }
-        } else if fs::metadata(&persistent)?.is_none() {
-            return Err(LinkError::MissingSharedFile(persistent));
+            paths
+                .open_root()?
+                .create_dirs(&Path::new("shared").join(p))?;
+        } else if paths.shared_entry(p, false)?.and_then(|e| e.meta).is_none() {
+            return Err(LayoutError::MissingSharedFile(paths.shared().join(p)));
         }
         // Refuse to link through a symlink the release ships at a parent.
-        let mut parent = release_root.to_path_buf();
         let comps: Vec<_> = p.components().collect();
-        for c in &comps[..comps.len() - 1] {
-            parent.push(c);
-            match fs::symlink_metadata(&parent)? {
-                Some(m) if m.file_type().is_symlink() || !m.is_dir() => {
-                    return Err(LinkError::Conflict(parent.clone(), p.clone()));
-                }
-                Some(_) => {}
-                None => fs::create_dir(&parent, 0o755)?,
-            }
-        }
-        let link = release_root.join(p);
-        fs::remove_any(&link)?;
+        let parent = p.parent().unwrap_or(Path::new(""));
+        let dir = release.create_dirs(parent).map_err(|e| match e.op {
+            fs::REFUSED_SYMLINK | fs::REFUSED_NOT_DIR => LayoutError::Conflict(e.path, p.clone()),
+            _ => LayoutError::Fs(e),
+        })?;
+        let name = Path::new(p.file_name().expect("a checked shared path has a name"));
+        dir.remove_any(name)?;
         // From releases/<v>/<p> back up to the root: one ".." per component of
         // <p>'s parent, plus two for releases/<v>.
         let mut target = PathBuf::new();
@@ -193,14 +288,14 @@ pub(crate) fn link_shared(
         }
         target.push("shared");
         target.push(p);
-        fs::symlink(&target, &link)?;
+        dir.symlink(&target, name)?;
     }
     Ok(())
 }
 
-/// Errors linking shared paths.
+/// Errors about the layout of an app root: shared paths, and who owns it.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum LinkError {
+pub enum LayoutError {
     /// A configured shared file does not exist yet.
     #[error(
         "shared file {} does not exist; create it (for example the app's .env) before installing, or remove it from [apps.<name>.shared].files",
@@ -214,9 +309,51 @@ pub(crate) enum LinkError {
         .0.display()
     )]
     Conflict(PathBuf, PathBuf),
+    /// A symlink where a directory of the root or a shared path should be.
+    #[error(
+        "refusing {}: it is a symlink, and Switchyard (running as root) follows none under an app root, where one could lead anywhere; put the real directory or file there (move the data in), or bind-mount it",
+        .0.display()
+    )]
+    Symlink(PathBuf),
+    /// A file where a directory of the root or a shared path's parent should be.
+    #[error(
+        "refusing {}: it is not a directory, but Switchyard needs one there (a shared path is configured below it); move it aside, or change [apps.<name>.shared]",
+        .0.display()
+    )]
+    NotADirectory(PathBuf),
+    /// A path that is not below `shared/` where one was expected.
+    #[error("{} is not a path below the app's shared/ directory", .0.display())]
+    NotShared(PathBuf),
+    /// The root belongs to another app.
+    #[error(
+        "the root {} belongs to app {owner} ({} says so), not to {app}; give each app its own root (or, if {owner} no longer uses it, remove that file)",
+        root.display(),
+        marker.display()
+    )]
+    OtherApp {
+        /// The root.
+        root: PathBuf,
+        /// The app its marker names.
+        owner: String,
+        /// The app this command is for.
+        app: String,
+        /// The marker.
+        marker: PathBuf,
+    },
     /// File-system failure.
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Fs(FsError),
+}
+
+impl From<FsError> for LayoutError {
+    /// A refused symlink or non-directory gets its own message.
+    fn from(e: FsError) -> Self {
+        match e.op {
+            fs::REFUSED_SYMLINK => LayoutError::Symlink(e.path),
+            fs::REFUSED_NOT_DIR => LayoutError::NotADirectory(e.path),
+            _ => LayoutError::Fs(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -262,9 +399,14 @@ mod tests {
 
 /// The maintenance flag a web server can test: `root/shared/maintenance.json`.
 pub(crate) mod maintenance {
-    use super::AppPaths;
-    use crate::fs::{self, FsError};
+    use std::path::Path;
+
+    use super::{AppPaths, LayoutError};
+    use crate::fs::{self, Dir};
     use serde::{Deserialize, Serialize};
+
+    /// The flag's name in `shared/`.
+    const FLAG: &str = "maintenance.json";
 
     /// The flag's content.
     #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -279,7 +421,17 @@ pub(crate) mod maintenance {
 
     /// Where the flag lives.
     pub(crate) fn path(paths: &AppPaths) -> std::path::PathBuf {
-        paths.shared().join("maintenance.json")
+        paths.shared().join(FLAG)
+    }
+
+    /// `shared/`, held open (made when `create`); `None` when missing.
+    fn shared_dir(paths: &AppPaths, create: bool) -> Result<Option<Dir>, LayoutError> {
+        let root = paths.open_root()?;
+        Ok(if create {
+            Some(root.create_dirs(Path::new("shared"))?)
+        } else {
+            root.dir_optional(Path::new("shared"))?
+        })
     }
 
     /// Turns the flag on (atomically; web servers never see half a file).
@@ -287,28 +439,43 @@ pub(crate) mod maintenance {
         paths: &AppPaths,
         message: &str,
         reason: &str,
-    ) -> Result<Maintenance, FsError> {
+    ) -> Result<Maintenance, LayoutError> {
         let m = Maintenance {
             message: message.to_string(),
             since: crate::store::state::now_rfc3339(),
             reason: reason.to_string(),
         };
-        fs::create_dir_all(&paths.shared())?;
-        fs::write_atomic(
-            &path(paths),
+        fs::create_dir_all(&paths.root)?;
+        let dir = shared_dir(paths, true)?.expect("created");
+        dir.write_atomic(
+            Path::new(FLAG),
             &serde_json::to_vec_pretty(&m).expect("serializes"),
         )?;
         Ok(m)
     }
 
     /// Turns the flag off.
-    pub(crate) fn off(paths: &AppPaths) -> Result<(), FsError> {
-        fs::remove_file(&path(paths))?;
-        fs::fsync_dir(&paths.shared())
+    pub(crate) fn off(paths: &AppPaths) -> Result<(), LayoutError> {
+        if fs::symlink_metadata(&paths.root)?.is_none() {
+            return Ok(());
+        }
+        if let Some(dir) = shared_dir(paths, false)? {
+            dir.remove_file(Path::new(FLAG))?;
+            dir.fsync()?;
+        }
+        Ok(())
     }
 
     /// The flag, if on.
-    pub(crate) fn get(paths: &AppPaths) -> Result<Option<Maintenance>, FsError> {
-        Ok(fs::read_optional(&path(paths))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    pub(crate) fn get(paths: &AppPaths) -> Result<Option<Maintenance>, LayoutError> {
+        if fs::symlink_metadata(&paths.root)?.is_none() {
+            return Ok(None);
+        }
+        let Some(dir) = shared_dir(paths, false)? else {
+            return Ok(None);
+        };
+        Ok(dir
+            .read_optional(Path::new(FLAG))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 }

@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, FsError};
-use crate::store::layout::AppPaths;
+use crate::store::layout::{AppPaths, LayoutError};
 use crate::version::Version;
 
 /// Errors about state, lock and journal.
@@ -38,6 +38,10 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// A symlink or file where the root's layout needs a directory, or a
+    /// root that belongs to another app.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     /// File-system failure.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -392,44 +396,48 @@ pub(crate) fn new_id() -> String {
 }
 
 /// Removes temporary debris a crashed operation may have left: staging
-/// folders under `releases/`, temporary symlinks and files, and manifests of
-/// releases that never landed. Returns what was removed.
+/// folders under `releases/`, temporary files and symlinks, and manifests
+/// of releases that never landed. Only names Switchyard makes are touched
+/// (`.staging-*` in `releases/`, `fs::TEMP_PREFIX` names elsewhere; under
+/// `.switchyard/`, Switchyard's alone, any `.*.tmp-*`), each removed
+/// through directories held open, never through a symlink. Returns what was
+/// removed.
 pub(crate) fn remove_debris(paths: &AppPaths) -> Result<Vec<PathBuf>, StateError> {
+    let root = paths.open_root()?;
     let mut removed = Vec::new();
-    let mut sweep = |dir: &Path, pred: &dyn Fn(&str) -> bool| -> Result<(), StateError> {
-        for n in fs::list_dir(dir)? {
+    let mut sweep = |rel: &str, pred: &dyn Fn(&str) -> bool| -> Result<(), StateError> {
+        let Some(dir) = root.dir_optional(Path::new(rel))? else {
+            return Ok(());
+        };
+        let mut any = false;
+        for n in dir.list()? {
             let Some(n) = n.to_str() else { continue };
             if pred(n) {
-                let p = dir.join(n);
-                fs::remove_any(&p)?;
-                removed.push(p);
+                dir.remove_any(Path::new(n))?;
+                removed.push(dir.join(n));
+                any = true;
             }
+        }
+        if any {
+            dir.fsync()?;
         }
         Ok(())
     };
-    let is_tmp = |n: &str| n.starts_with('.') && n.contains(".tmp-");
-    sweep(&paths.releases(), &|n| {
-        n.starts_with(crate::store::layout::STAGING_PREFIX) || is_tmp(n)
+    let ours = |n: &str| fs::is_temp_name(n);
+    let own_dir = |n: &str| n.starts_with('.') && n.contains(".tmp-");
+    sweep("releases", &|n| {
+        n.starts_with(crate::store::layout::STAGING_PREFIX) || ours(n)
     })?;
-    sweep(&paths.root, &is_tmp)?;
-    sweep(&paths.state_dir(), &is_tmp)?;
-    sweep(&paths.manifests(), &is_tmp)?;
+    sweep(".", &ours)?;
+    sweep("shared", &ours)?;
+    sweep(".switchyard", &own_dir)?;
+    sweep(".switchyard/manifests", &own_dir)?;
     let installed = paths.installed()?;
-    sweep(&paths.manifests(), &|n| {
+    sweep(".switchyard/manifests", &|n| {
         n.strip_suffix(".json")
             .and_then(|v| Version::parse(v).ok())
             .is_some_and(|v| !installed.contains(&v))
     })?;
-    if !removed.is_empty() {
-        for d in [
-            paths.releases(),
-            paths.root.clone(),
-            paths.state_dir(),
-            paths.manifests(),
-        ] {
-            fs::fsync_dir(&d)?;
-        }
-    }
     Ok(removed)
 }
 

@@ -11,6 +11,7 @@ mod common;
 mod mock_github;
 
 mod agent;
+mod beneath_root;
 mod cli;
 mod crash;
 mod faults;
