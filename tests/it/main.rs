@@ -18,6 +18,7 @@ mod github;
 mod hostile;
 mod layers;
 mod lifecycle;
+mod ownership;
 mod properties;
 mod trust;
 mod zero_downtime;
