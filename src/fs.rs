@@ -351,6 +351,72 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     )
 }
 
+/// Changes the owner and/or group of `path` itself: a symlink there is
+/// changed, never what it points at (`lchown`).
+pub(crate) fn lchown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    ctx(
+        "change owner",
+        path,
+        std::os::unix::fs::lchown(path, uid, gid),
+    )
+}
+
+/// Gives `base/rel` an owner, a group and (a directory only) a mode, opening
+/// every component with `O_NOFOLLOW`: the app's user owns what is below
+/// `base`, so a symlink it planted must not turn a chown by root into one of
+/// some other file. A symlink at `rel` itself is left alone; one above it is
+/// an error.
+pub(crate) fn own_beneath(
+    base: &Path,
+    rel: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    dir_mode: Option<u32>,
+) -> Result<()> {
+    use nix::fcntl::{AtFlags, OFlag, open, openat};
+    use nix::sys::stat::{Mode, SFlag, fchmod, fstatat};
+    use nix::unistd::{Gid, Uid, fchown, fchownat};
+    let path = base.join(rel);
+    let err = |op, e: nix::Error| FsError::new(op, &path, io::Error::from(e));
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut names = Vec::new();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(n) => names.push(n),
+            _ => {
+                return Err(FsError::new(
+                    "change owner",
+                    &path,
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a plain relative path"),
+                ));
+            }
+        }
+    }
+    let Some((last, parents)) = names.split_last() else {
+        return Ok(());
+    };
+    let mut dir = open(base, dir_flags, Mode::empty()).map_err(|e| err("open directory", e))?;
+    for n in parents {
+        dir = openat(&dir, *n, dir_flags, Mode::empty()).map_err(|e| err("open directory", e))?;
+    }
+    let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+    let st = fstatat(&dir, *last, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| err("stat", e))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    if kind == SFlag::S_IFLNK {
+        return Ok(());
+    }
+    if kind != SFlag::S_IFDIR {
+        return fchownat(&dir, *last, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| err("change owner", e));
+    }
+    let d = openat(&dir, *last, dir_flags, Mode::empty()).map_err(|e| err("open directory", e))?;
+    fchown(&d, uid, gid).map_err(|e| err("change owner", e))?;
+    if let Some(m) = dir_mode {
+        fchmod(&d, Mode::from_bits_truncate(m)).map_err(|e| err("set permissions", e))?;
+    }
+    Ok(())
+}
+
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     let f = ctx("open directory", dir, File::open(dir))?;
@@ -508,6 +574,31 @@ mod tests {
         ] {
             assert!(!is_temp_name(foreign), "{foreign}");
         }
+    }
+
+    #[test]
+    fn own_beneath_follows_no_symlink() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let (base, outside) = (d.path().join("shared"), d.path().join("outside"));
+        create_dir_all(&base.join("storage")).unwrap();
+        create_dir_all(&outside.join("log")).unwrap();
+        set_mode(&outside.join("log"), 0o700).unwrap();
+        symlink(&outside, &base.join("var")).unwrap();
+        symlink(&outside, &base.join("link")).unwrap();
+        own_beneath(&base, Path::new("storage"), Some(1), Some(2), Some(0o750)).unwrap();
+        let m = symlink_metadata(&base.join("storage")).unwrap().unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (1, 2, 0o750));
+        // A symlink above the path is an error naming it; one at the path is
+        // left alone; neither reaches what it points at.
+        let e =
+            own_beneath(&base, Path::new("var/log"), Some(1), Some(2), Some(0o777)).unwrap_err();
+        assert!(e.to_string().contains("var/log"), "{e}");
+        own_beneath(&base, Path::new("link"), Some(1), Some(2), Some(0o777)).unwrap();
+        let o = symlink_metadata(&outside.join("log")).unwrap().unwrap();
+        assert_eq!((o.uid(), o.mode() & 0o777), (0, 0o700));
+        let o = symlink_metadata(&outside).unwrap().unwrap();
+        assert_eq!(o.uid(), 0);
     }
 
     #[test]

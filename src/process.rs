@@ -162,6 +162,34 @@ impl Drop for Registered {
     }
 }
 
+/// The user a child runs as instead of the agent's own (root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    /// The user's name, for `USER` and `LOGNAME`.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The group the child runs with: the user's primary group or the one configured.
+    pub gid: u32,
+    /// Its home directory, for `HOME`.
+    pub home: std::path::PathBuf,
+}
+
+impl Identity {
+    /// Makes `cmd` switch to this user in the child, before exec: group, then
+    /// user (std's `CommandExt`, no unsafe `pre_exec`). std also clears the
+    /// supplementary groups, so none of the agent's own reach the child; the
+    /// user's other groups are not added (std has no stable way to set them).
+    /// `HOME`, `USER` and `LOGNAME` name the user, as a login would.
+    pub(crate) fn apply(&self, cmd: &mut process::Command) {
+        cmd.gid(self.gid)
+            .uid(self.uid)
+            .env("HOME", &self.home)
+            .env("USER", &self.user)
+            .env("LOGNAME", &self.user);
+    }
+}
+
 /// Runs `cmd` with stdin from /dev/null, in a new process group, feeding its
 /// output to `sink`, and kills the whole group (SIGKILL) if it overruns
 /// `timeout` on `clock`. The caller sets the program, arguments, directory

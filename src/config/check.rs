@@ -13,8 +13,9 @@ use crate::config::raw::{
 };
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Channel, Config, ConfigError, DirSourceConfig,
-    GithubSourceConfig, HealthChecks, HooksConfig, Policy, Problem, RestorePolicy, SharedConfig,
-    SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col, policy, roots,
+    GithubSourceConfig, HealthChecks, HooksConfig, Ownership, Policy, Problem, RestorePolicy,
+    SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col,
+    lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
 
@@ -113,6 +114,7 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
     }
     let source = check_source(ck, name, app.source);
     let shared = check_shared(ck, name, app.shared);
+    let ownership = check_ownership(ck, name, app.owner, app.group, app.mode);
     let unpack = check_unpack(ck, app.unpack);
     let trust = check_trust(ck, name, app.trust);
     let hooks = check_hooks(ck, name, app.hooks);
@@ -157,6 +159,7 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
         keep_releases: keep.max(1) as usize,
         source: source?,
         shared,
+        ownership,
         unpack,
         trust,
         hooks,
@@ -199,6 +202,48 @@ fn check_shared(ck: &mut Checker<'_>, name: &str, raw: RawShared) -> SharedConfi
     shared
 }
 
+/// `owner`, `group` and `mode` of `[apps.<name>]`: names this host knows
+/// (resolved now, so a typo fails `config check`, not a deploy) and
+/// permission bits written in octal.
+fn check_ownership(
+    ck: &mut Checker<'_>,
+    name: &str,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+) -> Ownership {
+    let mut own = Ownership::default();
+    if let Some(o) = &owner {
+        match lookup_user(o.get_ref()) {
+            Ok(u) => {
+                own.uid = Some(u.uid.as_raw());
+                own.gid = Some(u.gid.as_raw());
+            }
+            Err(m) => ck.at(o.span(), format!("apps.{name}.owner: {m}")),
+        }
+    }
+    if let Some(g) = &group {
+        match lookup_group(g.get_ref()) {
+            Ok(gid) => own.gid = Some(gid),
+            Err(m) => ck.at(g.span(), format!("apps.{name}.group: {m}")),
+        }
+    }
+    if let Some(m) = &mode {
+        let digits = m.get_ref().trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(bits) if !digits.is_empty() && bits <= 0o777 => own.dir_mode = Some(bits),
+            _ => ck.at(
+                m.span(),
+                format!(
+                    "apps.{name}.mode must be permission bits in octal, 0000 to 0777, e.g. \"0750\" (owner all, group read and enter, others nothing); got {:?}",
+                    m.get_ref()
+                ),
+            ),
+        }
+    }
+    own
+}
+
 /// `[apps.<name>.unpack]`: positive limits.
 fn check_unpack(ck: &mut Checker<'_>, raw: RawUnpack) -> UnpackLimits {
     let mut unpack = UnpackLimits::default();
@@ -228,8 +273,11 @@ fn check_hooks(ck: &mut Checker<'_>, name: &str, raw: RawHooks) -> HooksConfig {
         let h = h?;
         match h.get_ref().to_spec() {
             Ok(spec) => Some(spec),
-            Err(m) => {
-                ck.at(h.span(), format!("apps.{name}.hooks.{which}: {m}"));
+            Err((at, m)) => {
+                ck.at(
+                    at.unwrap_or(h.span()),
+                    format!("apps.{name}.hooks.{which}: {m}"),
+                );
                 None
             }
         }

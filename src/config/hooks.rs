@@ -3,10 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+use crate::process::Identity;
 
 /// How long a hook may run when its configuration names no timeout.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -122,7 +126,7 @@ impl<'de> Deserialize<'de> for CommandLine {
 /// ```toml
 /// warm = "npm ci && npm run build"            # run with /bin/sh -c
 /// activate = ["systemctl", "reload", "myapp"]  # argv, no shell
-/// migrate = { command = "php artisan migrate --force", timeout = "15m", env = { APP_ENV = "production" } }
+/// migrate = { command = "php artisan migrate --force", timeout = "15m", env = { APP_ENV = "production" }, user = "app" }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HookConfig {
@@ -145,6 +149,10 @@ pub(crate) struct HookTable {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The user it runs as (default: the agent's, root).
+    pub user: Option<Spanned<String>>,
+    /// The group it runs as (default: the user's primary group).
+    pub group: Option<Spanned<String>>,
 }
 
 struct HookConfigVisitor;
@@ -153,7 +161,7 @@ impl<'de> Visitor<'de> for HookConfigVisitor {
     type Value = HookConfig;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a shell command string, an array of strings (program and arguments), or a table { command = ..., timeout = \"10m\", env = { ... } }")
+        f.write_str("a shell command string, an array of strings (program and arguments), or a table { command = ..., timeout = \"10m\", env = { ... }, user = \"app\" }")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<HookConfig, E> {
@@ -191,37 +199,82 @@ pub struct HookSpec {
     pub timeout: Duration,
     /// Extra environment variables, on top of the agent's and `SWITCHYARD_*`.
     pub env: BTreeMap<String, String>,
+    /// The user and group it runs as; `None`: the agent's own (root).
+    pub(crate) run_as: Option<Identity>,
 }
 
 impl HookConfig {
     /// Validates the hook: a non-empty command, a timeout that parses and is
-    /// not zero, and environment variable names a shell accepts.
-    pub(crate) fn to_spec(&self) -> Result<HookSpec, String> {
+    /// not zero, environment variable names a shell accepts, and a `user`
+    /// and `group` that exist on this host. An error carries the span of the
+    /// key at fault when it is not the whole hook's.
+    pub(crate) fn to_spec(&self) -> Result<HookSpec, (Option<Range<usize>>, String)> {
         let (command, timeout, env) = match self {
             HookConfig::Shell(s) => (CommandLine::Shell(s.clone()), None, BTreeMap::new()),
             HookConfig::Argv(a) => (CommandLine::Argv(a.clone()), None, BTreeMap::new()),
             HookConfig::Table(t) => (t.command.clone(), t.timeout.as_deref(), t.env.clone()),
         };
-        command.validate()?;
+        let run_as = match self {
+            HookConfig::Table(t) => identity(t.user.as_ref(), t.group.as_ref())?,
+            _ => None,
+        };
+        let whole = |m: String| (None, m);
+        command.validate().map_err(whole)?;
         let timeout = match timeout {
             None => DEFAULT_TIMEOUT,
-            Some(t) => parse_duration(t).map_err(|e| format!("timeout: {e}"))?,
+            Some(t) => parse_duration(t).map_err(|e| whole(format!("timeout: {e}")))?,
         };
         if timeout.is_zero() {
-            return Err("timeout must be longer than zero, e.g. \"10m\"".into());
+            return Err(whole(
+                "timeout must be longer than zero, e.g. \"10m\"".into(),
+            ));
         }
         for (k, v) in &env {
-            check_env_name(k)?;
+            check_env_name(k).map_err(whole)?;
             if v.contains('\0') {
-                return Err(format!("env.{k}: the value contains a NUL character"));
+                return Err(whole(format!(
+                    "env.{k}: the value contains a NUL character"
+                )));
             }
         }
         Ok(HookSpec {
             command,
             timeout,
             env,
+            run_as,
         })
     }
+}
+
+/// Resolves a hook's `user` and `group` now, so that a name this host does
+/// not know is a `config check` error rather than a failed deploy.
+fn identity(
+    user: Option<&Spanned<String>>,
+    group: Option<&Spanned<String>>,
+) -> Result<Option<Identity>, (Option<Range<usize>>, String)> {
+    let Some(user) = user else {
+        return match group {
+            Some(g) => Err((
+                Some(g.span()),
+                "group is set without user; add user = \"<name>\" (a hook without user runs as the agent, root)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let pw = super::lookup_user(user.get_ref())
+        .map_err(|m| (Some(user.span()), format!("user: {m}")))?;
+    let gid = match group {
+        Some(g) => {
+            super::lookup_group(g.get_ref()).map_err(|m| (Some(g.span()), format!("group: {m}")))?
+        }
+        None => pw.gid.as_raw(),
+    };
+    Ok(Some(Identity {
+        user: pw.name,
+        uid: pw.uid.as_raw(),
+        gid,
+        home: pw.dir,
+    }))
 }
 
 fn check_env_name(k: &str) -> Result<(), String> {

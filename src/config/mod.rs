@@ -146,6 +146,8 @@ pub struct AppConfig {
     pub source: SourceConfig,
     /// Persistent paths linked into every release.
     pub shared: SharedConfig,
+    /// Who owns the releases and shared paths (`owner`, `group`, `mode`).
+    pub ownership: Ownership,
     /// Limits applied while unpacking.
     pub unpack: UnpackLimits,
     /// Signature policy.
@@ -369,6 +371,48 @@ pub struct SharedConfig {
     pub files: Vec<PathBuf>,
 }
 
+/// Owner, group and directory mode given to each release tree and to each
+/// configured shared path before the swap; `None` leaves what the agent
+/// (root) creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// uid of `owner`.
+    pub uid: Option<u32>,
+    /// gid of `group`, or of the owner's primary group.
+    pub gid: Option<u32>,
+    /// `mode`: permission bits of the release directory and the shared directories.
+    pub dir_mode: Option<u32>,
+}
+
+impl Ownership {
+    /// True when nothing is configured.
+    pub fn is_unset(&self) -> bool {
+        *self == Ownership::default()
+    }
+}
+
+/// The passwd entry of `name`, or a message saying it does not exist here.
+pub(crate) fn lookup_user(name: &str) -> Result<nix::unistd::User, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(format!(
+            "no user {name:?} on this host (getent passwd {name}); create it (useradd --system {name}) or name an existing one"
+        )),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+/// The gid of group `name`, or a message saying it does not exist here.
+pub(crate) fn lookup_group(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "no group {name:?} on this host (getent group {name}); create it (groupadd --system {name}) or name an existing one"
+        )),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
 /// Limits enforced while an archive streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {
@@ -510,6 +554,29 @@ mod tests {
         );
         let lines: Vec<_> = p.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![Some(5), Some(6), Some(4)], "{p:?}");
+    }
+
+    #[test]
+    fn owner_group_mode_and_hook_users_are_resolved() {
+        let c = parse("[apps.web]\nroot = \"/srv/web\"\nowner = \"root\"\nmode = \"0o750\"\nsource.dir = \"/d\"\ntrust.require_signature = false\nhooks.warm = { command = \"true\", user = \"root\", group = \"root\" }\nhooks.activate = \"true\"\n").unwrap();
+        let a = c.app("web").unwrap();
+        assert_eq!(
+            a.ownership,
+            Ownership {
+                uid: Some(0),
+                gid: Some(0),
+                dir_mode: Some(0o750)
+            }
+        );
+        let who = a.hooks.warm.as_ref().unwrap().run_as.as_ref().unwrap();
+        assert_eq!((who.user.as_str(), who.uid, who.gid), ("root", 0, 0));
+        assert!(a.hooks.activate.as_ref().unwrap().run_as.is_none());
+        for bad in ["\"750x\"", "\"01777\"", "\"\""] {
+            let p = problems(&format!(
+                "[apps.web]\nroot = \"/srv/web\"\nmode = {bad}\nsource.dir = \"/d\"\ntrust.require_signature = false\n"
+            ));
+            assert_eq!((p.len(), p[0].line), (1, Some(3)), "{bad}: {p:?}");
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub(super) struct RawApp {
     pub(super) timezone: Option<Spanned<String>>,
     pub(super) report_issues: Option<bool>,
     pub(super) notify_url: Option<Spanned<String>>,
+    pub(super) owner: Option<Spanned<String>>,
+    pub(super) group: Option<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 /// `[apps.<name>.hooks]`.

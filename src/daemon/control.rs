@@ -69,7 +69,7 @@ pub(crate) enum ControlError {
     Panicked(#[source] tokio::task::JoinError),
     /// The socket's permissions keep the caller out.
     #[error(
-        "the agent's control socket {} refuses you; join its control_group, or run as the agent's user",
+        "the agent's control socket {} refuses you: you must be in its group (the [agent] control_group; a group joined since you logged in counts only after logging in again) and able to search its directory (0755, as the shipped unit and tmpfiles make /run/switchyard), or run as root",
         path.display()
     )]
     Refused {

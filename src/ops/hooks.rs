@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 pub(crate) use crate::config::hooks::{CommandLine, HookSpec, show_duration};
 use crate::fs::{self, FsError};
-use crate::process::{Ending, LineSink, Stream, SuperviseError, signal_name, supervise};
+use crate::process::{Ending, Identity, LineSink, Stream, SuperviseError, signal_name, supervise};
 
 impl CommandLine {
     pub(crate) fn to_process(&self) -> process::Command {
@@ -113,7 +113,7 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 pub(crate) enum HookError {
     /// The program could not be started; nothing ran.
     #[error(
-        "hook {name}: cannot start {program} in {} (check that the program exists and is executable, and that the release directory exists)",
+        "hook {name}: cannot start {program} in {} (check that the program exists and is executable, and that the release directory exists and the hook's user may enter it)",
         dir.display()
     )]
     Spawn {
@@ -268,9 +268,19 @@ pub(crate) fn run_hook(
     log.idle();
 
     let mut cmd = spec.command.to_process();
-    cmd.current_dir(&ctx.release_dir)
-        .envs(ctx.env_vars())
-        .envs(&spec.env);
+    cmd.current_dir(&ctx.release_dir).envs(ctx.env_vars());
+    if let Some(who) = &spec.run_as {
+        log.note(&format!(
+            "=== as user {} (uid {}, gid {})",
+            who.user, who.uid, who.gid
+        ));
+        who.apply(&mut cmd);
+        if let Some(b) = &ctx.backup_file {
+            hand_over(b, &ctx.root, who)?;
+        }
+    }
+    // After the user's HOME and USER: what the configuration says wins.
+    cmd.envs(&spec.env);
     if ctx.backup_file.is_none() {
         // A value inherited from the agent's own environment would point the
         // hook at some other deploy's backup.
@@ -353,6 +363,25 @@ pub(crate) fn run_hook(
         warn!(hook = name, app = %ctx.app, version = %ctx.version, outcome_unknown = e.outcome_unknown(), error = %e, "hook failed");
     }
     result
+}
+
+/// Gives a backup or restore hook that runs as another user the folder of
+/// its dump (and the dump, when restoring): they are this operation's own,
+/// under `.switchyard/backups/`, and root's otherwise. The archive is then
+/// written without following symlinks, so nothing the hook leaves there
+/// reaches beyond what that user could read.
+fn hand_over(file: &Path, root: &Path, who: &Identity) -> Result<(), FsError> {
+    let backups = crate::ops::backup::dir(&crate::store::layout::AppPaths::new(root));
+    let (uid, gid) = (Some(who.uid), Some(who.gid));
+    if fs::symlink_metadata(file)?.is_some() {
+        fs::lchown(file, uid, gid)?;
+    }
+    let mut dir = file.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(&backups) && *d != backups) {
+        fs::lchown(d, uid, gid)?;
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// A hook name made safe as a file name (the names are fixed keys, but this
@@ -486,6 +515,7 @@ mod tests {
             command: CommandLine::Shell(s.into()),
             timeout,
             env: BTreeMap::new(),
+            run_as: None,
         }
     }
 
@@ -626,6 +656,43 @@ mod tests {
             .map(|l| l.trim().parse().unwrap())
             .collect();
         assert_eq!(pids.len(), 3);
+        for pid in pids {
+            assert!(wait_gone(pid), "process {pid} survived the timeout");
+        }
+    }
+
+    /// The agent (root) still kills the group of a hook that runs as
+    /// another user: the unit keeps CAP_KILL for this.
+    #[test]
+    fn a_hook_run_as_another_user_is_killed_whole_at_its_timeout() {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("SKIP: switching a hook's user needs root");
+            return;
+        }
+        let e = env();
+        fs::set_mode(e._dir.path(), 0o755).unwrap();
+        let nb = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let mut spec = shell(
+            "sleep 1000 & echo pid $!; echo pid $$; echo uid $(id -u); sleep 1000",
+            Duration::from_secs(1),
+        );
+        spec.run_as = Some(Identity {
+            user: nb.name.clone(),
+            uid: nb.uid.as_raw(),
+            gid: nb.gid.as_raw(),
+            home: nb.dir.clone(),
+        });
+        let err = run_hook("migrate", &spec, &e.ctx).unwrap_err();
+        let HookError::TimedOut { tail, .. } = &err else {
+            panic!("expected TimedOut, got {err:?}")
+        };
+        assert!(tail.contains(&format!("out: uid {}", nb.uid)), "{tail}");
+        let pids: Vec<i32> = tail
+            .lines()
+            .filter_map(|l| l.strip_prefix("out: pid "))
+            .map(|p| p.trim().parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 2, "{tail}");
         for pid in pids {
             assert!(wait_gone(pid), "process {pid} survived the timeout");
         }
@@ -862,6 +929,7 @@ mod tests {
                 .warm
                 .unwrap()
                 .to_spec()
+                .map_err(|(_, m)| m)
         };
         assert!(spec("[hooks]\nwarm = []\n").unwrap_err().contains("empty"));
         assert!(

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::config::{Ownership, SharedConfig};
 use crate::fs::{self, FsError};
 use crate::ops::error::{DeployError, chain};
 use crate::ops::session::{Session, Txn, remove_release};
@@ -96,6 +97,38 @@ fn check_comment(
             "file" if val != signed_file => return Err(replay(signed_file)),
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Gives the release tree, still in staging, and each configured shared
+/// path the app's `owner`, `group` and `mode`, so that hooks running as the
+/// app's user can build in the release and write to `shared/`, and a web
+/// server in the group can read. Symlinks are never followed: entries are
+/// `lchown`ed, and shared paths are opened component by component.
+/// `shared/` itself and what is inside a shared directory stay as they are.
+fn apply_ownership(
+    paths: &AppPaths,
+    shared: &SharedConfig,
+    tree: &Path,
+    own: &Ownership,
+) -> Result<(), FsError> {
+    if own.is_unset() {
+        return Ok(());
+    }
+    if own.uid.is_some() || own.gid.is_some() {
+        // The staging folder is root's, mode 0700: nothing can change the
+        // tree under this walk.
+        fs::lchown(tree, own.uid, own.gid)?;
+        for (rel, _) in fs::walk(tree)? {
+            fs::lchown(&tree.join(rel), own.uid, own.gid)?;
+        }
+    }
+    if let Some(m) = own.dir_mode {
+        fs::set_mode(tree, m)?;
+    }
+    for p in shared.dirs.iter().chain(shared.files.iter()) {
+        fs::own_beneath(&paths.shared(), p, own.uid, own.gid, own.dir_mode)?;
     }
     Ok(())
 }
@@ -409,6 +442,12 @@ impl Session<'_> {
         checkpoint("install.unpacked");
 
         link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
+        apply_ownership(
+            &self.paths,
+            &self.cfg.shared,
+            &unpacked.content_root,
+            &self.cfg.ownership,
+        )?;
         // One syncfs makes every unpacked file durable before the rename
         // publishes the tree (an fsync per file costs far more on big trees).
         fs::syncfs(&staging.dir)?;

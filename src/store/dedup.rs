@@ -128,6 +128,8 @@ pub(crate) fn dedup_release(
         if reflink_ok {
             match reflink_copy::reflink(&pf, &tmp) {
                 Ok(()) => {
+                    // The copy is the agent's; the file it replaces may be the app user's.
+                    fs::lchown(&tmp, Some(nmeta.uid()), Some(nmeta.gid()))?;
                     fs::set_mode(&tmp, nmeta.permissions().mode() & 0o7777)?;
                     fs::rename(&tmp, &nf)?;
                     report.files += 1;

@@ -635,7 +635,7 @@ fn systemd_unit_verifies() {
         "ProtectSystem=strict",
         "ReadWritePaths=",
         "PrivateTmp=yes",
-        "ProtectHome=yes",
+        "ProtectHome=read-only",
         "Restart=on-failure",
     ] {
         assert!(text.contains(needle), "{needle} missing from the unit");

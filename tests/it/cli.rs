@@ -529,7 +529,7 @@ fn stdout_full_or_closed_never_panics() {
     drop(r);
     let out = cmd()
         .args(["history", "web"])
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(wr)))
+        .stdout(std::process::Stdio::from(wr))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

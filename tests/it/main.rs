@@ -19,6 +19,7 @@ mod github;
 mod hostile;
 mod layers;
 mod lifecycle;
+mod ownership;
 mod properties;
 mod trust;
 mod zero_downtime;
