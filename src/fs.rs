@@ -189,6 +189,34 @@ pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
     )
 }
 
+/// Creates a directory and its missing parents closed to other users
+/// (0750), for what may hold secrets: hook logs, backups.
+pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
+    ctx(
+        "create directory",
+        path,
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(path),
+    )
+}
+
+/// Mode of directories that may hold secrets: no access for other users.
+pub(crate) const PRIVATE_DIR: u32 = 0o750;
+
+/// Takes every permission from other users on an existing directory (one
+/// made by an older version, or by hand).
+pub(crate) fn close_to_others(path: &Path) -> Result<()> {
+    if let Some(m) = symlink_metadata(path)?
+        && m.is_dir()
+        && m.permissions().mode() & 0o007 != 0
+    {
+        set_mode(path, m.permissions().mode() & 0o7770)?;
+    }
+    Ok(())
+}
+
 /// Removes a directory tree; a missing tree is not an error. Read-only
 /// directories inside it (as some archives ship) are made writable first.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<()> {
@@ -395,10 +423,21 @@ pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
 
 /// Writes `data` to `path` atomically: temporary sibling, fsync, rename, fsync
 /// of the directory. Readers see the old contents or the new, never a mix.
+/// The file is readable by everyone (0644): for what others must read.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// [`write_atomic`] for a file other users must not read (0640): state,
+/// journal, backup metadata.
+pub(crate) fn write_atomic_private(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o640)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {
-        let mut f = create_new(&tmp, 0o644)?;
+        let mut f = create_new(&tmp, mode)?;
         ctx("write", &tmp, f.write_all(data))?;
         fsync_file(&f, &tmp)?;
         drop(f);

@@ -139,7 +139,7 @@ pub(crate) struct BackupRequest<'a> {
 /// Takes a backup, then prunes old ones. Nothing is left behind on failure.
 pub(crate) fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, BackupError> {
     let bdir = dir(paths);
-    fs::create_dir_all(&bdir)?;
+    fs::create_private_dir_all(&bdir)?;
     let now = jiff::Timestamp::now();
     // Sortable by creation time down to the microsecond: retention keeps
     // the newest by this order, so two backups in one second must not tie.
@@ -227,7 +227,7 @@ fn create_in(
     };
     // The archive lands first; metadata published last marks it complete.
     fs::rename(&tmp, &archive_path(paths, id))?;
-    fs::write_atomic(
+    fs::write_atomic_private(
         &meta_path(paths, id),
         &serde_json::to_vec_pretty(&meta).expect("metadata serializes"),
     )?;

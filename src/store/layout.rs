@@ -76,21 +76,28 @@ impl AppPaths {
         self.manifests().join(format!("{}.json", v.dir_name()))
     }
 
-    /// Creates the folders an operation needs; existing ones are kept.
+    /// Creates the folders an operation needs; existing ones are kept. The
+    /// state folder is closed to other users (its files hold hook output,
+    /// backups and history), also when an older version left it open.
     pub fn ensure(&self) -> Result<(), FsError> {
+        let state = self.state_dir();
         for d in [
             self.root.clone(),
             self.releases(),
             self.shared(),
-            self.state_dir(),
+            state.clone(),
             self.manifests(),
         ] {
             if fs::metadata(&d)?.is_none() {
-                fs::create_dir_all(&d)?;
+                if d == state {
+                    fs::create_private_dir_all(&d)?;
+                } else {
+                    fs::create_dir_all(&d)?;
+                }
                 fs::fsync_dir(fs::parent_of(&d))?;
             }
         }
-        Ok(())
+        fs::close_to_others(&state)
     }
 
     /// The symlink target written for a release: relative, so the root can
