@@ -125,6 +125,69 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     ctx("open", path, File::open(path))
 }
 
+/// What stands at a path that is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotRegular(pub(crate) &'static str);
+
+/// The kind of file `m` describes, in words ("a FIFO (named pipe)").
+pub(crate) fn kind_of(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a regular file for reading, and nothing else: a symlink is not
+/// followed (`O_NOFOLLOW`), and a FIFO or device is never waited on
+/// (`O_NONBLOCK`, then `fstat`): such a path is `Ok(Err(kind))` at once.
+/// For files someone else put there (a drop folder).
+pub(crate) fn open_regular(path: &Path) -> Result<std::result::Result<File, NotRegular>> {
+    // Opening a device can act on it (a tape rewinds): look first.
+    if let Some(m) = symlink_metadata(path)?
+        && !m.is_file()
+    {
+        return Ok(Err(NotRegular(kind_of(&m))));
+    }
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Replaced by a symlink since the look.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Ok(Err(NotRegular("a symlink")));
+        }
+        Err(e) => return Err(FsError::new("open", path, e)),
+    };
+    let m = ctx("stat", path, f.metadata())?;
+    if !m.is_file() {
+        return Ok(Err(NotRegular(kind_of(&m))));
+    }
+    // Reads block as usual from here on.
+    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| FsError::new("fcntl", path, io::Error::from(e)))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| FsError::new("fcntl", path, io::Error::from(e)))?;
+    Ok(Ok(f))
+}
+
 /// Creates a new file exclusively, never following a symlink at `path`.
 pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
     ctx(

@@ -39,8 +39,7 @@ impl Session<'_> {
         // Only the release's own failure quarantines it: an interruption or
         // a host error says nothing about the release.
         let id = rec.id.clone();
-        let quarantine =
-            || fault.blames_release() && self.quarantine(v, &reason.kept, &id).is_ok();
+        let quarantine = || fault.blames_release() && self.quarantine(v, &reason.kept, &id).is_ok();
         match self.rollback_inner(rec, v, data_changed, health) {
             Ok(restored) => {
                 let _ = self.event("system.rollback.completed", rec, "ok", started, None);
@@ -117,14 +116,7 @@ impl Session<'_> {
         )
         .map_err(s)?;
         maintenance::on(&self.paths, "Maintenance in progress", "rollback").map_err(fse)?;
-        if rec.swapped
-            || self
-                .paths
-                .current_version()
-                .map_err(fse)?
-                .as_ref()
-                == Some(v)
-        {
+        if rec.swapped || self.paths.current_version().map_err(fse)?.as_ref() == Some(v) {
             match rec.from.clone() {
                 Some(f) => {
                     self.revert(Some(&f)).map_err(s)?;
