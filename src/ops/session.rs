@@ -48,6 +48,8 @@ impl<'a> Session<'a> {
         let paths = AppPaths::new(&cfg.root);
         paths.ensure()?;
         let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
+        // Nothing may change that the audit log could not record.
+        history::ensure_intact(&paths, &cfg.name)?;
         let s = Session {
             cfg,
             paths,
