@@ -616,7 +616,10 @@ mod tests {
         fs::write_atomic(&p.audit(), garbled.as_bytes()).unwrap();
         let e = ensure_intact(&p, "web").unwrap_err();
         assert!(matches!(e, HistoryError::Damaged { line: 2, .. }), "{e}");
-        assert!(e.to_string().contains("switchyard audit seal web --reason"), "{e}");
+        assert!(
+            e.to_string().contains("switchyard audit seal web --reason"),
+            "{e}"
+        );
 
         let actor = Actor {
             user: "ops".into(),
