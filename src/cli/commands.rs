@@ -299,7 +299,12 @@ fn agent(config: &Path) -> Result<(), Failure> {
 fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
     match Config::load(config) {
         Ok(c) => crate::cli::out(
-            &render::config_ok(&c.path, &c.apps.keys().collect::<Vec<_>>(), json),
+            &render::config_ok(
+                &c.path,
+                &c.apps.keys().collect::<Vec<_>>(),
+                &c.warnings,
+                json,
+            ),
             false,
         ),
         Err(ConfigError::Invalid { path, problems }) => {

@@ -433,11 +433,18 @@ pub(crate) fn status(st: &Status) -> String {
 }
 
 /// `config check` on a valid file.
-pub(crate) fn config_ok(path: &Path, apps: &[&String], as_json: bool) -> String {
+pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
+    path: &Path,
+    apps: &[&String],
+    warnings: &[P],
+    as_json: bool,
+) -> String {
     if as_json {
-        return json(&serde_json::json!({"ok": true, "path": path, "apps": apps}));
+        return json(
+            &serde_json::json!({"ok": true, "path": path, "apps": apps, "warnings": warnings}),
+        );
     }
-    format!(
+    let mut s = format!(
         "{}: ok ({} app{}: {})\n",
         path.display(),
         apps.len(),
@@ -446,7 +453,11 @@ pub(crate) fn config_ok(path: &Path, apps: &[&String], as_json: bool) -> String 
             .map(|a| a.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    )
+    );
+    for w in warnings {
+        s.push_str(&format!("{}:{} (warning)\n", path.display(), w));
+    }
+    s
 }
 
 /// `config check` on an invalid file: every problem, located.

@@ -143,10 +143,18 @@ fn raise_file_limit() {
     }
 }
 
+/// What the configuration allows but should not (a secret others can read).
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        warn!(config = %cfg.path.display(), "{w}");
+    }
+}
+
 /// Runs the agent until SIGTERM. Blocks; builds its own runtime.
 pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     crate::source::github::install_crypto_provider();
     let cfg = Config::load(config_path)?;
+    log_warnings(&cfg);
     raise_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -248,6 +256,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 match Config::load(&config_path).map_err(AgentError::from).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
                     Ok((new, wh)) => {
+                        log_warnings(&new);
                         let mut map = apps.lock().await;
                         for a in new.apps.values() {
                             match map.get(&a.name) {
