@@ -236,8 +236,9 @@ impl LocalDirSource {
             version: v.to_string(),
             source_desc: self.describe(),
             reason: format!(
-                "the folders {} name the same version, so which is meant is unclear; remove all but one (other versions are not affected)",
-                names.join(" and ")
+                "the folders {} {} name it, so which is meant is unclear; remove all but one (other versions are not affected)",
+                names.join(" and "),
+                if names.len() == 2 { "both" } else { "all" }
             ),
         }
     }
