@@ -116,12 +116,24 @@ fn hook_output_with_secrets_is_never_readable_by_other_users() {
         "the audit log keeps hook output forever"
     );
 
+    // A journal, left by an install killed mid-way.
+    w.simple_release("v1.2.0");
+    let out = w
+        .cmd()
+        .args(["install", "web", "1.2.0"])
+        .env("SWITCHYARD_CRASH_AT", "install.unpacked")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(w.root.join(".switchyard/journal.json").exists());
+
     // Everything under .switchyard is closed to other users; the releases
     // and shared paths stay readable (web servers read them).
     let mut files = Vec::new();
     files_under(&w.root.join(".switchyard"), &mut files);
     assert!(
         files.iter().any(|f| f.ends_with("warm.log"))
+            && files.iter().any(|f| f.ends_with("journal.json"))
             && files
                 .iter()
                 .any(|f| f.to_string_lossy().ends_with(".tar.gz")),
