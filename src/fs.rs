@@ -129,6 +129,69 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     ctx("open", path, File::open(path))
 }
 
+/// What stands at a path that is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotRegular(pub(crate) &'static str);
+
+/// The kind of file `m` describes, in words ("a FIFO (named pipe)").
+pub(crate) fn kind_of(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a regular file for reading, and nothing else: a symlink is not
+/// followed (`O_NOFOLLOW`), and a FIFO or device is never waited on
+/// (`O_NONBLOCK`, then `fstat`): such a path is `Ok(Err(kind))` at once.
+/// For files someone else put there (a drop folder).
+pub(crate) fn open_regular(path: &Path) -> Result<std::result::Result<File, NotRegular>> {
+    // Opening a device can act on it (a tape rewinds): look first.
+    if let Some(m) = symlink_metadata(path)?
+        && !m.is_file()
+    {
+        return Ok(Err(NotRegular(kind_of(&m))));
+    }
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Replaced by a symlink since the look.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Ok(Err(NotRegular("a symlink")));
+        }
+        Err(e) => return Err(FsError::new("open", path, e)),
+    };
+    let m = ctx("stat", path, f.metadata())?;
+    if !m.is_file() {
+        return Ok(Err(NotRegular(kind_of(&m))));
+    }
+    // Reads block as usual from here on.
+    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| FsError::new("fcntl", path, io::Error::from(e)))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| FsError::new("fcntl", path, io::Error::from(e)))?;
+    Ok(Ok(f))
+}
+
 /// Creates a new file exclusively, never following a symlink at `path`.
 pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
     ctx(
@@ -191,6 +254,34 @@ pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
             .mode(0o755)
             .create(path),
     )
+}
+
+/// Creates a directory and its missing parents closed to other users
+/// (0750), for what may hold secrets: hook logs, backups.
+pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
+    ctx(
+        "create directory",
+        path,
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(path),
+    )
+}
+
+/// Mode of directories that may hold secrets: no access for other users.
+pub(crate) const PRIVATE_DIR: u32 = 0o750;
+
+/// Takes every permission from other users on an existing directory (one
+/// made by an older version, or by hand).
+pub(crate) fn close_to_others(path: &Path) -> Result<()> {
+    if let Some(m) = symlink_metadata(path)?
+        && m.is_dir()
+        && m.permissions().mode() & 0o007 != 0
+    {
+        set_mode(path, m.permissions().mode() & 0o7770)?;
+    }
+    Ok(())
 }
 
 /// Removes a directory tree; a missing tree is not an error. Read-only
@@ -479,10 +570,21 @@ pub(crate) fn canonicalize(path: &Path) -> Result<PathBuf> {
 
 /// Writes `data` to `path` atomically: temporary sibling, fsync, rename, fsync
 /// of the directory. Readers see the old contents or the new, never a mix.
+/// The file is readable by everyone (0644): for what others must read.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// [`write_atomic`] for a file other users must not read (0640): state,
+/// journal, backup metadata.
+pub(crate) fn write_atomic_private(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o640)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {
-        let mut f = create_new(&tmp, 0o644)?;
+        let mut f = create_new(&tmp, mode)?;
         ctx("write", &tmp, f.write_all(data))?;
         fsync_file(&f, &tmp)?;
         drop(f);

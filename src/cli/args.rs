@@ -200,7 +200,7 @@ pub(super) enum Command {
         #[command(flatten)]
         out: Output,
     },
-    /// Check the audit log's hash chain.
+    /// Check the audit log's hash chain, or seal a damaged one.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
@@ -323,5 +323,17 @@ pub(super) enum AuditCmd {
         app: String,
         #[command(flatten)]
         out: Output,
+    },
+    /// After damage (a line that is not JSON, a broken chain): set the damaged
+    /// log aside as audit.jsonl.damaged-<time> and start a new chain whose first
+    /// event records its hash and line count, so deploys can go on.
+    Seal {
+        /// App name.
+        app: String,
+        /// What happened, for the record (kept in the seal event).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
     },
 }

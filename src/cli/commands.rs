@@ -65,7 +65,10 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         | Command::Deploy { common, .. }
         | Command::Revert { common, .. }
         | Command::Prune { common, .. }
-        | Command::Resolve { common, .. } => common.json,
+        | Command::Resolve { common, .. }
+        | Command::Audit {
+            cmd: AuditCmd::Seal { common, .. },
+        } => common.json,
         Command::Status { out, .. }
         | Command::Verify { out, .. }
         | Command::List { out, .. }
@@ -192,6 +195,21 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         Command::Audit {
             cmd: AuditCmd::Verify { app: a, out },
         } => (Request::AuditVerify { app: app(a) }, out.json, false),
+        Command::Audit {
+            cmd:
+                AuditCmd::Seal {
+                    app: a,
+                    reason,
+                    common,
+                },
+        } => (
+            Request::AuditSeal {
+                app: app(a),
+                reason: reason.clone(),
+            },
+            common.json,
+            common.wait,
+        ),
         Command::Backup { cmd } => match cmd {
             BackupCmd::Create { app: a, common } => (
                 Request::BackupCreate { app: app(a) },
@@ -281,7 +299,12 @@ fn agent(config: &Path) -> Result<(), Failure> {
 fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
     match Config::load(config) {
         Ok(c) => crate::cli::out(
-            &render::config_ok(&c.path, &c.apps.keys().collect::<Vec<_>>(), json),
+            &render::config_ok(
+                &c.path,
+                &c.apps.keys().collect::<Vec<_>>(),
+                &c.warnings,
+                json,
+            ),
             false,
         ),
         Err(ConfigError::Invalid { path, problems }) => {

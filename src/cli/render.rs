@@ -11,7 +11,7 @@ use crate::ops::api::{
 };
 use crate::ops::backup::BackupMeta;
 use crate::source::UpdateCheck;
-use crate::store::history::Event;
+use crate::store::history::{Event, SealInfo};
 use crate::version::Version;
 
 /// Pretty JSON and a newline.
@@ -45,9 +45,10 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             // `maintenance` has no --json: the same line either way.
             Outcome::Maintenance { on, flag } => maintenance(app, *on, flag),
             Outcome::Verified(r) => json(r),
-            Outcome::AuditVerified { lines } => {
-                json(&serde_json::json!({"ok": true, "lines": lines}))
+            Outcome::AuditVerified { lines, seal } => {
+                json(&serde_json::json!({"ok": true, "lines": lines, "seal": seal}))
             }
+            Outcome::AuditSealed(s) => json(s),
             Outcome::BackupCreated(m) => json(m),
             Outcome::Backups(all) => json(all),
             Outcome::BackupVerified(m) => json(&serde_json::json!({"ok": true, "backup": m})),
@@ -78,9 +79,17 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
         }
         Outcome::Maintenance { on, flag } => maintenance(app, *on, flag),
         Outcome::Verified(r) => verify(app, r),
-        Outcome::AuditVerified { lines } => {
-            format!("audit log of {app}: {lines} lines, chain intact\n")
+        Outcome::AuditVerified { lines, seal } => {
+            let mut s = format!("audit log of {app}: {lines} lines, chain intact\n");
+            if let Some(seal) = seal {
+                s.push_str(&sealed(seal));
+            }
+            s
         }
+        Outcome::AuditSealed(seal) => format!(
+            "audit log of {app} sealed: the damaged log is kept as {} ({} lines, sha256 {}); a new chain starts with the seal; deploys can go on\n",
+            seal.damaged_file, seal.damaged_lines, seal.damaged_sha256
+        ),
         Outcome::BackupCreated(m) => format!(
             "backup {} ({}, sha256 {})\n",
             m.id,
@@ -91,6 +100,26 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
         Outcome::BackupVerified(m) => format!("backup {}: checksum ok ({})\n", m.id, m.sha256),
         Outcome::BackupRestored { id } => format!("{app}: restored backup {id}\n"),
     }
+}
+
+/// How `audit verify` explains a chain that starts with a seal.
+fn sealed(s: &SealInfo) -> String {
+    let now = match s.file_now.as_str() {
+        "kept" => "it is still there, unchanged",
+        "changed" => "it has CHANGED since (its hash differs)",
+        _ => "it is no longer beside the log",
+    };
+    format!(
+        "the chain starts with a seal: sealed on {} by {}, who set the damaged log before it aside as {} ({} lines, sha256 {}; damaged at line {}: {}), saying {:?}; {now}\n",
+        s.time,
+        s.actor.user,
+        s.damaged_file,
+        s.damaged_lines,
+        s.damaged_sha256,
+        s.damaged_at_line,
+        s.problem,
+        s.reason
+    )
 }
 
 fn or_none(v: &Option<Version>) -> String {
@@ -404,11 +433,18 @@ pub(crate) fn status(st: &Status) -> String {
 }
 
 /// `config check` on a valid file.
-pub(crate) fn config_ok(path: &Path, apps: &[&String], as_json: bool) -> String {
+pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
+    path: &Path,
+    apps: &[&String],
+    warnings: &[P],
+    as_json: bool,
+) -> String {
     if as_json {
-        return json(&serde_json::json!({"ok": true, "path": path, "apps": apps}));
+        return json(
+            &serde_json::json!({"ok": true, "path": path, "apps": apps, "warnings": warnings}),
+        );
     }
-    format!(
+    let mut s = format!(
         "{}: ok ({} app{}: {})\n",
         path.display(),
         apps.len(),
@@ -417,7 +453,11 @@ pub(crate) fn config_ok(path: &Path, apps: &[&String], as_json: bool) -> String 
             .map(|a| a.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    )
+    );
+    for w in warnings {
+        s.push_str(&format!("{}:{} (warning)\n", path.display(), w));
+    }
+    s
 }
 
 /// `config check` on an invalid file: every problem, located.

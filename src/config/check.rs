@@ -19,28 +19,73 @@ use crate::config::{
 };
 use crate::version::check_component;
 
-/// The problems found so far, located in `text`.
+/// The problems (and warnings) found so far, located in `text`.
 struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
     /// Each app's root as written, and where.
     roots: BTreeMap<String, (PathBuf, Range<usize>)>,
+    warnings: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    /// Records a problem at `span`; an empty span at 0 means "no location".
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    fn locate(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
         let (line, column) = if span.start == 0 && span.end == 0 {
             (None, None)
         } else {
             let (l, c) = line_col(self.text, span.start);
             (Some(l), Some(c))
         };
-        self.problems.push(Problem {
+        Problem {
             line,
             column,
             message: message.into(),
-        });
+        }
+    }
+
+    /// Records a problem at `span`; an empty span at 0 means "no location".
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let p = self.locate(span, message);
+        self.problems.push(p);
+    }
+
+    /// Records a warning at `span`.
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let p = self.locate(span, message);
+        self.warnings.push(p);
+    }
+
+    /// A file whose content decides who is trusted (`secret`: and which
+    /// must stay unread): one other users can write is refused, for they
+    /// could put their own secret or key in it; a secret they can read is
+    /// warned about. A file that cannot be looked at (missing, or a user
+    /// without access running the CLI) is left to the code that reads it.
+    fn file_mode(&mut self, span: Range<usize>, key: &str, path: &Path, secret: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(Some(m)) = crate::fs::metadata(path) else {
+            return;
+        };
+        let mode = m.permissions().mode() & 0o7777;
+        let fix = if secret { "chmod 0600" } else { "chmod o-w" };
+        if mode & 0o002 != 0 {
+            self.at(
+                span,
+                format!(
+                    "{key}: {} is writable by other users (mode {mode:04o}), so anyone on this host could replace it; {fix} {} (owned by root)",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        } else if secret && mode & 0o004 != 0 {
+            self.warn(
+                span,
+                format!(
+                    "{key}: {} is readable by other users (mode {mode:04o}), so anyone on this host can read the secret; {fix} {}",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        }
     }
 }
 
@@ -71,6 +116,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         text,
         problems: Vec::new(),
         roots: BTreeMap::new(),
+        warnings: Vec::new(),
     };
     if raw.apps.is_empty() {
         ck.at(
@@ -93,6 +139,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         apps,
         agent,
+        warnings: ck.warnings,
     })
 }
 
@@ -545,6 +592,7 @@ fn check_agent(ck: &mut Checker<'_>, raw: Option<Spanned<RawAgent>>) -> AgentCon
     }
     if let Some(f) = a.webhook_secret_file {
         if f.get_ref().is_absolute() {
+            ck.file_mode(f.span(), "agent.webhook_secret_file", f.get_ref(), true);
             agent.webhook_secret_file = Some(f.into_inner());
         } else {
             ck.at(
@@ -633,6 +681,12 @@ fn check_trust(ck: &mut Checker<'_>, name: &str, raw: Option<Spanned<RawTrust>>)
                 ),
             );
         } else {
+            ck.file_mode(
+                f.span(),
+                &format!("apps.{name}.trust.key_files"),
+                f.get_ref(),
+                false,
+            );
             t.key_files.push(f.into_inner());
         }
     }
@@ -770,6 +824,12 @@ fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Op
             }
             if let Some(f) = src.token_file {
                 if f.get_ref().is_absolute() {
+                    ck.file_mode(
+                        f.span(),
+                        &format!("apps.{name}.source.token_file"),
+                        f.get_ref(),
+                        true,
+                    );
                     cfg.token_file = Some(f.into_inner());
                 } else {
                     ck.at(

@@ -74,6 +74,9 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// `[agent]`: the service's own settings.
     pub agent: AgentConfig,
+    /// What is allowed but unwise (a secret file other users can read):
+    /// shown by `config check` and logged by the agent.
+    pub warnings: Vec<Problem>,
 }
 
 /// Default control socket of the agent.

@@ -128,10 +128,34 @@ fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AgentError> {
     Ok(WebhookConfig { secret, repos })
 }
 
+/// Raises the open-file soft limit to the hard limit: every connection,
+/// hook pipe and state file takes a descriptor, and the usual soft limit
+/// (1024) is far below what the kernel allows the service.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => warn!(error = %e, soft, hard, "could not raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
+/// What the configuration allows but should not (a secret others can read).
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        warn!(config = %cfg.path.display(), "{w}");
+    }
+}
+
 /// Runs the agent until SIGTERM. Blocks; builds its own runtime.
 pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     crate::source::github::install_crypto_provider();
     let cfg = Config::load(config_path)?;
+    log_warnings(&cfg);
+    raise_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard-agent")
@@ -165,19 +189,12 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
             source,
         })?;
     let local = listener.local_addr().map_err(AgentError::Runtime)?;
-    let mut sd = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        let app = crate::daemon::http::router(http_state.clone());
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = sd.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = res {
-            error!(error = %e, "HTTP listener failed");
-        }
-        http_state
-    });
+    let http = tokio::spawn(crate::daemon::http::listener::serve(
+        listener,
+        crate::daemon::http::router(http_state),
+        crate::daemon::http::listener::Limits::default(),
+        shutdown_rx.clone(),
+    ));
 
     let mut apps: HashMap<String, AppHandle> = HashMap::new();
     for a in cfg.apps.values() {
@@ -201,7 +218,9 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         cfg.agent.control_group.as_deref(),
     )?;
     let ctl_path = cfg.agent.control_socket.clone();
-    let ctl = tokio::spawn(control::serve(ctl_listener, ctl_tx, shutdown_rx.clone()));
+    // On a thread of its own, so no load on the HTTP listener delays it.
+    let ctl =
+        control::spawn(ctl_listener, ctl_tx, shutdown_rx.clone()).map_err(AgentError::Runtime)?;
 
     info!(listen = %local, control = %ctl_path.display(), apps = cfg.apps.len(), "agent ready");
     notify_systemd(&[
@@ -237,6 +256,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 match Config::load(&config_path).map_err(AgentError::from).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
                     Ok((new, wh)) => {
+                        log_warnings(&new);
                         let mut map = apps.lock().await;
                         for a in new.apps.values() {
                             match map.get(&a.name) {
@@ -311,7 +331,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         std::process::exit(0);
     }
     let _ = http.await;
-    ctl.abort();
+    let _ = tokio::task::spawn_blocking(move || ctl.join()).await;
     let _ = crate::fs::remove_file(&ctl_path);
     if let Some(w) = watchdog {
         w.abort();

@@ -2,11 +2,18 @@
 //! which the CLI hands the running agent the requests it takes (promote,
 //! revert, deploy, status), so operations are serialised through the agent.
 //! One JSON [`Request`] line in, one JSON [`Reply`] line out: the operations
-//! API's own types, never rendered text. The caller's uid (SO_PEERCRED) is
-//! the actor in the audit log. Nothing is controllable over TCP.
+//! API's own types, never rendered text. While the operation runs the agent
+//! sends an empty line every [`HEARTBEAT`], so the CLI can tell a long
+//! deploy from a hung agent and give up on the latter ([`SILENCE`]). The
+//! caller's uid (SO_PEERCRED) is the actor in the audit log. Nothing is
+//! controllable over TCP.
+//!
+//! The socket is served on a thread and runtime of its own: no load on the
+//! HTTP listener can keep an operator out.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +26,13 @@ use crate::store::history::Actor;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
+
+/// How often the agent tells a waiting client it is still at work.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long either side waits for the other to say anything (the request
+/// line; the reply or a heartbeat; the connection itself).
+const SILENCE: Duration = Duration::from_secs(10);
 
 /// Errors of the control socket, on either side.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +105,18 @@ pub(crate) enum ControlError {
     /// Writing the request or reading the answer failed.
     #[error("talking to the agent")]
     Talk(#[source] std::io::Error),
+    /// The agent said nothing for too long.
+    #[error(
+        "the agent at {} did not answer within {}s: it is hung or starved (check `systemctl status switchyard` and its log); an operation it had started goes on or is repaired by its next start. SWITCHYARD_NO_AGENT=1 runs the command without the agent (the app's lock still keeps operations apart)",
+        path.display(),
+        secs
+    )]
+    Silent {
+        /// The socket.
+        path: PathBuf,
+        /// How long it was silent.
+        secs: u64,
+    },
     /// The agent closed the connection without answering (it stopped).
     #[error(
         "the agent at {} closed the connection before answering: it is stopping or restarting, so the operation may have been cut off; its next start (or the next command) finishes or undoes it: check with `switchyard status`",
@@ -132,7 +158,7 @@ impl ControlError {
 pub(crate) fn bind(
     path: &Path,
     group: Option<&str>,
-) -> Result<tokio::net::UnixListener, ControlError> {
+) -> Result<std::os::unix::net::UnixListener, ControlError> {
     if crate::fs::symlink_metadata(path)?.is_some() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ControlError::InUse(path.to_path_buf()));
@@ -142,7 +168,7 @@ pub(crate) fn bind(
     if let Some(parent) = path.parent() {
         crate::fs::create_dir_all(parent)?;
     }
-    let l = tokio::net::UnixListener::bind(path).map_err(|source| ControlError::Bind {
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(|source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
     })?;
@@ -165,8 +191,30 @@ pub(crate) fn bind(
 /// A request with its actor and where the reply goes.
 pub(crate) type Job = (Request, Actor, oneshot::Sender<Reply>);
 
+/// Serves the socket on a thread of its own until shutdown.
+pub(crate) fn spawn(
+    l: std::os::unix::net::UnixListener,
+    tx: mpsc::UnboundedSender<Job>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    l.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("switchyard-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match tokio::net::UnixListener::from_std(l) {
+                    Ok(l) => serve(l, tx, shutdown).await,
+                    Err(e) => warn!(error = %e, "the control socket cannot be served"),
+                }
+            })
+        })
+}
+
 /// Accepts connections until shutdown; each carries one request.
-pub(crate) async fn serve(
+async fn serve(
     l: tokio::net::UnixListener,
     tx: mpsc::UnboundedSender<Job>,
     mut shutdown: watch::Receiver<bool>,
@@ -175,7 +223,15 @@ pub(crate) async fn serve(
         tokio::select! {
             _ = crate::daemon::stopped(&mut shutdown) => break,
             acc = l.accept() => {
-                let Ok((stream, _)) = acc else { continue };
+                let stream = match acc {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // Out of descriptors, or the like: wait, do not spin.
+                        warn!(error = %e, "control socket: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = handle(stream, tx).await {
@@ -205,17 +261,26 @@ async fn handle(
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut r = tokio::io::BufReader::new(r).take(MAX_REQUEST as u64);
-    r.read_line(&mut line).await?;
+    tokio::time::timeout(SILENCE, r.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let reply: Reply = match serde_json::from_str::<Request>(&line) {
         Err(e) => Err(ControlError::BadRequest(e).to_remote()),
         Ok(req) => {
             info!(user = %actor.user, uid, op = ?req, "control request");
-            let (rtx, rrx) = oneshot::channel();
+            let (rtx, mut rrx) = oneshot::channel();
             let gone = || Err(ControlError::ShuttingDown.to_remote());
             if tx.send((req, actor, rtx)).is_err() {
                 gone()
             } else {
-                rrx.await.unwrap_or_else(|_| gone())
+                let mut beat =
+                    tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+                loop {
+                    tokio::select! {
+                        reply = &mut rrx => break reply.unwrap_or_else(|_| gone()),
+                        _ = beat.tick() => w.write_all(b"\n").await?,
+                    }
+                }
             }
         }
     };
@@ -228,7 +293,18 @@ async fn handle(
 /// Hands a request to a running agent. `Ok(None)` when no agent listens
 /// there (no socket, or nobody behind it): the CLI then acts directly.
 pub(crate) fn request(socket: &Path, req: &Request) -> Result<Option<Reply>, ControlError> {
-    let mut s = match std::os::unix::net::UnixStream::connect(socket) {
+    let silent = || ControlError::Silent {
+        path: socket.to_path_buf(),
+        secs: SILENCE.as_secs(),
+    };
+    // A connect waits while the agent's queue of connections is full (a
+    // hung agent): bounded on a helper thread, as std has no timeout here.
+    let (done, connected) = std::sync::mpsc::channel();
+    let to = socket.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = done.send(std::os::unix::net::UnixStream::connect(to));
+    });
+    let mut s = match connected.recv_timeout(SILENCE).map_err(|_| silent())? {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -251,19 +327,41 @@ pub(crate) fn request(socket: &Path, req: &Request) -> Result<Option<Reply>, Con
             });
         }
     };
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    s.set_read_timeout(Some(SILENCE))
+        .and_then(|()| s.set_write_timeout(Some(SILENCE)))
+        .map_err(ControlError::Talk)?;
     // Every request the agent takes serializes.
     let mut line = serde_json::to_vec(req).map_err(ControlError::BadRequest)?;
     line.push(b'\n');
-    s.write_all(&line).map_err(ControlError::Talk)?;
-    let mut answer = String::new();
-    BufReader::new(&s)
-        .read_line(&mut answer)
-        .map_err(ControlError::Talk)?;
-    if answer.is_empty() {
-        return Err(ControlError::Closed {
-            path: socket.to_path_buf(),
-        });
-    }
+    s.write_all(&line).map_err(|e| {
+        if timed_out(&e) {
+            silent()
+        } else {
+            ControlError::Talk(e)
+        }
+    })?;
+    // Empty lines are heartbeats: the operation is still running.
+    let mut r = BufReader::new(&s);
+    let answer = loop {
+        let mut answer = String::new();
+        match r.read_line(&mut answer) {
+            Ok(0) => {
+                return Err(ControlError::Closed {
+                    path: socket.to_path_buf(),
+                });
+            }
+            Ok(_) if answer.trim().is_empty() => continue,
+            Ok(_) => break answer,
+            Err(e) if timed_out(&e) => return Err(silent()),
+            Err(e) => return Err(ControlError::Talk(e)),
+        }
+    };
     serde_json::from_str(&answer)
         .map(Some)
         .map_err(|source| ControlError::NotUnderstood { answer, source })

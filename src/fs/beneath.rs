@@ -256,11 +256,11 @@ impl Dir {
 
     /// Writes `name` atomically: a temporary name beside it, fsync,
     /// rename, fsync of this directory.
-    pub(crate) fn write_atomic(&self, name: &Path, data: &[u8]) -> Result<()> {
+    pub(crate) fn write_atomic(&self, name: &Path, data: &[u8], mode: u32) -> Result<()> {
         let n = leaf(name).map_err(|e| FsError::new("write", self.join(name), e))?;
         let tmp = PathBuf::from(temp_name(n));
         let res = (|| {
-            let mut f = self.create_new(&tmp, 0o644)?;
+            let mut f = self.create_new(&tmp, mode)?;
             f.write_all(data)
                 .map_err(|e| FsError::new("write", self.join(&tmp), e))?;
             f.sync_all()
@@ -406,7 +406,9 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
-        shared.write_atomic(Path::new("m.json"), b"{}").unwrap();
+        shared
+            .write_atomic(Path::new("m.json"), b"{}", 0o644)
+            .unwrap();
         assert_eq!(
             shared.read_optional(Path::new("m.json")).unwrap().unwrap(),
             b"{}"

@@ -26,9 +26,9 @@ use crate::ops::lifecycle::DeployOptions;
 use crate::ops::session::Session;
 use crate::ops::status;
 use crate::source::{ReleaseSource, UpdateCheck};
-use crate::store::history::{self, Actor, Event};
+use crate::store::history::{self, Actor, Event, SealInfo};
 use crate::store::layout::{AppPaths, maintenance};
-use crate::store::state::Attention;
+use crate::store::state::{AppLock, Attention};
 use crate::version::{Version, VersionRequest};
 
 /// Who asks for an operation, and how.
@@ -169,6 +169,14 @@ pub(crate) enum Request {
         /// The app.
         app: String,
     },
+    /// Set a damaged audit log aside and start a new chain that records it.
+    #[serde(skip)]
+    AuditSeal {
+        /// The app.
+        app: String,
+        /// Why, in the operator's words (kept in the seal event).
+        reason: String,
+    },
     /// Take a backup now.
     #[serde(skip)]
     BackupCreate {
@@ -216,6 +224,7 @@ impl Request {
             | Request::Maintenance { app, .. }
             | Request::Verify { app, .. }
             | Request::AuditVerify { app }
+            | Request::AuditSeal { app, .. }
             | Request::BackupCreate { app }
             | Request::BackupList { app }
             | Request::BackupVerify { app, .. }
@@ -249,6 +258,7 @@ impl Request {
             Request::Resolve { .. } => "resolve".into(),
             Request::BackupCreate { .. } => "backup create".into(),
             Request::BackupRestore { .. } => "backup restore".into(),
+            Request::AuditSeal { .. } => "audit seal".into(),
             // The others take no lock.
             _ => String::new(),
         }
@@ -309,7 +319,12 @@ pub(crate) enum Outcome {
     AuditVerified {
         /// Lines checked.
         lines: u64,
+        /// The seal the chain starts with, when an earlier log was damaged.
+        seal: Option<SealInfo>,
     },
+    /// A damaged audit log set aside; a new chain started.
+    #[serde(skip)]
+    AuditSealed(SealInfo),
     /// A backup taken.
     #[serde(skip)]
     BackupCreated(BackupMeta),
@@ -338,6 +353,7 @@ impl Outcome {
             | Outcome::Resolved { .. }
             | Outcome::Maintenance { .. }
             | Outcome::BackupCreated(_)
+            | Outcome::AuditSealed(_)
             | Outcome::BackupRestored { .. } => true,
             Outcome::Pruned { removed, .. } => !removed.is_empty(),
             _ => false,
@@ -491,7 +507,15 @@ pub(crate) fn execute(
         }
         Request::AuditVerify { .. } => Outcome::AuditVerified {
             lines: history::check_chain(&paths).map_err(DeployError::Audit)?,
+            seal: history::seal_of_chain(&paths)?,
         },
+        Request::AuditSeal { reason, .. } => {
+            // The lock, but not a session: a session refuses a damaged log
+            // and its repair would append to it.
+            paths.ensure()?;
+            let _lock = AppLock::acquire(&paths, &cfg.name, &req.label(caller), caller.wait)?;
+            Outcome::AuditSealed(history::seal(&paths, &cfg.name, reason, &caller.actor)?)
+        }
         Request::BackupCreate { .. } => Outcome::BackupCreated(open()?.backup_now()?),
         Request::BackupList { .. } => Outcome::Backups(backup::list(&paths)?),
         Request::BackupVerify { id, .. } => {

@@ -142,7 +142,7 @@ pub(crate) struct BackupRequest<'a> {
 /// Takes a backup, then prunes old ones. Nothing is left behind on failure.
 pub(crate) fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<BackupMeta, BackupError> {
     let bdir = dir(paths);
-    fs::create_dir_all(&bdir)?;
+    fs::create_private_dir_all(&bdir)?;
     let now = jiff::Timestamp::now();
     // Sortable by creation time down to the microsecond: retention keeps
     // the newest by this order, so two backups in one second must not tie.
@@ -151,7 +151,12 @@ pub(crate) fn create(paths: &AppPaths, req: &BackupRequest<'_>) -> Result<Backup
         now.strftime("%Y%m%dT%H%M%S%.6f"),
         fastrand::u16(..)
     );
-    let work = bdir.join(format!(".tmp-work-{id}"));
+    // In the root, not in the closed `.switchyard/`: a backup hook running
+    // as the app's user must reach its dump folder (handed to it). A crash
+    // leaves a temporary name the repair removes.
+    let work = paths
+        .root
+        .join(fs::temp_name(std::ffi::OsStr::new("backup")));
     fs::create_dir(&work, 0o700)?;
     let res = create_in(paths, req, &id, &work);
     let _ = fs::remove_dir_all(&work);
@@ -235,7 +240,7 @@ fn create_in(
     };
     // The archive lands first; metadata published last marks it complete.
     fs::rename(&tmp, &archive_path(paths, id))?;
-    fs::write_atomic(
+    fs::write_atomic_private(
         &meta_path(paths, id),
         &serde_json::to_vec_pretty(&meta).expect("metadata serializes"),
     )?;
@@ -398,7 +403,10 @@ pub(crate) fn stage_restore(
     run_restore_hook: Option<HookFn<'_>>,
 ) -> Result<StagedRestore, BackupError> {
     let meta = verify(paths, id)?;
-    let work = dir(paths).join(format!(".tmp-restore-{id}-{:06x}", fastrand::u32(..)));
+    // In the root, like a backup's work folder (see `create`).
+    let work = paths
+        .root
+        .join(fs::temp_name(std::ffi::OsStr::new("restore")));
     fs::create_dir(&work, 0o700)?;
     let mut staged = StagedRestore {
         meta,

@@ -267,7 +267,9 @@ impl DeployError {
             DeployError::Source(SourceError::Refused { .. }) => exit::VERIFY,
             DeployError::Precheck(_)
             | DeployError::Blocked { .. }
+            | DeployError::History(HistoryError::Damaged { .. })
             | DeployError::BackupFailed(_) => exit::PRECHECK,
+            DeployError::History(HistoryError::NothingToSeal { .. }) => exit::USAGE,
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,

@@ -209,6 +209,45 @@ impl HookError {
         }
     }
 
+    /// The error without the hook's output, which may hold secrets: what is
+    /// kept in files (state, audit log) instead of the full message. It
+    /// names the log that holds the output.
+    pub(crate) fn without_output(&self) -> String {
+        match self {
+            HookError::Failed {
+                name,
+                code,
+                log_file,
+                ..
+            } => format!(
+                "hook {name} failed with exit code {code} (its output: {})",
+                log_file.display()
+            ),
+            HookError::Crashed {
+                name,
+                signal,
+                log_file,
+                ..
+            } => format!(
+                "hook {name} was killed by {signal}, not by switchyard (its output: {})",
+                log_file.display()
+            ),
+            HookError::TimedOut {
+                name,
+                timeout,
+                log_file,
+                ..
+            } => format!(
+                "hook {name} did not finish within {} and was killed with all its processes (its output: {})",
+                show_duration(*timeout),
+                log_file.display()
+            ),
+            HookError::Spawn { .. } | HookError::Wait { .. } | HookError::Fs(_) => {
+                crate::chain::chain(self)
+            }
+        }
+    }
+
     /// True when the hook may have done part of its work (it timed out or was
     /// killed mid-way), so neither "it ran" nor "it did not run" can be assumed.
     pub(crate) fn outcome_unknown(&self) -> bool {
@@ -249,7 +288,7 @@ pub(crate) fn run_hook(
     spec: &HookSpec,
     ctx: &HookContext,
 ) -> Result<HookOutcome, HookError> {
-    fs::create_dir_all(&ctx.log_dir)?;
+    fs::create_private_dir_all(&ctx.log_dir)?;
     let log_file = ctx.log_dir.join(format!("{}.log", file_stem(name)));
     let file = fs::open_append(&log_file)?;
     let mut log = HookLog {
@@ -366,18 +405,18 @@ pub(crate) fn run_hook(
 }
 
 /// Gives a backup or restore hook that runs as another user the folder of
-/// its dump (and the dump, when restoring): they are this operation's own,
-/// under `.switchyard/backups/`, and root's otherwise. The archive is then
+/// its dump (and the dump, when restoring): they are this operation's own
+/// temporary folder in the root, and root's otherwise. The archive is then
 /// written without following symlinks, so nothing the hook leaves there
 /// reaches beyond what that user could read.
 fn hand_over(file: &Path, root: &Path, who: &Identity) -> Result<(), FsError> {
-    let backups = crate::ops::backup::dir(&crate::store::layout::AppPaths::new(root));
     let (uid, gid) = (Some(who.uid), Some(who.gid));
     if fs::symlink_metadata(file)?.is_some() {
         fs::lchown(file, uid, gid)?;
     }
+    // The operation's folders up to (not including) the root.
     let mut dir = file.parent();
-    while let Some(d) = dir.filter(|d| d.starts_with(&backups) && *d != backups) {
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
         fs::lchown(d, uid, gid)?;
         dir = d.parent();
     }

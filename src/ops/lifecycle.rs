@@ -25,7 +25,7 @@ use crate::ops::error::{DeployError, chain};
 use crate::ops::hooks::run_hook;
 use crate::ops::install::InstallOptions;
 use crate::ops::session::{Session, remove_release};
-use crate::ops::steps::{Fault, NamedReport};
+use crate::ops::steps::{Fault, NamedReport, Why};
 use crate::ops::switch::SwitchReport;
 use crate::source::ReleaseSource;
 use crate::store::layout::maintenance;
@@ -110,7 +110,17 @@ impl Session<'_> {
             }
             Err(DeployError::Stopped) => Err(DeployError::Stopped),
             Err(e) => {
-                rec.last_error = Some(chain(&e));
+                // A failed or blocked deploy recorded its reason as it is
+                // kept on disk (without hook output); anything else is kept
+                // as it reads.
+                if rec.last_error.is_none()
+                    || !matches!(
+                        e,
+                        DeployError::Failed { .. } | DeployError::NeedsAttention { .. }
+                    )
+                {
+                    rec.last_error = Some(chain(&e));
+                }
                 let state = match (&e, rec.state) {
                     (DeployError::Precheck(_) | DeployError::Blocked { .. }, _) => {
                         DeployState::PrecheckFailed
@@ -271,20 +281,19 @@ impl Session<'_> {
             match run_hook("migrate", spec, &ctx) {
                 Ok(_) => rec.migrate_done = true,
                 Err(e) if e.outcome_unknown() => {
-                    let reason = format!(
-                        "the migrate hook of {v} did not finish ({}); its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
-                        chain(&e),
+                    let why = Why::hook("", &e).map(|hook| format!(
+                        "the migrate hook of {v} did not finish ({hook}); its outcome is unknown, so Switchyard will not guess: check the data, restore backup {} if needed, then run `switchyard resolve {}`",
                         rec.backup_id.as_deref().unwrap_or("(none)"),
                         self.cfg.name
-                    );
-                    self.set_attention("needs_attention", &reason, &rec.id)?;
-                    return Err(DeployError::NeedsAttention { reason });
+                    ));
+                    self.set_attention("needs_attention", &why.kept, &rec.id)?;
+                    rec.last_error = Some(why.kept);
+                    return Err(DeployError::NeedsAttention { reason: why.full });
                 }
                 Err(e) => {
                     // A migrate that failed cleanly may still have changed
                     // data: put the backup back per policy, then give up.
                     let fault = Fault::hook("migrate hook failed", &e);
-                    rec.last_error = Some(fault.reason().to_string());
                     return Err(self.rollback(rec, &v, &fault, true, health));
                 }
             }
@@ -299,7 +308,6 @@ impl Session<'_> {
             if crate::process::stopping() {
                 return Err(DeployError::Stopped);
             }
-            rec.last_error = Some(fault.reason().to_string());
             return Err(self.rollback(rec, &v, &fault, rec.migrate_done, health));
         }
         Ok(v)
@@ -337,8 +345,7 @@ impl Session<'_> {
         installed_now: bool,
         fault: &Fault,
     ) -> DeployError {
-        let reason = fault.reason();
-        rec.last_error = Some(reason.to_string());
+        let why = fault.why();
         if installed_now && !self.cfg.policy.keep_failed {
             if let Err(e) = remove_release(&self.paths, v) {
                 warn!(error = %e, "could not remove the failed release");
@@ -346,12 +353,11 @@ impl Session<'_> {
         }
         let quarantined = fault.blames_release()
             && self
-                .quarantine(v, reason, &rec.id)
+                .quarantine(v, &why.kept, &rec.id)
                 .inspect_err(|e| warn!(error = %chain(e), "could not quarantine"))
                 .is_ok();
-        DeployError::Failed {
-            state: DeployState::Failed,
-            reason: format!(
+        let why = why.map(|reason| {
+            format!(
                 "{reason}; the live release was not touched{}{}",
                 if quarantined {
                     format!(", {v} is quarantined")
@@ -363,7 +369,12 @@ impl Session<'_> {
                 } else {
                     ""
                 }
-            ),
+            )
+        });
+        rec.last_error = Some(why.kept);
+        DeployError::Failed {
+            state: DeployState::Failed,
+            reason: why.full,
             rolled_back: false,
         }
     }
@@ -435,18 +446,17 @@ impl Session<'_> {
                 Ok(r)
             }
             Err(Fault::Release(reason)) if op == "revert" => {
-                let why = format!(
+                let why = reason.map(|reason| format!(
                     "reverted to {v}, but {reason}; the maintenance flag is on: fix the app, then `switchyard resolve {}`",
                     self.cfg.name
-                );
-                rec.last_error = Some(why.clone());
-                self.set_attention("needs_attention", &why, &rec.id)?;
+                ));
+                rec.last_error = Some(why.kept.clone());
+                self.set_attention("needs_attention", &why.kept, &rec.id)?;
                 let _ = self.finish_record(&mut rec, DeployState::Failed, started);
-                Err(DeployError::NeedsAttention { reason: why })
+                Err(DeployError::NeedsAttention { reason: why.full })
             }
             Err(_) if crate::process::stopping() => Err(DeployError::Stopped),
             Err(fault) => {
-                rec.last_error = Some(fault.reason().to_string());
                 let err = self.rollback(&mut rec, v, &fault, false, &mut health);
                 let state = if matches!(err, DeployError::NeedsAttention { .. }) {
                     DeployState::RollbackFailed

@@ -10,7 +10,7 @@ use tracing::warn;
 use crate::config::RestorePolicy;
 use crate::ops::error::{DeployError, chain};
 use crate::ops::session::{Session, set_link};
-use crate::ops::steps::{Fault, NamedReport, closing_event};
+use crate::ops::steps::{Fault, NamedReport, Why, closing_event};
 use crate::store::history;
 use crate::store::layout::maintenance;
 use crate::store::state::{AppState, DeployRecord, DeployState};
@@ -18,7 +18,9 @@ use crate::version::Version;
 
 impl Session<'_> {
     /// Reverts a failed deploy of `v`: swap back, activate, check, restore
-    /// the backup where data may have changed.
+    /// the backup where data may have changed. The record's `last_error`
+    /// gets the outcome as it is kept on disk; the error returned has it in
+    /// full.
     pub(super) fn rollback(
         &self,
         rec: &mut DeployRecord,
@@ -27,23 +29,23 @@ impl Session<'_> {
         data_changed: bool,
         health: &mut Vec<NamedReport>,
     ) -> DeployError {
+        let reason = fault.why();
+        rec.last_error = Some(reason.kept.clone());
         if crate::process::stopping() {
             // The repair at the next start does this rollback.
             return DeployError::Stopped;
         }
         let started = Instant::now();
-        let reason = fault.reason();
         // Only the release's own failure quarantines it: an interruption or
         // a host error says nothing about the release.
         let id = rec.id.clone();
-        let quarantine = || fault.blames_release() && self.quarantine(v, reason, &id).is_ok();
+        let quarantine = || fault.blames_release() && self.quarantine(v, &reason.kept, &id).is_ok();
         match self.rollback_inner(rec, v, data_changed, health) {
             Ok(restored) => {
                 let _ = self.event("system.rollback.completed", rec, "ok", started, None);
                 let quarantined = quarantine();
-                DeployError::Failed {
-                    state: DeployState::Failed,
-                    reason: format!(
+                let why = reason.map(|reason| {
+                    format!(
                         "{reason}; reverted to {}{}{}",
                         rec.from
                             .as_ref()
@@ -59,25 +61,37 @@ impl Session<'_> {
                         } else {
                             String::new()
                         }
-                    ),
+                    )
+                });
+                rec.last_error = Some(why.kept);
+                DeployError::Failed {
+                    state: DeployState::Failed,
+                    reason: why.full,
                     rolled_back: true,
                 }
             }
             Err(e) => {
-                let why = format!(
-                    "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
-                    self.cfg.name, self.cfg.name
-                );
+                let then = |reason: &str, e: &str| {
+                    format!(
+                        "{reason}; then the revert failed too: {e}. The maintenance flag stays on and deploys are blocked: check `switchyard status {}`, fix the app by hand (`switchyard revert --to`, `switchyard backup restore`), then run `switchyard resolve {}`",
+                        self.cfg.name, self.cfg.name
+                    )
+                };
+                let why = Why {
+                    full: then(&reason.full, &e.full),
+                    kept: then(&reason.kept, &e.kept),
+                };
                 let _ = self.event(
                     "system.rollback.failed",
                     rec,
                     "failed",
                     started,
-                    Some(why.clone()),
+                    Some(why.kept.clone()),
                 );
-                let _ = self.set_attention("rollback_failed", &why, &rec.id);
+                let _ = self.set_attention("rollback_failed", &why.kept, &rec.id);
                 quarantine();
-                DeployError::NeedsAttention { reason: why }
+                rec.last_error = Some(why.kept);
+                DeployError::NeedsAttention { reason: why.full }
             }
         }
     }
@@ -88,8 +102,9 @@ impl Session<'_> {
         v: &Version,
         data_changed: bool,
         health: &mut Vec<NamedReport>,
-    ) -> Result<bool, String> {
-        let s = |e: DeployError| chain(&e);
+    ) -> Result<bool, Why> {
+        let s = |e: DeployError| Why::plain(chain(&e));
+        let fse = |e: crate::fs::FsError| Why::plain(chain(&e));
         self.save_rec(rec, DeployState::RollbackRunning, "revert")
             .map_err(s)?;
         self.event(
@@ -101,15 +116,8 @@ impl Session<'_> {
         )
         .map_err(s)?;
         maintenance::on(&self.paths, "Maintenance in progress", "rollback")
-            .map_err(|e| chain(&e))?;
-        if rec.swapped
-            || self
-                .paths
-                .current_version()
-                .map_err(|e| chain(&e))?
-                .as_ref()
-                == Some(v)
-        {
+            .map_err(|e| Why::plain(chain(&e)))?;
+        if rec.swapped || self.paths.current_version().map_err(fse)?.as_ref() == Some(v) {
             match rec.from.clone() {
                 Some(f) => {
                     self.revert(Some(&f)).map_err(s)?;
@@ -121,16 +129,14 @@ impl Session<'_> {
                         .prev_last_good
                         .clone()
                         .filter(|l| l != &f && (rec.op == "revert" || l != v));
-                    set_link(&self.paths.last_good(), target.as_ref()).map_err(|e| chain(&e))?;
+                    set_link(&self.paths.last_good(), target.as_ref()).map_err(fse)?;
                     let dir = self.paths.release(&f);
                     let ctx = self.hook_ctx(&f, Some(v), &dir, &rec.id, None);
                     self.run_opt_hook("activate", self.cfg.hooks.activate.as_ref(), &ctx)
-                        .map_err(|e| {
-                            format!("activate hook failed after the revert: {}", chain(&e))
-                        })?;
+                        .map_err(|e| Why::hook("activate hook failed after the revert", &e))?;
                 }
                 None => {
-                    set_link(&self.paths.current(), None).map_err(|e| chain(&e))?;
+                    set_link(&self.paths.current(), None).map_err(fse)?;
                 }
             }
             rec.swapped = false;
@@ -170,10 +176,10 @@ impl Session<'_> {
                 &self.paths.release(&f),
                 health,
             )
-            .map_err(|f| f.reason().to_string())?;
+            .map_err(|fault| fault.why().clone())?;
         }
         if !ask_pending {
-            maintenance::off(&self.paths).map_err(|e| chain(&e))?;
+            maintenance::off(&self.paths).map_err(|e| Why::plain(chain(&e)))?;
         }
         Ok(restored)
     }
@@ -237,11 +243,10 @@ impl Session<'_> {
                 let err = self.rollback(
                     &mut rec,
                     &v,
-                    &Fault::Host(reason),
+                    &Fault::Host(Why::plain(reason)),
                     data_changed,
                     &mut health,
                 );
-                rec.last_error = Some(chain(&err));
                 let state = if matches!(err, DeployError::NeedsAttention { .. }) {
                     DeployState::RollbackFailed
                 } else {

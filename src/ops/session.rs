@@ -51,6 +51,8 @@ impl<'a> Session<'a> {
         paths.ensure()?;
         let lock = AppLock::acquire(&paths, &cfg.name, operation, wait)?;
         paths.claim(&cfg.name)?;
+        // Nothing may change that the audit log could not record.
+        history::ensure_intact(&paths, &cfg.name)?;
         let s = Session {
             cfg,
             paths,

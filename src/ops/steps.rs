@@ -23,22 +23,67 @@ use crate::store::state::{
 };
 use crate::version::Version;
 
+/// A failure's message twice: in full for the operator, and as it is kept
+/// in files (state, audit log), where a hook's output never goes: it may
+/// hold secrets, and the audit log can never be scrubbed. The kept text
+/// names the hook's log instead.
+#[derive(Debug, Clone)]
+pub(super) struct Why {
+    /// For the operator: with the hook's last output.
+    pub(super) full: String,
+    /// For files: without it.
+    pub(super) kept: String,
+}
+
+impl Why {
+    /// A message that holds no hook output: the same text both ways.
+    pub(super) fn plain(text: String) -> Why {
+        Why {
+            kept: text.clone(),
+            full: text,
+        }
+    }
+
+    /// A failed hook, after `what` when it is not empty.
+    pub(super) fn hook(what: &str, e: &HookError) -> Why {
+        let with = |t: String| {
+            if what.is_empty() {
+                t
+            } else {
+                format!("{what}: {t}")
+            }
+        };
+        Why {
+            full: with(chain(e)),
+            kept: with(e.without_output()),
+        }
+    }
+
+    /// Both texts put into the same sentence.
+    pub(super) fn map(&self, f: impl Fn(&str) -> String) -> Why {
+        Why {
+            full: f(&self.full),
+            kept: f(&self.kept),
+        }
+    }
+}
+
 /// Why a step failed: the release's fault (a hook or a health check said
 /// no, so the release is quarantined) or the host's (I/O, a full disk, an
 /// interruption: the release is not to blame, and may be deployed again).
 #[derive(Debug, Clone)]
 pub(super) enum Fault {
     /// A hook or a health check of the release failed.
-    Release(String),
+    Release(Why),
     /// Something on the host failed.
-    Host(String),
+    Host(Why),
 }
 
 impl Fault {
-    /// The reason, for messages.
-    pub(super) fn reason(&self) -> &str {
+    /// The reason, both ways.
+    pub(super) fn why(&self) -> &Why {
         match self {
-            Fault::Release(r) | Fault::Host(r) => r,
+            Fault::Release(w) | Fault::Host(w) => w,
         }
     }
 
@@ -49,22 +94,26 @@ impl Fault {
 
     /// A failed hook: the release's fault unless the host failed it.
     pub(super) fn hook(what: &str, e: &HookError) -> Fault {
-        let reason = if what.is_empty() {
-            chain(e)
-        } else {
-            format!("{what}: {}", chain(e))
-        };
+        let why = Why::hook(what, e);
         if e.is_host_fault() {
-            Fault::Host(reason)
+            Fault::Host(why)
         } else {
-            Fault::Release(reason)
+            Fault::Release(why)
         }
     }
 
     /// A host failure from an operation's error.
     pub(super) fn host(e: DeployError) -> Fault {
-        Fault::Host(chain(&e))
+        Fault::Host(Why::plain(chain(&e)))
     }
+}
+
+/// A backup or restore hook's failure as the backup's error carries it (into
+/// the state file and the audit log): without the hook's output, which is
+/// logged here in full for the operator instead.
+fn kept_hook_error(e: &HookError) -> String {
+    error!(error = %chain(e), "hook failed");
+    e.without_output()
 }
 
 /// A health report with the phase it belongs to.
@@ -241,10 +290,11 @@ impl Session<'_> {
                 "{which} health check failed: {}",
                 err.unwrap_or_else(|| "no check passed".into())
             );
+            let why = Why::plain(reason);
             Err(if host {
-                Fault::Host(reason)
+                Fault::Host(why)
             } else {
-                Fault::Release(reason)
+                Fault::Release(why)
             })
         }
     }
@@ -333,7 +383,7 @@ impl Session<'_> {
             let ctx = self.hook_ctx(v, prev, &live_dir, id, Some(file));
             run_hook("backup", spec, &ctx)
                 .map(|_| ())
-                .map_err(|e| chain(&e))
+                .map_err(|e| kept_hook_error(&e))
         };
         let empty = crate::config::SharedConfig::default();
         let meta = backup::create(
@@ -373,7 +423,7 @@ impl Session<'_> {
             let ctx = self.hook_ctx(version, None, &dir, deploy_id, Some(file));
             run_hook("restore", spec, &ctx)
                 .map(|_| ())
-                .map_err(|e| chain(&e))
+                .map_err(|e| kept_hook_error(&e))
         };
         let staged = backup::stage_restore(
             &self.paths,

@@ -156,34 +156,35 @@ impl LocalDirSource {
     pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
         LocalDirSource { dir: dir.into() }
     }
-}
 
-fn read_sidecar(path: &Path) -> Result<Vec<u8>, SourceError> {
-    let f = fs::open(path)?;
-    let mut buf = Vec::new();
-    f.take(MAX_SIDECAR_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| FsError::new("read", path, e))?;
-    if buf.len() as u64 > MAX_SIDECAR_BYTES {
-        return Err(SourceError::Malformed {
-            version: path
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            source_desc: format!("local folder {}", path.display()),
-            reason: format!("{} is larger than 1 MiB", path.display()),
-        });
-    }
-    Ok(buf)
-}
-
-impl ReleaseSource for LocalDirSource {
-    fn describe(&self) -> String {
-        format!("local folder {}", self.dir.display())
+    /// Opens a file of release `tag`: a regular file only. Anyone who can
+    /// write to the folder could leave a FIFO (an open that never returns,
+    /// with the app's lock held), a device such as `/dev/zero` (a stream
+    /// without end) or a symlink to either: refused at once, by type.
+    fn open_file(&self, tag: &str, path: &Path) -> Result<std::fs::File, SourceError> {
+        fs::open_regular(path)?.map_err(|kind| SourceError::Refused {
+            version: tag.to_string(),
+            source_desc: self.describe(),
+            reason: format!(
+                "{} is {}, not a regular file; a release folder holds only regular files",
+                path.display(),
+                kind.0
+            ),
+        })
     }
 
-    fn releases(&self) -> Result<Vec<ReleaseInfo>, SourceError> {
+    /// Every release folder by version, and the versions two folders name
+    /// (`v1.3.0/` and `1.3.0/`), with those folders.
+    #[allow(clippy::type_complexity)]
+    fn scan(
+        &self,
+    ) -> Result<
+        (
+            BTreeMap<Version, ReleaseInfo>,
+            BTreeMap<Version, Vec<String>>,
+        ),
+        SourceError,
+    > {
         if fs::metadata(&self.dir)?.is_none() {
             return Err(SourceError::NotFound {
                 what: "the release folder".into(),
@@ -191,6 +192,7 @@ impl ReleaseSource for LocalDirSource {
             });
         }
         let mut by_version: BTreeMap<Version, ReleaseInfo> = BTreeMap::new();
+        let mut ambiguous: BTreeMap<Version, Vec<String>> = BTreeMap::new();
         let mut names: Vec<String> = fs::list_dir(&self.dir)?
             .into_iter()
             .filter_map(|n| n.into_string().ok())
@@ -210,6 +212,10 @@ impl ReleaseSource for LocalDirSource {
             if !fs::metadata(&self.dir.join(&name))?.is_some_and(|m| m.is_dir()) {
                 continue;
             }
+            if let Some(names) = ambiguous.get_mut(&version) {
+                names.push(name);
+                continue;
+            }
             let info = ReleaseInfo {
                 prerelease: version.is_prerelease(),
                 version: version.clone(),
@@ -218,14 +224,89 @@ impl ReleaseSource for LocalDirSource {
                 notes: None,
             };
             if let Some(prev) = by_version.insert(version.clone(), info) {
-                return Err(SourceError::Malformed {
-                    version: version.to_string(),
-                    source_desc: self.describe(),
-                    reason: format!("both {} and {} name it; remove one", prev.tag, name),
-                });
+                by_version.remove(&version);
+                ambiguous.insert(version, vec![prev.tag, name]);
             }
         }
-        Ok(by_version.into_values().collect())
+        Ok((by_version, ambiguous))
+    }
+
+    fn ambiguous_error(&self, v: &Version, names: &[String]) -> SourceError {
+        SourceError::Malformed {
+            version: v.to_string(),
+            source_desc: self.describe(),
+            reason: format!(
+                "the folders {} {} name it, so which is meant is unclear; remove all but one (other versions are not affected)",
+                names.join(" and "),
+                if names.len() == 2 { "both" } else { "all" }
+            ),
+        }
+    }
+
+    fn read_sidecar(&self, tag: &str, path: &Path) -> Result<Vec<u8>, SourceError> {
+        let f = self.open_file(tag, path)?;
+        let mut buf = Vec::new();
+        f.take(MAX_SIDECAR_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| FsError::new("read", path, e))?;
+        if buf.len() as u64 > MAX_SIDECAR_BYTES {
+            return Err(SourceError::Malformed {
+                version: tag.to_string(),
+                source_desc: self.describe(),
+                reason: format!("{} is larger than 1 MiB", path.display()),
+            });
+        }
+        Ok(buf)
+    }
+}
+
+impl ReleaseSource for LocalDirSource {
+    fn describe(&self) -> String {
+        format!("local folder {}", self.dir.display())
+    }
+
+    /// The unambiguous releases; a version two folders name is left out
+    /// (with a warning), and refused when asked for by [`Self::resolve`].
+    fn releases(&self) -> Result<Vec<ReleaseInfo>, SourceError> {
+        let (found, ambiguous) = self.scan()?;
+        for (v, names) in &ambiguous {
+            tracing::warn!(dir = %self.dir.display(), version = %v, "{}", self.ambiguous_error(v, names));
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// As the trait's, except that a version two folders name is refused:
+    /// asked for exactly, or as `latest` when it is the newest (rather
+    /// than quietly taking an older release).
+    fn resolve(
+        &self,
+        req: &VersionRequest,
+        include_prereleases: bool,
+    ) -> Result<ReleaseInfo, SourceError> {
+        let (found, ambiguous) = self.scan()?;
+        let wanted = match req {
+            VersionRequest::Exact(v) => Some(v.clone()),
+            VersionRequest::Latest => found
+                .keys()
+                .chain(ambiguous.keys())
+                .filter(|v| include_prereleases || !v.is_prerelease())
+                .max()
+                .cloned(),
+        };
+        if let Some(v) = &wanted
+            && let Some(names) = ambiguous.get(v)
+        {
+            return Err(self.ambiguous_error(v, names));
+        }
+        wanted
+            .and_then(|v| found.get(&v).cloned())
+            .ok_or_else(|| SourceError::NotFound {
+                what: match req {
+                    VersionRequest::Exact(v) => format!("release {v}"),
+                    VersionRequest::Latest => "a stable release".to_string(),
+                },
+                source_desc: self.describe(),
+            })
     }
 
     fn fetch(&self, info: &ReleaseInfo) -> Result<FetchedRelease, SourceError> {
@@ -268,11 +349,11 @@ impl ReleaseSource for LocalDirSource {
             let wanted = n == SUMS_NAME || n.ends_with(".minisig") || n == "release.toml";
             if wanted {
                 check_component("sidecar name", n)?;
-                sidecars.insert(n.clone(), read_sidecar(&rdir.join(n))?);
+                sidecars.insert(n.clone(), self.read_sidecar(&info.tag, &rdir.join(n))?);
             }
         }
         let asset_path = rdir.join(&asset_name);
-        let f = fs::open(&asset_path)?;
+        let f = self.open_file(&info.tag, &asset_path)?;
         let size = f.metadata().ok().map(|m| m.len());
         Ok(FetchedRelease {
             info: info.clone(),

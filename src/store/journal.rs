@@ -105,7 +105,7 @@ impl Journal {
     /// Writes the journal durably.
     pub(crate) fn write(&self, paths: &AppPaths) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
-        fs::write_atomic(&paths.journal(), &data)?;
+        fs::write_atomic_private(&paths.journal(), &data)?;
         Ok(())
     }
 

@@ -88,7 +88,9 @@ impl AppPaths {
     }
 
     /// Creates the folders an operation needs; existing ones are kept. A
-    /// symlink or file in their place is refused.
+    /// symlink or file in their place is refused. The state folder is
+    /// closed to other users (its files hold hook output, backups and
+    /// history), also when an older version left it open.
     pub fn ensure(&self) -> Result<(), LayoutError> {
         if fs::metadata(&self.root)?.is_none() {
             fs::create_dir_all(&self.root)?;
@@ -98,6 +100,7 @@ impl AppPaths {
         for d in ["releases", "shared", ".switchyard", ".switchyard/manifests"] {
             root.create_dirs(Path::new(d))?;
         }
+        fs::close_to_others(&self.state_dir())?;
         Ok(())
     }
 
@@ -126,7 +129,7 @@ impl AppPaths {
         self.check_owner(app)?;
         let state = self.open_root()?.dir(Path::new(".switchyard"))?;
         if state.stat(Path::new(OWNER))?.is_none() {
-            state.write_atomic(Path::new(OWNER), format!("{app}\n").as_bytes())?;
+            state.write_atomic(Path::new(OWNER), format!("{app}\n").as_bytes(), 0o640)?;
         }
         Ok(())
     }
@@ -447,9 +450,11 @@ pub(crate) mod maintenance {
         };
         fs::create_dir_all(&paths.root)?;
         let dir = shared_dir(paths, true)?.expect("created");
+        // World-readable: the web server tests for it.
         dir.write_atomic(
             Path::new(FLAG),
             &serde_json::to_vec_pretty(&m).expect("serializes"),
+            0o644,
         )?;
         Ok(m)
     }

@@ -357,7 +357,7 @@ impl AppState {
     /// Saves the state atomically.
     pub(crate) fn save(&self, paths: &AppPaths) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
-        fs::write_atomic(&paths.state_file(), &data)?;
+        fs::write_atomic_private(&paths.state_file(), &data)?;
         Ok(())
     }
 }

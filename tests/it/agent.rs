@@ -13,16 +13,21 @@ use crate::mock_github::MockGithub;
 
 const SECRET: &str = "It's a Secret to Everybody";
 
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(w: &World) -> Agent {
+    pub(crate) fn start(w: &World) -> Agent {
+        Self::start_cmd(w, Command::new(assert_cmd::cargo::cargo_bin("switchyard")))
+    }
+
+    /// Starts `cmd` (the binary, or a wrapper that runs it) as the agent.
+    pub(crate) fn start_cmd(w: &World, mut cmd: Command) -> Agent {
         let log = w.tmp.path().join("agent.log");
-        let child = Command::new(assert_cmd::cargo::cargo_bin("switchyard"))
+        let child = cmd
             .args(["--config", w.config.to_str().unwrap(), "agent"])
             .env("RUST_LOG", "switchyard=info,warn")
             .env("SWITCHYARD_FAKE_CLOCK_FILE", w.tmp.path().join("clock"))
@@ -44,7 +49,7 @@ impl Agent {
         a
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -86,7 +91,7 @@ impl Agent {
         (code, body)
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &[], b"")
     }
 
@@ -132,7 +137,7 @@ impl Drop for Agent {
     }
 }
 
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if f() {
@@ -143,7 +148,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

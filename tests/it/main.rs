@@ -16,6 +16,7 @@ mod cli;
 mod crash;
 mod faults;
 mod github;
+mod hardening;
 mod hostile;
 mod layers;
 mod lifecycle;

@@ -5,6 +5,7 @@
 //! Nothing here controls a deploy: deploy control is the unix socket,
 //! elsewhere.
 
+pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod webhook;
 
