@@ -394,16 +394,7 @@ impl Session<'_> {
     /// check; a failing check leaves the maintenance flag on and asks for an
     /// operator.
     pub(super) fn revert_checked(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
-        let target = match to {
-            Some(v) => v.clone(),
-            None => {
-                self.paths
-                    .last_good_version()?
-                    .ok_or_else(|| DeployError::NothingToRevert {
-                        app: self.cfg.name.clone(),
-                    })?
-            }
-        };
+        let target = self.revert_target(to)?;
         self.switch_checked("revert", &target)
     }
 

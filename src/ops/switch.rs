@@ -35,17 +35,21 @@ impl Session<'_> {
 
     /// Swaps `current` back to `last-good`, or to `to`.
     pub(super) fn revert(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
-        let target = match to {
-            Some(v) => v.clone(),
-            None => {
-                self.paths
-                    .last_good_version()?
-                    .ok_or_else(|| DeployError::NothingToRevert {
-                        app: self.cfg.name.clone(),
-                    })?
-            }
-        };
+        let target = self.revert_target(to)?;
         self.switch("revert", &target)
+    }
+
+    /// What a revert goes to: `to`, or `last-good`.
+    pub(super) fn revert_target(&self, to: Option<&Version>) -> Result<Version, DeployError> {
+        match to {
+            Some(v) => Ok(v.clone()),
+            None => self
+                .paths
+                .last_good_version()?
+                .ok_or_else(|| DeployError::NothingToRevert {
+                    app: self.cfg.name.clone(),
+                }),
+        }
     }
 
     fn switch(&self, op: &str, v: &Version) -> Result<SwitchReport, DeployError> {
