@@ -153,6 +153,9 @@ fn switch(app: &str, r: &SwitchReport) -> String {
 }
 
 fn deploy(app: &str, r: &DeployOutcome) -> String {
+    if r.already_live {
+        return format!("{app} {} is already live; nothing to do\n", r.to);
+    }
     let mut s = format!(
         "{app}: deployed {} (was {}); deploy id {}\n",
         r.to,

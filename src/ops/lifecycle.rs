@@ -56,6 +56,9 @@ pub(crate) struct DeployOutcome {
     pub to: Version,
     /// Health reports, in order (staging, live).
     pub health: Vec<NamedReport>,
+    /// The version asked for was live already: nothing was done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_live: bool,
     /// Backup taken, if any.
     pub backup_id: Option<String>,
 }
@@ -79,6 +82,22 @@ impl Session<'_> {
     ) -> Result<DeployOutcome, DeployError> {
         let started = Instant::now();
         let from = self.paths.current_version()?;
+        if let VersionRequest::Exact(v) = req
+            && from.as_ref() == Some(v)
+        {
+            // Deploying what is live is not a downgrade, and not work (but
+            // a blocked app still says it is blocked).
+            self.check_blocked()?;
+            return Ok(DeployOutcome {
+                id: String::new(),
+                state: DeployState::Completed,
+                from: from.clone(),
+                to: v.clone(),
+                health: Vec::new(),
+                backup_id: None,
+                already_live: true,
+            });
+        }
         let mut rec = DeployRecord::new(
             new_id(),
             DeployState::Checking,
@@ -106,6 +125,7 @@ impl Session<'_> {
                     to,
                     health,
                     backup_id: rec.backup_id,
+                    already_live: false,
                 })
             }
             Err(DeployError::Stopped) => Err(DeployError::Stopped),

@@ -536,3 +536,21 @@ fn stdout_full_or_closed_never_panics() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Deploying the live version says so and exits 0, instead of failing as a
+/// downgrade; nothing is recorded, nothing runs.
+#[test]
+fn deploying_the_live_version_says_it_is_already_live() {
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    w.ok(&["deploy", "web", "1.0.0"]);
+    let before = w.json(&["history", "web"]).as_array().unwrap().len();
+    let out = w.ok(&["deploy", "web", "1.0.0"]);
+    assert!(out.contains("web 1.0.0 is already live"), "{out}");
+    assert_eq!(
+        w.json(&["history", "web"]).as_array().unwrap().len(),
+        before
+    );
+    let j = w.json(&["deploy", "web", "v1.0.0"]);
+    assert_eq!(j["already_live"], true, "{j}");
+}
