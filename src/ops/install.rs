@@ -220,7 +220,7 @@ impl Session<'_> {
                 version: v.to_string(),
                 highest: h.to_string(),
             };
-            self.record(
+            self.record(self.make_event(
                 "release.install.failed",
                 &new_id(),
                 None,
@@ -229,7 +229,7 @@ impl Session<'_> {
                 started,
                 Some(chain(&e)),
                 Default::default(),
-            )?;
+            ))?;
             return Err(e);
         }
         if self.paths.is_installed(&v)? {
@@ -249,7 +249,7 @@ impl Session<'_> {
             Err(e) => {
                 let mut details = serde_json::Map::new();
                 details.insert("source".into(), source.describe().into());
-                self.record(
+                self.record(self.make_event(
                     "release.install.failed",
                     &id,
                     None,
@@ -258,7 +258,7 @@ impl Session<'_> {
                     started,
                     Some(chain(&e)),
                     details,
-                )?;
+                ))?;
                 Err(e)
             }
         }
@@ -556,7 +556,7 @@ impl Session<'_> {
                     .collect::<Vec<_>>()
                     .into(),
             );
-            self.record(
+            self.record(self.make_event(
                 "release.prune.completed",
                 &new_id(),
                 None,
@@ -565,7 +565,7 @@ impl Session<'_> {
                 started,
                 None,
                 details,
-            )?;
+            ))?;
         }
         Ok(removed)
     }

@@ -499,7 +499,7 @@ impl Session<'_> {
                 serde_json::to_value(a).unwrap_or_default(),
             );
         }
-        self.record(
+        self.record(self.make_event(
             "system.resolve.completed",
             &new_id(),
             None,
@@ -508,7 +508,7 @@ impl Session<'_> {
             Instant::now(),
             None,
             details,
-        )?;
+        ))?;
         Ok(prev)
     }
 

@@ -79,7 +79,7 @@ impl<'a> Session<'a> {
                     "found the journal of an interrupted operation; undoing it");
                 let started = Instant::now();
                 undo(&self.paths, &j)?;
-                self.record(
+                self.record(self.make_event(
                     &format!("release.{}.rolled_back", j.op),
                     &j.id,
                     j.prev_current.as_ref().map(|v| v.to_string()),
@@ -91,7 +91,7 @@ impl<'a> Session<'a> {
                         j.pid
                     )),
                     Default::default(),
-                )?;
+                ))?;
             }
         }
         self.resume_interrupted_deploy()?;
@@ -130,22 +130,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Appends an event to the app's audit log, after the event of a
-    /// committed journal whose own append failed (history keeps its order).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn record(
-        &self,
-        event: &str,
-        id: &str,
-        from: Option<String>,
-        to: Option<String>,
-        outcome: &str,
-        started: Instant,
-        error: Option<String>,
-        details: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), DeployError> {
+    /// Appends an event (see [`Session::make_event`]) to the app's audit
+    /// log, after the event of a committed journal whose own append failed
+    /// (history keeps its order).
+    pub(super) fn record(&self, e: Event) -> Result<(), DeployError> {
         finish_pending(&self.paths)?;
-        let e = self.make_event(event, id, from, to, outcome, started, error, details);
         history::append(&self.paths, &e)?;
         Ok(())
     }

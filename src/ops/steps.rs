@@ -181,7 +181,7 @@ impl Session<'_> {
         if let Some(b) = &rec.backup_id {
             details.insert("backup_id".into(), b.clone().into());
         }
-        self.record(
+        self.record(self.make_event(
             name,
             &rec.id,
             rec.from.as_ref().map(|v| v.to_string()),
@@ -190,7 +190,7 @@ impl Session<'_> {
             started,
             error,
             details,
-        )
+        ))
         .inspect_err(|e| error!(error = %chain(e), "could not append to the audit log"))
     }
 

@@ -649,14 +649,7 @@ fn systemd_unit_verifies() {
         return;
     };
     // Verified as installed: ExecStart pointing at the built binary.
-    let d = tempfile::tempdir().unwrap();
-    let copy = d.path().join("switchyard.service");
-    let bin = assert_cmd::cargo::cargo_bin("switchyard");
-    std::fs::write(
-        &copy,
-        text.replace("/usr/local/bin/switchyard", bin.to_str().unwrap()),
-    )
-    .unwrap();
+    let (_d, copy) = crate::common::unit_as_installed(&text);
     let out = Command::new(&systemd_analyze)
         .arg("verify")
         .arg(&copy)

@@ -223,14 +223,7 @@ fn the_unit_verifies_and_its_exposure_is_at_most_3() {
         return;
     };
     // As installed: ExecStart pointing at the built binary.
-    let d = tempfile::tempdir().unwrap();
-    let copy = d.path().join("switchyard.service");
-    let bin = assert_cmd::cargo::cargo_bin("switchyard");
-    std::fs::write(
-        &copy,
-        unit.replace("/usr/local/bin/switchyard", bin.to_str().unwrap()),
-    )
-    .unwrap();
+    let (_d, copy) = crate::common::unit_as_installed(&unit);
     let out = Command::new(&sa).arg("verify").arg(&copy).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -454,6 +454,20 @@ pub(crate) fn note(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
+/// The systemd unit `text` as installed, its `ExecStart` pointing at the
+/// binary under test, in a temporary folder (kept alive by the guard).
+pub(crate) fn unit_as_installed(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("switchyard.service");
+    let bin = assert_cmd::cargo::cargo_bin("switchyard");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/switchyard", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    (d, copy)
+}
+
 /// The Debian tool `name`, found on `PATH` or in the sbin directories
 /// (nginx lives in /usr/sbin, which is not on every user's `PATH`). When
 /// missing: `None` after a SKIP line (see [`skip`]), or a panic under
