@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full fault sweep: every mutating command (deploy, promote, revert,
-# install, prune, backup restore) runs under Debian's strace, which kills it
+# install, prune, backup restore, backup create, maintenance, resolve) runs under Debian's strace, which kills it
 # (SIGKILL) or fails the call (ENOSPC, EIO) at the Nth call of every
 # injection point: the rename family, symlink, unlink, rmdir and mkdir, and
 # (here at every N, where CI takes a stride) write, fsync/fdatasync/syncfs

@@ -570,3 +570,42 @@ fn a_full_disk_exits_9_naming_the_path() {
     assert!(seen >= 3, "only {seen} injections failed the install");
     let _ = std::fs::remove_dir_all(&s.base);
 }
+
+#[test]
+fn faults_in_backup_create() {
+    if wanted("backup-create") {
+        sweep(
+            "backup-create",
+            &[&["deploy", "web", "1.0.0"]],
+            3,
+            &["backup", "create", "web"],
+            &["promote", "web", "1.0.0"],
+        );
+    }
+}
+
+#[test]
+fn faults_in_maintenance() {
+    if wanted("maintenance") {
+        sweep(
+            "maintenance",
+            &[&["deploy", "web", "1.0.0"]],
+            3,
+            &["maintenance", "on", "web"],
+            &["maintenance", "off", "web"],
+        );
+    }
+}
+
+#[test]
+fn faults_in_resolve() {
+    if wanted("resolve") {
+        sweep(
+            "resolve",
+            &[&["deploy", "web", "1.0.0"], &["maintenance", "on", "web"]],
+            3,
+            &["resolve", "web"],
+            &["promote", "web", "1.0.0"],
+        );
+    }
+}
