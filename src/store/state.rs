@@ -158,6 +158,9 @@ pub(crate) struct AppState {
     /// of (a migrate with unknown outcome, a failed rollback): deploys are
     /// blocked until `switchyard resolve`.
     pub attention: Option<Attention>,
+    /// Set by `switchyard hold` and by a manual promote or revert: the agent
+    /// deploys nothing on its own until `switchyard unhold`.
+    pub hold: Option<Hold>,
     /// The last (or running) deploy's state machine. Each transition is
     /// saved before the step it names runs.
     pub deploy: Option<DeployRecord>,
@@ -172,6 +175,21 @@ pub(crate) struct Quarantine {
     pub time: String,
     /// The deploy that failed.
     pub deploy_id: String,
+}
+
+/// Who stopped automatic deploys, when and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Hold {
+    /// The operator (user name, or `console:<user>`).
+    pub by: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Why, in the operator's words, or the command that set it
+    /// (`manual revert to 1.0.0`).
+    pub reason: String,
+    /// Set by a manual promote or revert rather than by `switchyard hold`.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 /// Why the app needs an operator.
