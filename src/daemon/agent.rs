@@ -472,6 +472,13 @@ fn check_blocking(
         }
         return out;
     }
+    if let Some(h) = &st.hold {
+        if let Some(newest) = candidates.first() {
+            info!(app = %cfg.name, version = %newest.version, by = %h.by, since = %h.since, reason = %h.reason,
+                "a newer release exists, but the app is held; `switchyard unhold` resumes automatic deploys");
+        }
+        return out;
+    }
     // The newest release the policy lets the agent take on its own.
     let Some(info) = candidates.into_iter().find(|r| {
         policy::auto_allows(cfg.agent.auto, current.as_ref(), &r.version)
@@ -503,6 +510,7 @@ fn check_blocking(
         // The auto level already allowed it.
         allow_major: true,
         force: false,
+        seen: None,
     };
     let caller = Caller {
         clock: clock.clone(),

@@ -20,6 +20,7 @@ mod hardening;
 mod hostile;
 mod layers;
 mod lifecycle;
+mod operator;
 mod ownership;
 mod properties;
 mod trust;
