@@ -67,16 +67,7 @@ impl Session<'_> {
         if let Some(w) = was {
             details.insert("replaces".into(), w.reason.into());
         }
-        self.record(self.make_event(
-            event,
-            &new_id(),
-            None,
-            None,
-            "ok",
-            Instant::now(),
-            None,
-            details,
-        ))
+        self.operator_event(event, &new_id(), None, details)
     }
 
     /// `switchyard unhold`: automatic deploys resume. Returns the hold that
@@ -91,16 +82,7 @@ impl Session<'_> {
         details.insert("lifted".into(), was.reason.clone().into());
         details.insert("held_by".into(), was.by.clone().into());
         details.insert("held_since".into(), was.since.clone().into());
-        self.record(self.make_event(
-            "app.unhold",
-            &new_id(),
-            None,
-            None,
-            "ok",
-            Instant::now(),
-            None,
-            details,
-        ))?;
+        self.operator_event("app.unhold", &new_id(), None, details)?;
         Ok(Some(was))
     }
 
@@ -116,16 +98,7 @@ impl Session<'_> {
         self.quarantine(v, reason, &id)?;
         let mut details = serde_json::Map::new();
         details.insert("reason".into(), reason.into());
-        self.record(self.make_event(
-            "release.quarantine",
-            &id,
-            None,
-            Some(v.to_string()),
-            "ok",
-            Instant::now(),
-            None,
-            details,
-        ))?;
+        self.operator_event("release.quarantine", &id, Some(v.to_string()), details)?;
         Ok(AppState::load(&self.paths)?
             .quarantined
             .get(&v.to_string())
@@ -149,17 +122,24 @@ impl Session<'_> {
         let mut details = serde_json::Map::new();
         details.insert("lifted".into(), was.reason.clone().into());
         details.insert("why".into(), why.into());
-        self.record(self.make_event(
+        self.operator_event(
             "release.unquarantine",
             &new_id(),
-            None,
             Some(v.to_string()),
-            "ok",
-            Instant::now(),
-            None,
             details,
-        ))?;
+        )?;
         Ok(Some(was))
+    }
+
+    /// Records an operator's decision (nothing switched, so no `from`).
+    fn operator_event(
+        &self,
+        event: &str,
+        id: &str,
+        to: Option<String>,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), DeployError> {
+        self.record(self.make_event(event, id, None, to, "ok", Instant::now(), None, details))
     }
 
     /// Refuses a command whose operator saw another live release than the
