@@ -14,6 +14,8 @@ use crate::source::UpdateCheck;
 use crate::store::history::{Event, SealInfo};
 use crate::version::Version;
 
+use super::render_plan;
+
 /// Pretty JSON and a newline.
 pub(crate) fn json<T: Serialize>(v: &T) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("output serializes");
@@ -53,6 +55,10 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             Outcome::Backups(all) => json(all),
             Outcome::BackupVerified(m) => json(&serde_json::json!({"ok": true, "backup": m})),
             Outcome::BackupRestored { id } => json(&serde_json::json!({"restored": id})),
+            Outcome::Plan(p) => json(p),
+            Outcome::Diff(d) => json(d),
+            Outcome::Scheduled(e) | Outcome::ScheduleCancelled(e) => json(e),
+            Outcome::Schedule(v) => json(v),
         };
     }
     match o {
@@ -99,6 +105,11 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
         Outcome::Backups(all) => backups(app, all),
         Outcome::BackupVerified(m) => format!("backup {}: checksum ok ({})\n", m.id, m.sha256),
         Outcome::BackupRestored { id } => format!("{app}: restored backup {id}\n"),
+        Outcome::Plan(p) => render_plan::plan(p),
+        Outcome::Diff(d) => render_plan::diff(d),
+        Outcome::Scheduled(e) => render_plan::scheduled(app, e, false),
+        Outcome::ScheduleCancelled(e) => render_plan::scheduled(app, e, true),
+        Outcome::Schedule(v) => render_plan::schedule(v),
     }
 }
 
@@ -333,6 +344,7 @@ pub(crate) fn check(r: &UpdateCheck) -> String {
     } else {
         s.push_str("status:     up to date\n");
     }
+    s.push_str(&render_plan::critical(&r.critical));
     if let Some(n) = &r.notes {
         s.push_str("\nrelease notes:\n");
         for line in n.lines() {
@@ -429,6 +441,7 @@ pub(crate) fn status(st: &Status) -> String {
             e.actor.user
         ));
     }
+    s.push_str(&render_plan::status_extra(st));
     for p in &st.problems {
         s.push_str(&format!("PROBLEM:    {p}\n"));
     }

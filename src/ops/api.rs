@@ -13,8 +13,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::ops::diff::{ReleaseDiff, kind_name};
 pub(crate) use crate::ops::install::InstallReport;
 pub(crate) use crate::ops::lifecycle::DeployOutcome;
+pub(crate) use crate::ops::plan::DeployPlan;
+pub(crate) use crate::ops::schedule::{ScheduleEntry, ScheduleView};
 pub(crate) use crate::ops::status::{ListedRelease, Status, VerifyReport};
 pub(crate) use crate::ops::switch::SwitchReport;
 
@@ -205,6 +208,68 @@ pub(crate) enum Request {
         /// The backup; the newest by default.
         id: Option<String>,
     },
+    /// The plan of a deploy, changing nothing (`deploy --dry-run`).
+    #[serde(skip)]
+    DeployPlan {
+        /// The app.
+        app: String,
+        /// A version or `latest`.
+        version: VersionRequest,
+        /// As for the deploy.
+        allow_downgrade: bool,
+        /// As for the deploy.
+        allow_major: bool,
+        /// As for the deploy.
+        force: bool,
+    },
+    /// Files added, removed and changed between two installed releases.
+    #[serde(skip)]
+    Diff {
+        /// The app.
+        app: String,
+        /// The first release.
+        from: Version,
+        /// The second release.
+        to: Version,
+    },
+    /// Schedule a deploy.
+    #[serde(skip)]
+    ScheduleAdd {
+        /// The app.
+        app: String,
+        /// The release.
+        version: Version,
+        /// When, as typed.
+        at: String,
+        /// The zone `at` is read in; the system's by default.
+        timezone: Option<String>,
+        /// Accept a major upgrade.
+        allow_major: bool,
+    },
+    /// The scheduled deploys.
+    #[serde(skip)]
+    ScheduleList {
+        /// The app.
+        app: String,
+    },
+    /// Cancel a pending scheduled deploy.
+    #[serde(skip)]
+    ScheduleCancel {
+        /// The app.
+        app: String,
+        /// Its id or version.
+        key: String,
+    },
+    /// Run a scheduled deploy whose time has come (the agent's).
+    #[serde(skip)]
+    ScheduleRun {
+        /// The app.
+        app: String,
+        /// The entry.
+        id: String,
+        /// Its release (for the lock and the failure report).
+        version: Version,
+    },
 }
 
 impl Request {
@@ -228,7 +293,13 @@ impl Request {
             | Request::BackupCreate { app }
             | Request::BackupList { app }
             | Request::BackupVerify { app, .. }
-            | Request::BackupRestore { app, .. } => app,
+            | Request::BackupRestore { app, .. }
+            | Request::DeployPlan { app, .. }
+            | Request::Diff { app, .. }
+            | Request::ScheduleAdd { app, .. }
+            | Request::ScheduleList { app }
+            | Request::ScheduleCancel { app, .. }
+            | Request::ScheduleRun { app, .. } => app,
         }
     }
 
@@ -259,6 +330,9 @@ impl Request {
             Request::BackupCreate { .. } => "backup create".into(),
             Request::BackupRestore { .. } => "backup restore".into(),
             Request::AuditSeal { .. } => "audit seal".into(),
+            Request::ScheduleAdd { version, .. } => format!("schedule {version}"),
+            Request::ScheduleCancel { .. } => "schedule cancel".into(),
+            Request::ScheduleRun { version, .. } => format!("agent scheduled deploy {version}"),
             // The others take no lock.
             _ => String::new(),
         }
@@ -340,6 +414,21 @@ pub(crate) enum Outcome {
         /// The backup.
         id: String,
     },
+    /// What a deploy would do.
+    #[serde(skip)]
+    Plan(Box<DeployPlan>),
+    /// Two releases compared.
+    #[serde(skip)]
+    Diff(Box<ReleaseDiff>),
+    /// A deploy scheduled.
+    #[serde(skip)]
+    Scheduled(ScheduleEntry),
+    /// A scheduled deploy cancelled.
+    #[serde(skip)]
+    ScheduleCancelled(ScheduleEntry),
+    /// The scheduled deploys.
+    #[serde(skip)]
+    Schedule(ScheduleView),
 }
 
 impl Outcome {
@@ -354,7 +443,9 @@ impl Outcome {
             | Outcome::Maintenance { .. }
             | Outcome::BackupCreated(_)
             | Outcome::AuditSealed(_)
-            | Outcome::BackupRestored { .. } => true,
+            | Outcome::BackupRestored { .. }
+            | Outcome::Scheduled(_)
+            | Outcome::ScheduleCancelled(_) => true,
             Outcome::Pruned { removed, .. } => !removed.is_empty(),
             _ => false,
         }
@@ -458,7 +549,7 @@ pub(crate) fn execute(
                 force: *force,
             },
         )?)),
-        Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg)?)),
+        Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg, source)?)),
         Request::List { .. } => Outcome::Listed(status::list(cfg)?),
         Request::History { limit, .. } => {
             let mut events: Vec<Event> = history::read(&paths)?
@@ -476,9 +567,10 @@ pub(crate) fn execute(
         },
         Request::Check { .. } => {
             let current = paths.current_version()?;
-            Outcome::Checked(Box::new(crate::source::check_updates(
-                cfg, source, current,
-            )?))
+            let mut check = crate::source::check_updates(cfg, source, current.clone())?;
+            check.critical =
+                crate::verify::critical::critical_releases(cfg, source, current.as_ref())?;
+            Outcome::Checked(Box::new(check))
         }
         Request::Resolve { .. } => Outcome::Resolved {
             cleared: open()?.resolve()?,
@@ -525,6 +617,62 @@ pub(crate) fn execute(
         Request::BackupRestore { id, .. } => Outcome::BackupRestored {
             id: open()?.restore_now(id.as_deref())?,
         },
+        Request::DeployPlan {
+            version,
+            allow_downgrade,
+            allow_major,
+            force,
+            ..
+        } => Outcome::Plan(Box::new(crate::ops::plan::plan(
+            cfg,
+            source,
+            version,
+            DeployOptions {
+                allow_downgrade: *allow_downgrade,
+                allow_major: *allow_major,
+                force: *force,
+            },
+        )?)),
+        Request::Diff { from, to, .. } => {
+            Outcome::Diff(Box::new(crate::ops::diff::diff(cfg, from, to)?))
+        }
+        Request::ScheduleAdd {
+            version,
+            at,
+            timezone,
+            allow_major,
+            ..
+        } => Outcome::Scheduled(open()?.schedule_add(
+            source,
+            version,
+            at,
+            timezone.as_deref(),
+            *allow_major,
+        )?),
+        Request::ScheduleList { .. } => {
+            let st = if crate::fs::metadata(&paths.state_dir())?.is_some() {
+                crate::store::state::AppState::load(&paths)?
+            } else {
+                Default::default()
+            };
+            let mut entries = if crate::fs::metadata(&paths.state_dir())?.is_some() {
+                crate::ops::schedule::load(&paths)?.entries
+            } else {
+                Vec::new()
+            };
+            entries.sort_by_key(|e| e.at);
+            Outcome::Schedule(ScheduleView {
+                app: cfg.name.clone(),
+                hold: st.hold,
+                entries,
+            })
+        }
+        Request::ScheduleCancel { key, .. } => {
+            Outcome::ScheduleCancelled(open()?.schedule_cancel(key)?)
+        }
+        Request::ScheduleRun { id, .. } => {
+            Outcome::Deployed(Box::new(open()?.schedule_run(source, id)?))
+        }
     })
 }
 

@@ -64,7 +64,7 @@ pub(crate) struct DeployOutcome {
 }
 
 /// Is `to` a major (breaking) upgrade from `from`? For 0.x, a minor bump is.
-fn is_major_upgrade(from: &Version, to: &Version) -> bool {
+pub(super) fn is_major_upgrade(from: &Version, to: &Version) -> bool {
     let (f, t) = (&from.0, &to.0);
     if t.major != f.major {
         return t.major > f.major;

@@ -11,12 +11,15 @@
 
 pub(crate) mod api;
 pub(crate) mod backup;
+mod diff;
 pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod hooks;
 mod install;
 mod lifecycle;
+mod plan;
 mod rollback;
+pub(crate) mod schedule;
 mod session;
 mod status;
 mod steps;

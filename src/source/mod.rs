@@ -413,6 +413,20 @@ pub(crate) struct UpdateCheck {
     pub published_at: Option<String>,
     /// `latest`'s release notes, when the source has them.
     pub notes: Option<String>,
+    /// The newer releases marked critical, newest first (filled in by
+    /// `ops`, which can check a signed `release.toml`).
+    pub critical: Vec<CriticalRelease>,
+}
+
+/// A newer release marked critical, and the deadline by which the agent
+/// deploys it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CriticalRelease {
+    /// The release.
+    pub version: Version,
+    /// Deployed by then, even outside the window or with `auto = "none"`;
+    /// `None`: at once.
+    pub deadline: Option<jiff::Timestamp>,
 }
 
 /// True when going from `from` to `to` may break things, by semver rules.
@@ -465,6 +479,7 @@ pub(crate) fn check_updates(
         latest_tag: newest.as_ref().map(|n| n.tag.clone()),
         published_at: newest.as_ref().and_then(|n| n.published_at.clone()),
         notes: newest.and_then(|n| n.notes),
+        critical: Vec::new(),
         current,
     })
 }
