@@ -452,7 +452,8 @@ impl Outcome {
     }
 
     /// The error an outcome still ends with once it is shown: a release
-    /// that differs from its manifest.
+    /// that differs from its manifest, a dry run whose deploy would be
+    /// refused.
     pub(crate) fn failure(&self, app: &str) -> Option<DeployError> {
         match self {
             Outcome::Verified(r) if !r.drift.is_clean() => Some(DeployError::Drift {
@@ -462,6 +463,16 @@ impl Outcome {
                 added: r.drift.added.len(),
                 missing: r.drift.missing.len(),
             }),
+            // A plan whose deploy would be refused ends like that deploy.
+            Outcome::Plan(p) if !p.would_pass => Some(DeployError::Precheck(format!(
+                "the deploy would be refused: {}",
+                p.checks
+                    .iter()
+                    .filter(|c| !c.pass)
+                    .map(|c| c.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
             _ => None,
         }
     }

@@ -22,5 +22,6 @@ mod layers;
 mod lifecycle;
 mod ownership;
 mod properties;
+mod schedule;
 mod trust;
 mod zero_downtime;
