@@ -578,9 +578,16 @@ pub(crate) fn execute(
         },
         Request::Check { .. } => {
             let current = paths.current_version()?;
-            let mut check = crate::source::check_updates(cfg, source, current.clone())?;
-            check.critical =
-                crate::verify::critical::critical_releases(cfg, source, current.as_ref())?;
+            // One listing for both.
+            let releases = source.releases()?;
+            let critical = crate::verify::critical::critical_releases(
+                cfg,
+                source,
+                &releases,
+                current.as_ref(),
+            );
+            let mut check = crate::source::check_updates(cfg, source, releases, current);
+            check.critical = critical;
             Outcome::Checked(Box::new(check))
         }
         Request::Resolve { .. } => Outcome::Resolved {

@@ -275,7 +275,9 @@ impl DeployError {
             | DeployError::BackupFailed(_) => exit::PRECHECK,
             DeployError::History(HistoryError::NothingToSeal { .. }) => exit::USAGE,
             DeployError::Schedule(ScheduleError::NotFound { .. }) => exit::NOT_FOUND,
-            DeployError::Schedule(ScheduleError::Corrupt { .. }) => exit::FAILURE,
+            DeployError::Schedule(ScheduleError::Corrupt { .. } | ScheduleError::Fs(_)) => {
+                exit::FAILURE
+            }
             DeployError::Schedule(_) => exit::USAGE,
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,

@@ -20,6 +20,7 @@ mod lifecycle;
 mod plan;
 mod rollback;
 pub(crate) mod schedule;
+mod scheduler;
 mod session;
 mod status;
 mod steps;

@@ -1,23 +1,18 @@
-//! Scheduled deploys: an operator's decision to deploy a release at a set
+//! Scheduled deploys (the file and its entries; `scheduler.rs` changes
+//! and runs them): an operator's decision to deploy a release at a set
 //! time, kept in `.switchyard/schedule.json` (written atomically under the
 //! app's lock) and run by the agent once the time has come. An entry runs at
 //! most once: it is marked `running` before its deploy starts and `done` or
 //! `failed` after, so neither a failure nor a crash makes it run again.
 
-use std::time::Instant;
-
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::fs;
-use crate::ops::error::{DeployError, chain};
-use crate::ops::lifecycle::{DeployOptions, DeployOutcome};
-use crate::ops::session::Session;
-use crate::source::ReleaseSource;
+use crate::fs::{self, FsError};
 use crate::store::layout::AppPaths;
-use crate::store::state::{AppState, Hold, StateError, new_id, now_rfc3339};
-use crate::version::{Version, VersionRequest};
+use crate::store::state::Hold;
+use crate::version::Version;
 
 /// Why a schedule could not be changed or read.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +62,9 @@ pub(crate) enum ScheduleError {
         /// The id or version asked for.
         key: String,
     },
+    /// `schedule.json` could not be read or written.
+    #[error(transparent)]
+    Fs(#[from] FsError),
     /// `schedule.json` is not what Switchyard writes.
     #[error("{} is damaged; fix or remove it", path.display())]
     Corrupt {
@@ -170,21 +168,25 @@ pub(crate) fn path(paths: &AppPaths) -> std::path::PathBuf {
 }
 
 /// Reads the schedule; empty when there is none.
-pub(crate) fn load(paths: &AppPaths) -> Result<ScheduleFile, DeployError> {
+pub(crate) fn load(paths: &AppPaths) -> Result<ScheduleFile, ScheduleError> {
     let p = path(paths);
     match fs::read_optional(&p)? {
         None => Ok(ScheduleFile::default()),
-        Some(b) => serde_json::from_slice(&b)
-            .map_err(|source| ScheduleError::Corrupt { path: p, source }.into()),
+        Some(b) => {
+            serde_json::from_slice(&b).map_err(|source| ScheduleError::Corrupt { path: p, source })
+        }
     }
 }
 
-fn save(paths: &AppPaths, f: &ScheduleFile) -> Result<(), DeployError> {
-    let body = serde_json::to_vec_pretty(f).map_err(|source| StateError::Corrupt {
-        path: path(paths),
+/// Writes the schedule atomically, closed to other users (0640). The
+/// caller holds the app's lock.
+pub(crate) fn save(paths: &AppPaths, f: &ScheduleFile) -> Result<(), ScheduleError> {
+    let p = path(paths);
+    let body = serde_json::to_vec_pretty(f).map_err(|source| ScheduleError::Corrupt {
+        path: p.clone(),
         source,
     })?;
-    fs::write_atomic_private(&path(paths), &body)?;
+    fs::write_atomic_private(&p, &body)?;
     Ok(())
 }
 
@@ -210,173 +212,6 @@ pub(crate) fn parse_at(at: &str, zone: Option<&str>) -> Result<(Timestamp, Strin
         zoned.timestamp(),
         format!("{} {name}", dt.strftime("%Y-%m-%d %H:%M")),
     ))
-}
-
-/// An entry shown by its id or version.
-fn matches(e: &ScheduleEntry, key: &str) -> bool {
-    e.id == key || Version::parse(key).is_ok_and(|v| v == e.version)
-}
-
-impl Session<'_> {
-    /// Schedules a deploy of `version` at `at`: refuses a time that has
-    /// passed and a release the source does not offer.
-    pub(super) fn schedule_add(
-        &self,
-        source: &dyn ReleaseSource,
-        version: &Version,
-        at: &str,
-        zone: Option<&str>,
-        allow_major: bool,
-    ) -> Result<ScheduleEntry, DeployError> {
-        let started = Instant::now();
-        let (when, at_local) = parse_at(at, zone)?;
-        let now = self.clock.now();
-        if when <= now {
-            return Err(ScheduleError::Past { at: when, now }.into());
-        }
-        // An unknown version is refused now, not at 3 a.m.
-        let info = source.resolve(
-            &VersionRequest::Exact(version.clone()),
-            crate::source::include_prereleases(self.cfg),
-        )?;
-        let mut file = load(&self.paths)?;
-        if let Some(e) = file
-            .entries
-            .iter()
-            .find(|e| e.state == EntryState::Pending && e.version == info.version)
-        {
-            return Err(ScheduleError::Duplicate {
-                app: self.cfg.name.clone(),
-                version: e.version.clone(),
-                id: e.id.clone(),
-                at: e.at,
-            }
-            .into());
-        }
-        let entry = ScheduleEntry {
-            id: new_id()[..8].to_string(),
-            version: info.version.clone(),
-            at: when,
-            at_local,
-            allow_major,
-            by: self.actor.user.clone(),
-            created: now_rfc3339(),
-            state: EntryState::Pending,
-            reason: None,
-            finished: None,
-        };
-        file.entries.push(entry.clone());
-        save(&self.paths, &file)?;
-        self.audit("schedule.deploy.created", &entry, "ok", started, None)?;
-        Ok(entry)
-    }
-
-    /// Cancels the pending entry with this id or version.
-    pub(super) fn schedule_cancel(&self, key: &str) -> Result<ScheduleEntry, DeployError> {
-        let started = Instant::now();
-        let mut file = load(&self.paths)?;
-        let Some(e) = file
-            .entries
-            .iter_mut()
-            .find(|e| e.state == EntryState::Pending && matches(e, key))
-        else {
-            return Err(ScheduleError::NotFound {
-                app: self.cfg.name.clone(),
-                key: key.to_string(),
-            }
-            .into());
-        };
-        e.state = EntryState::Cancelled;
-        e.reason = Some(format!("cancelled by {}", self.actor.user));
-        e.finished = Some(now_rfc3339());
-        let entry = e.clone();
-        save(&self.paths, &file)?;
-        self.audit("schedule.deploy.cancelled", &entry, "ok", started, None)?;
-        Ok(entry)
-    }
-
-    /// Runs the pending entry `id` (the agent calls this once its time has
-    /// come): marks it running, deploys, marks it done or failed.
-    pub(super) fn schedule_run(
-        &self,
-        source: &dyn ReleaseSource,
-        id: &str,
-    ) -> Result<DeployOutcome, DeployError> {
-        let started = Instant::now();
-        let mut file = load(&self.paths)?;
-        let Some(i) = file
-            .entries
-            .iter()
-            .position(|e| e.id == id && e.state == EntryState::Pending)
-        else {
-            return Err(ScheduleError::NotFound {
-                app: self.cfg.name.clone(),
-                key: id.to_string(),
-            }
-            .into());
-        };
-        // A hold set while the agent waited for the lock still counts.
-        if let Some(h) = AppState::load(&self.paths)?.hold {
-            return Err(DeployError::Precheck(format!(
-                "{} is held by {} ({}); the scheduled deploy of {} waits for `switchyard unhold {}`",
-                self.cfg.name, h.by, h.reason, file.entries[i].version, self.cfg.name
-            )));
-        }
-        // Marked before the deploy starts, so it never runs twice.
-        file.entries[i].state = EntryState::Running;
-        save(&self.paths, &file)?;
-        let entry = file.entries[i].clone();
-        let res = self.deploy(
-            source,
-            &VersionRequest::Exact(entry.version.clone()),
-            DeployOptions {
-                allow_downgrade: false,
-                allow_major: entry.allow_major,
-                force: false,
-            },
-        );
-        let e = &mut file.entries[i];
-        e.finished = Some(now_rfc3339());
-        match &res {
-            Ok(_) => e.state = EntryState::Done,
-            Err(err) => {
-                e.state = EntryState::Failed;
-                e.reason = Some(chain(err));
-            }
-        }
-        let entry = e.clone();
-        save(&self.paths, &file)?;
-        let (outcome, error) = match &res {
-            Ok(_) => ("ok", None),
-            Err(_) => ("failed", entry.reason.clone()),
-        };
-        self.audit("schedule.deploy.ran", &entry, outcome, started, error)?;
-        res
-    }
-
-    fn audit(
-        &self,
-        event: &str,
-        e: &ScheduleEntry,
-        outcome: &str,
-        started: Instant,
-        error: Option<String>,
-    ) -> Result<(), DeployError> {
-        let mut details = serde_json::Map::new();
-        details.insert("schedule_id".into(), e.id.clone().into());
-        details.insert("at".into(), e.at.to_string().into());
-        details.insert("allow_major".into(), e.allow_major.into());
-        self.record(self.make_event(
-            event,
-            &e.id,
-            None,
-            Some(e.version.to_string()),
-            outcome,
-            started,
-            error,
-            details,
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -128,8 +128,8 @@ pub(super) fn status(
         None
     };
     // Best effort: status must work while the source is down.
-    let critical = match crate::verify::critical::critical_releases(cfg, source, current.as_ref()) {
-        Ok(c) => c,
+    let critical = match source.releases() {
+        Ok(all) => crate::verify::critical::critical_releases(cfg, source, &all, current.as_ref()),
         Err(e) => {
             tracing::warn!(app = %cfg.name, error = %crate::chain::chain(&e), "could not ask the source for critical releases");
             Vec::new()

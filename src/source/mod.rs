@@ -102,6 +102,15 @@ pub struct FetchedRelease {
     pub asset_digest: Option<[u8; 32]>,
 }
 
+/// A release's `release.toml`, as published.
+#[derive(Debug, Clone)]
+pub struct ReleaseToml {
+    /// Its bytes.
+    pub body: Vec<u8>,
+    /// `release.toml.minisig`, when published.
+    pub signature: Option<Vec<u8>>,
+}
+
 /// A place releases come from.
 pub trait ReleaseSource: Send + Sync {
     /// Human-readable description for messages ("local folder /srv/drop").
@@ -118,6 +127,17 @@ pub trait ReleaseSource: Send + Sync {
 
     /// Opens one release for streaming.
     fn fetch(&self, info: &ReleaseInfo) -> Result<FetchedRelease, SourceError>;
+
+    /// The release's `release.toml` and its signature, when it has one:
+    /// what its critical marking is read from. A remote source downloads
+    /// only these two files, and nothing when the release has none.
+    fn release_toml(&self, info: &ReleaseInfo) -> Result<Option<ReleaseToml>, SourceError> {
+        let mut f = self.fetch(info)?;
+        Ok(f.sidecars.remove("release.toml").map(|body| ReleaseToml {
+            body,
+            signature: f.sidecars.remove("release.toml.minisig"),
+        }))
+    }
 
     /// Resolves a request to one release: `latest` is the highest stable
     /// version by semver (prereleases only when `include_prereleases`).
@@ -444,15 +464,16 @@ pub(crate) fn is_breaking(from: &Version, to: &Version) -> bool {
     false
 }
 
-/// Compares `current` with what `source` offers on the app's channel.
+/// Compares `current` with `releases`, what the source listed, on the
+/// app's channel (the caller lists once, for the critical releases too).
 pub(crate) fn check_updates(
     app: &AppConfig,
     source: &dyn ReleaseSource,
+    releases: Vec<ReleaseInfo>,
     current: Option<Version>,
-) -> Result<UpdateCheck, SourceError> {
+) -> UpdateCheck {
     let include = include_prereleases(app);
-    let mut on_channel: Vec<ReleaseInfo> = source
-        .releases()?
+    let mut on_channel: Vec<ReleaseInfo> = releases
         .into_iter()
         .filter(|r| include || !r.prerelease)
         .collect();
@@ -464,7 +485,7 @@ pub(crate) fn check_updates(
         .map(|r| r.version.clone())
         .filter(|v| current.as_ref().is_none_or(|c| v > c))
         .collect();
-    Ok(UpdateCheck {
+    UpdateCheck {
         app: app.name.clone(),
         source: source.describe(),
         channel: app.source.channel(),
@@ -481,5 +502,5 @@ pub(crate) fn check_updates(
         notes: newest.and_then(|n| n.notes),
         critical: Vec::new(),
         current,
-    })
+    }
 }

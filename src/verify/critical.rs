@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use tracing::warn;
 
 use crate::config::AppConfig;
-use crate::source::{CriticalRelease, ReleaseInfo, ReleaseSource, SourceError};
+use crate::source::{CriticalRelease, ReleaseInfo, ReleaseSource};
 use crate::version::Version;
 
 /// A release's critical marking: it may skip the maintenance window once its
@@ -163,20 +163,29 @@ pub(crate) fn critical_of(
     info: &ReleaseInfo,
 ) -> Option<Critical> {
     // release.toml counts only when signed by a trusted key.
-    let toml = source.fetch(info).ok().and_then(|f| {
-        let body = f.sidecars.get("release.toml")?.clone();
-        let sig = f.sidecars.get("release.toml.minisig")?;
-        let t = &cfg.trust;
+    let toml = match source.release_toml(info) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(app = %cfg.name, version = %info.version, error = %crate::chain::chain(&e), "could not read release.toml");
+            None
+        }
+    };
+    let toml = toml.and_then(|t| {
+        let Some(sig) = &t.signature else {
+            warn!(app = %cfg.name, version = %info.version, "release.toml is not signed (no release.toml.minisig); ignored");
+            return None;
+        };
+        let tr = &cfg.trust;
         let policy = crate::verify::trust::TrustPolicy::new(
-            &t.keys,
-            &t.key_files,
-            &t.revoked_keys,
+            &tr.keys,
+            &tr.key_files,
+            &tr.revoked_keys,
             true,
-            t.allow_legacy_signatures,
+            tr.allow_legacy_signatures,
         )
         .ok()?;
-        match crate::verify::trust::verify_bytes(&policy, sig, &body, "release.toml") {
-            Ok(_) => Some(body),
+        match crate::verify::trust::verify_bytes(&policy, sig, &t.body, "release.toml") {
+            Ok(_) => Some(t.body),
             Err(e) => {
                 warn!(app = %cfg.name, error = %e, "release.toml is not validly signed; ignored");
                 None
@@ -195,24 +204,24 @@ pub(crate) fn critical_of(
 /// How many newer releases [`critical_releases`] reads the marking of.
 const MAX_LOOKED_AT: usize = 5;
 
-/// The releases newer than `current` on the app's channel that are marked
+/// The releases of `releases` newer than `current` on the app's channel that are marked
 /// critical, newest first. Only the newest few are looked at: each may
 /// cost the source a request for its `release.toml`.
 pub(crate) fn critical_releases(
     cfg: &AppConfig,
     source: &dyn ReleaseSource,
+    releases: &[ReleaseInfo],
     current: Option<&Version>,
-) -> Result<Vec<CriticalRelease>, SourceError> {
+) -> Vec<CriticalRelease> {
     let include = crate::source::include_prereleases(cfg);
-    let mut newer: Vec<ReleaseInfo> = source
-        .releases()?
-        .into_iter()
+    let mut newer: Vec<&ReleaseInfo> = releases
+        .iter()
         .filter(|r| include || !r.prerelease)
         .filter(|r| current.is_none_or(|c| &r.version > c))
         .collect();
     newer.sort_by(|a, b| b.version.cmp(&a.version));
     newer.dedup_by(|a, b| a.version == b.version);
-    Ok(newer
+    newer
         .iter()
         .take(MAX_LOOKED_AT)
         .filter_map(|r| {
@@ -221,7 +230,7 @@ pub(crate) fn critical_releases(
                 deadline: c.deadline,
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -29,11 +29,16 @@ fn agent_world(app_extra: &str) -> World {
 
 /// Moves the agent's fake clock (atomically).
 fn set_clock(w: &World, t: Timestamp) {
-    #[cfg(not(feature = "test-seams"))]
-    panic!("this test moves the agent's fake clock: run cargo test --features test-seams");
+    require_test_seams();
     let tmp = w.tmp.path().join("clock.tmp");
     std::fs::write(&tmp, t.to_string()).unwrap();
     std::fs::rename(&tmp, w.tmp.path().join("clock")).unwrap();
+}
+
+/// Without the test seams the agent's clock is real: say why the test fails.
+fn require_test_seams() {
+    #[cfg(not(feature = "test-seams"))]
+    panic!("this test moves the agent's fake clock: run cargo test --features test-seams");
 }
 
 /// Moves the fake clock forward in steps, so the agent polls several times
@@ -472,4 +477,33 @@ fn diff_lists_added_removed_and_changed_files() {
     assert_eq!(j["removed"][0]["path"], "gone.txt");
     let (code, _, err) = w.run(&["diff", "web", "1.0.0", "2.0.0"]);
     assert_eq!(code, 5, "{err}");
+}
+
+#[test]
+fn check_reads_a_signed_release_toml_from_github_and_downloads_nothing_else() {
+    use crate::mock_github::MockGithub;
+    let m = MockGithub::start();
+    let w = World::new();
+    w.write_config_source(&format!(
+        "github = \"acme/web\"\napi_url = \"{}\"\nasset = \"web-{{version}}.tar.gz\"\n",
+        m.api_url()
+    ));
+    let plain = w.simple_release("v1.0.0");
+    m.push(m.release_from_dir("v1.0.0", &plain));
+    w.ok(&["deploy", "web", "1.0.0"]);
+    critical_release(&w, "v1.1.0", "2030-01-01T00:00:00Z".parse().unwrap());
+    m.push(m.release_from_dir("v1.1.0", &w.drop_dir.join("v1.1.0")));
+    let plain = w.simple_release("v1.2.0");
+    m.push(m.release_from_dir("v1.2.0", &plain));
+    let before = m.seen().len();
+    let out = w.ok(&["check", "web"]);
+    assert!(
+        out.contains("CRITICAL:   1.1.0 must be deployed by 2030-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(!out.contains("CRITICAL:   1.2.0"), "{out}");
+    let hits: Vec<String> = m.seen()[before..].iter().map(|s| s.path.clone()).collect();
+    // The listing, and release.toml with its signature (each through the
+    // asset endpoint and its redirect): no asset, no checksum list.
+    assert_eq!(hits.len(), 5, "{hits:?}");
 }
