@@ -82,7 +82,7 @@ pub(super) fn run_due(
     let caller = agent_caller(clock, &format!("agent:schedule:{}", e.id));
     if let Err(err) = run_op(cfg, source, &req, &caller, out) {
         warn!(app = %cfg.name, version = %e.version, id = %e.id, error = %crate::chain::chain(&err),
-            "the scheduled deploy failed; it is marked failed and will not run again");
+            "the scheduled deploy did not complete (`switchyard schedule list` says whether it failed; a failed one never runs again)");
     }
     true
 }
