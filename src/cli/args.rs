@@ -119,8 +119,31 @@ pub(super) enum Command {
         /// Deploy a quarantined release anyway (its quarantine is lifted once it is live and healthy).
         #[arg(long)]
         force: bool,
+        /// Print the plan and change nothing: the version the source resolves, each
+        /// pre-check and whether it would pass, the hooks, backup, migrate and health
+        /// checks that would run, and what prune would remove afterwards.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Schedule a deploy for later (the agent runs it, once), list or cancel
+    /// scheduled deploys.
+    Schedule {
+        #[command(subcommand)]
+        cmd: ScheduleCmd,
+    },
+    /// Compare two installed releases from their install manifests: files added,
+    /// removed and changed (content, mode, type, link target).
+    Diff {
+        /// App name.
+        app: String,
+        /// The first (older) release.
+        from: String,
+        /// The second (newer) release.
+        to: String,
+        #[command(flatten)]
+        out: Output,
     },
     /// Go back to the release live before the live one (or to --to VERSION), then activate
     /// and check it. Repeated, it walks further back through the live history (as
@@ -387,6 +410,50 @@ pub(super) enum AuditCmd {
         /// What happened, for the record (kept in the seal event).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `schedule` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub(super) enum ScheduleCmd {
+    /// Schedule a deploy: at --at (or after, once the agent sees it) the agent deploys
+    /// the release, even with auto = "none" and outside the window, unless the app is
+    /// held. The major gate still applies unless --allow-major. It runs once: a
+    /// failed scheduled deploy is marked failed and never retried.
+    Add {
+        /// App name.
+        app: String,
+        /// The version to deploy (the source must offer it).
+        version: String,
+        /// When: "2026-12-01 03:00" (in --timezone), or an RFC 3339 instant
+        /// such as 2026-12-01T03:00:00Z. Must be in the future.
+        #[arg(long)]
+        at: String,
+        /// The IANA zone --at is read in (default: the system's local zone).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Accept a major (breaking) upgrade.
+        #[arg(long)]
+        allow_major: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List scheduled deploys: pending, done, failed (with why) and cancelled.
+    List {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Cancel a pending scheduled deploy.
+    Cancel {
+        /// App name.
+        app: String,
+        /// The entry's id, or its version.
+        id_or_version: String,
         #[command(flatten)]
         common: Common,
     },

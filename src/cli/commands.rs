@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
-use crate::cli::args::{AuditCmd, BackupCmd, Cli, Command, ConfigCmd, InstallFlags};
+use crate::cli::args::{AuditCmd, BackupCmd, Cli, Command, ConfigCmd, InstallFlags, ScheduleCmd};
 use crate::cli::render;
 use crate::config::{Config, ConfigError};
 use crate::daemon::agent::AgentError;
@@ -73,7 +73,12 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         | Command::Audit {
             cmd: AuditCmd::Seal { common, .. },
         } => common.json,
+        Command::Schedule { cmd } => match cmd {
+            ScheduleCmd::Add { common, .. } | ScheduleCmd::Cancel { common, .. } => common.json,
+            ScheduleCmd::List { out, .. } => out.json,
+        },
         Command::Status { out, .. }
+        | Command::Diff { out, .. }
         | Command::Verify { out, .. }
         | Command::List { out, .. }
         | Command::History { out, .. }
@@ -139,6 +144,26 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             flags: InstallFlags { allow_downgrade },
             allow_major,
             force,
+            dry_run: true,
+            common,
+        } => (
+            Request::DeployPlan {
+                app: app(a),
+                version: parse_request(version)?,
+                allow_downgrade: *allow_downgrade,
+                allow_major: *allow_major,
+                force: *force,
+            },
+            common.json,
+            false,
+        ),
+        Command::Deploy {
+            app: a,
+            version,
+            flags: InstallFlags { allow_downgrade },
+            allow_major,
+            force,
+            dry_run: false,
             common,
         } => (
             Request::Deploy {
@@ -283,6 +308,55 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 Request::BackupRestore {
                     app: app(a),
                     id: id.clone(),
+                },
+                common.json,
+                common.wait,
+            ),
+        },
+        Command::Diff {
+            app: a,
+            from,
+            to,
+            out,
+        } => (
+            Request::Diff {
+                app: app(a),
+                from: parse_version(from)?,
+                to: parse_version(to)?,
+            },
+            out.json,
+            false,
+        ),
+        Command::Schedule { cmd } => match cmd {
+            ScheduleCmd::Add {
+                app: a,
+                version,
+                at,
+                timezone,
+                allow_major,
+                common,
+            } => (
+                Request::ScheduleAdd {
+                    app: app(a),
+                    version: parse_version(version)?,
+                    at: at.clone(),
+                    timezone: timezone.clone(),
+                    allow_major: *allow_major,
+                },
+                common.json,
+                common.wait,
+            ),
+            ScheduleCmd::List { app: a, out } => {
+                (Request::ScheduleList { app: app(a) }, out.json, false)
+            }
+            ScheduleCmd::Cancel {
+                app: a,
+                id_or_version,
+                common,
+            } => (
+                Request::ScheduleCancel {
+                    app: app(a),
+                    key: id_or_version.clone(),
                 },
                 common.json,
                 common.wait,

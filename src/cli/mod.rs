@@ -10,6 +10,7 @@ mod commands;
 pub(crate) mod demo;
 pub(crate) mod pack;
 mod render;
+mod render_plan;
 
 use std::process::ExitCode;
 

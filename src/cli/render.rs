@@ -14,6 +14,8 @@ use crate::source::UpdateCheck;
 use crate::store::history::{Event, SealInfo};
 use crate::version::Version;
 
+use super::render_plan;
+
 /// Pretty JSON and a newline.
 pub(crate) fn json<T: Serialize>(v: &T) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("output serializes");
@@ -62,6 +64,10 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             Outcome::Unquarantined { version, lifted } => {
                 json(&serde_json::json!({"version": version, "lifted": lifted}))
             }
+            Outcome::Plan(p) => json(p),
+            Outcome::Diff(d) => json(d),
+            Outcome::Scheduled(e) | Outcome::ScheduleCancelled(e) => json(e),
+            Outcome::Schedule(v) => json(v),
         };
     }
     match o {
@@ -137,6 +143,11 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             version,
             lifted: None,
         } => format!("{app} {version} was not quarantined\n"),
+        Outcome::Plan(p) => render_plan::plan(p),
+        Outcome::Diff(d) => render_plan::diff(d),
+        Outcome::Scheduled(e) => render_plan::scheduled(app, e, false),
+        Outcome::ScheduleCancelled(e) => render_plan::scheduled(app, e, true),
+        Outcome::Schedule(v) => render_plan::schedule(v),
     }
 }
 
@@ -387,6 +398,7 @@ pub(crate) fn check(r: &UpdateCheck) -> String {
     } else {
         s.push_str("status:     up to date\n");
     }
+    s.push_str(&render_plan::critical(&r.critical));
     if let Some(n) = &r.notes {
         s.push_str("\nrelease notes:\n");
         for line in n.lines() {
@@ -493,6 +505,7 @@ pub(crate) fn status(st: &Status) -> String {
             e.actor.user
         ));
     }
+    s.push_str(&render_plan::status_extra(st));
     for p in &st.problems {
         s.push_str(&format!("PROBLEM:    {p}\n"));
     }

@@ -450,6 +450,10 @@ fn check_blocking(
     let paths = AppPaths::new(&cfg.root);
     let current = paths.current_version().ok().flatten();
     out.current = current.as_ref().map(|v| v.to_string());
+    // An operator's scheduled deploy comes before the agent's own policy.
+    if crate::daemon::scheduled::run_due(cfg, source, clock, &mut out) {
+        return out;
+    }
     let include_pre = crate::source::include_prereleases(cfg);
     let releases = match source.releases() {
         Ok(r) => r,
@@ -479,6 +483,20 @@ fn check_blocking(
         }
         return out;
     }
+    let open: Vec<_> = candidates
+        .iter()
+        .filter(|r| !st.quarantined.contains_key(&r.version.to_string()))
+        .collect();
+    if crate::daemon::scheduled::deploy_critical(
+        cfg,
+        source,
+        clock,
+        &open,
+        current.as_ref(),
+        &mut out,
+    ) {
+        return out;
+    }
     // The newest release the policy lets the agent take on its own.
     let Some(info) = candidates.into_iter().find(|r| {
         policy::auto_allows(cfg.agent.auto, current.as_ref(), &r.version)
@@ -491,7 +509,7 @@ fn check_blocking(
     // Only a window can hold a deploy, so only then does a critical
     // marking matter (and is worth fetching the release's sidecars for).
     let critical = match &cfg.agent.window {
-        Some(_) => critical_of(cfg, source, &info),
+        Some(_) => crate::verify::critical::critical_of(cfg, source, &info),
         None => None,
     };
     match policy::decide(cfg.agent.window.as_ref(), critical.as_ref(), clock.now()) {
@@ -520,41 +538,6 @@ fn check_blocking(
     };
     let _ = run_op(cfg, source, &req, &caller, &mut out);
     out
-}
-
-fn critical_of(
-    cfg: &AppConfig,
-    source: &dyn ReleaseSource,
-    info: &crate::source::ReleaseInfo,
-) -> Option<policy::Critical> {
-    // release.toml counts only when signed by a trusted key.
-    let toml = source.fetch(info).ok().and_then(|f| {
-        let body = f.sidecars.get("release.toml")?.clone();
-        let sig = f.sidecars.get("release.toml.minisig")?;
-        let t = &cfg.trust;
-        let policy = crate::verify::trust::TrustPolicy::new(
-            &t.keys,
-            &t.key_files,
-            &t.revoked_keys,
-            true,
-            t.allow_legacy_signatures,
-        )
-        .ok()?;
-        match crate::verify::trust::verify_bytes(&policy, sig, &body, "release.toml") {
-            Ok(_) => Some(body),
-            Err(e) => {
-                warn!(app = %cfg.name, error = %e, "release.toml is not validly signed; ignored");
-                None
-            }
-        }
-    });
-    match policy::critical_from(info.notes.as_deref(), toml.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(app = %cfg.name, error = %e, "could not read the critical marking");
-            None
-        }
-    }
 }
 
 /// Metrics and failure reports after an operation.

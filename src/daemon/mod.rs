@@ -8,6 +8,7 @@ pub(crate) mod control;
 pub(crate) mod http;
 pub(crate) mod policy;
 pub(crate) mod report;
+mod scheduled;
 
 use tokio::sync::watch;
 
@@ -94,7 +95,12 @@ impl OpOutcome {
         match (req, res) {
             (Request::Revert { .. }, Ok(Outcome::Switched(r))) => self.reverted = r.changed,
             (_, Ok(Outcome::Deployed(o))) => self.deploy = Some(Ok(o.clone())),
-            (Request::Deploy { version, .. }, Err(e)) => {
+            (Request::Deploy { .. } | Request::ScheduleRun { .. }, Err(e)) => {
+                let target = match req {
+                    Request::Deploy { version, .. } => show(version),
+                    Request::ScheduleRun { version, .. } => version.to_string(),
+                    _ => unreachable!("matched above"),
+                };
                 let rec = AppState::load(paths)
                     .ok()
                     .and_then(|s| s.deploy)
@@ -115,7 +121,7 @@ impl OpOutcome {
                     state,
                     step,
                     error: chain(e),
-                    target: show(version),
+                    target,
                 }));
             }
             _ => {}

@@ -13,8 +13,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::ops::diff::{ReleaseDiff, kind_name};
 pub(crate) use crate::ops::install::InstallReport;
 pub(crate) use crate::ops::lifecycle::DeployOutcome;
+pub(crate) use crate::ops::plan::DeployPlan;
+pub(crate) use crate::ops::schedule::{ScheduleEntry, ScheduleView};
 pub(crate) use crate::ops::status::{ListedRelease, Status, VerifyReport};
 pub(crate) use crate::ops::switch::SwitchReport;
 
@@ -254,6 +257,68 @@ pub(crate) enum Request {
         /// The release.
         version: Version,
     },
+    /// The plan of a deploy, changing nothing (`deploy --dry-run`).
+    #[serde(skip)]
+    DeployPlan {
+        /// The app.
+        app: String,
+        /// A version or `latest`.
+        version: VersionRequest,
+        /// As for the deploy.
+        allow_downgrade: bool,
+        /// As for the deploy.
+        allow_major: bool,
+        /// As for the deploy.
+        force: bool,
+    },
+    /// Files added, removed and changed between two installed releases.
+    #[serde(skip)]
+    Diff {
+        /// The app.
+        app: String,
+        /// The first release.
+        from: Version,
+        /// The second release.
+        to: Version,
+    },
+    /// Schedule a deploy.
+    #[serde(skip)]
+    ScheduleAdd {
+        /// The app.
+        app: String,
+        /// The release.
+        version: Version,
+        /// When, as typed.
+        at: String,
+        /// The zone `at` is read in; the system's by default.
+        timezone: Option<String>,
+        /// Accept a major upgrade.
+        allow_major: bool,
+    },
+    /// The scheduled deploys.
+    #[serde(skip)]
+    ScheduleList {
+        /// The app.
+        app: String,
+    },
+    /// Cancel a pending scheduled deploy.
+    #[serde(skip)]
+    ScheduleCancel {
+        /// The app.
+        app: String,
+        /// Its id or version.
+        key: String,
+    },
+    /// Run a scheduled deploy whose time has come (the agent's).
+    #[serde(skip)]
+    ScheduleRun {
+        /// The app.
+        app: String,
+        /// The entry.
+        id: String,
+        /// Its release (for the lock and the failure report).
+        version: Version,
+    },
 }
 
 impl Request {
@@ -281,7 +346,13 @@ impl Request {
             | Request::Hold { app, .. }
             | Request::Unhold { app }
             | Request::Quarantine { app, .. }
-            | Request::Unquarantine { app, .. } => app,
+            | Request::Unquarantine { app, .. }
+            | Request::DeployPlan { app, .. }
+            | Request::Diff { app, .. }
+            | Request::ScheduleAdd { app, .. }
+            | Request::ScheduleList { app }
+            | Request::ScheduleCancel { app, .. }
+            | Request::ScheduleRun { app, .. } => app,
         }
     }
 
@@ -316,6 +387,9 @@ impl Request {
             Request::Unhold { .. } => "unhold".into(),
             Request::Quarantine { version, .. } => format!("quarantine {version}"),
             Request::Unquarantine { version, .. } => format!("unquarantine {version}"),
+            Request::ScheduleAdd { version, .. } => format!("schedule {version}"),
+            Request::ScheduleCancel { .. } => "schedule cancel".into(),
+            Request::ScheduleRun { version, .. } => format!("agent scheduled deploy {version}"),
             // The others take no lock.
             _ => String::new(),
         }
@@ -422,6 +496,21 @@ pub(crate) enum Outcome {
         /// The quarantine that was lifted.
         lifted: Option<Quarantine>,
     },
+    /// What a deploy would do.
+    #[serde(skip)]
+    Plan(Box<DeployPlan>),
+    /// Two releases compared.
+    #[serde(skip)]
+    Diff(Box<ReleaseDiff>),
+    /// A deploy scheduled.
+    #[serde(skip)]
+    Scheduled(ScheduleEntry),
+    /// A scheduled deploy cancelled.
+    #[serde(skip)]
+    ScheduleCancelled(ScheduleEntry),
+    /// The scheduled deploys.
+    #[serde(skip)]
+    Schedule(ScheduleView),
 }
 
 impl Outcome {
@@ -438,7 +527,9 @@ impl Outcome {
             | Outcome::AuditSealed(_)
             | Outcome::BackupRestored { .. }
             | Outcome::Held(_)
-            | Outcome::Quarantined { .. } => true,
+            | Outcome::Quarantined { .. }
+            | Outcome::Scheduled(_)
+            | Outcome::ScheduleCancelled(_) => true,
             Outcome::Unheld { lifted } => lifted.is_some(),
             Outcome::Unquarantined { lifted, .. } => lifted.is_some(),
             Outcome::Pruned { removed, .. } => !removed.is_empty(),
@@ -447,7 +538,8 @@ impl Outcome {
     }
 
     /// The error an outcome still ends with once it is shown: a release
-    /// that differs from its manifest.
+    /// that differs from its manifest, a dry run whose deploy would be
+    /// refused.
     pub(crate) fn failure(&self, app: &str) -> Option<DeployError> {
         match self {
             Outcome::Verified(r) if !r.drift.is_clean() => Some(DeployError::Drift {
@@ -457,6 +549,16 @@ impl Outcome {
                 added: r.drift.added.len(),
                 missing: r.drift.missing.len(),
             }),
+            // A plan whose deploy would be refused ends like that deploy.
+            Outcome::Plan(p) if !p.would_pass => Some(DeployError::Precheck(format!(
+                "the deploy would be refused: {}",
+                p.checks
+                    .iter()
+                    .filter(|c| !c.pass)
+                    .map(|c| c.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
             _ => None,
         }
     }
@@ -573,7 +675,7 @@ pub(crate) fn execute(
                 },
             )?))
         }
-        Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg)?)),
+        Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg, source)?)),
         Request::List { .. } => Outcome::Listed(status::list(cfg)?),
         Request::History { limit, .. } => {
             let mut events: Vec<Event> = history::read(&paths)?
@@ -591,9 +693,18 @@ pub(crate) fn execute(
         },
         Request::Check { .. } => {
             let current = paths.current_version()?;
-            let mut r = crate::source::check_updates(cfg, source, current)?;
-            status::suggest(cfg, &paths, &mut r)?;
-            Outcome::Checked(Box::new(r))
+            // One listing for both.
+            let releases = source.releases()?;
+            let critical = crate::verify::critical::critical_releases(
+                cfg,
+                source,
+                &releases,
+                current.as_ref(),
+            );
+            let mut check = crate::source::check_updates(cfg, source, releases, current);
+            check.critical = critical;
+            status::suggest(cfg, &paths, &mut check)?;
+            Outcome::Checked(Box::new(check))
         }
         Request::Resolve { .. } => Outcome::Resolved {
             cleared: open()?.resolve()?,
@@ -654,6 +765,63 @@ pub(crate) fn execute(
             version: version.clone(),
             lifted: open()?.unquarantine(version, "lifted by an operator")?,
         },
+        Request::DeployPlan {
+            version,
+            allow_downgrade,
+            allow_major,
+            force,
+            ..
+        } => Outcome::Plan(Box::new(crate::ops::plan::plan(
+            cfg,
+            source,
+            version,
+            DeployOptions {
+                allow_downgrade: *allow_downgrade,
+                allow_major: *allow_major,
+                force: *force,
+                automatic: false,
+            },
+        )?)),
+        Request::Diff { from, to, .. } => {
+            Outcome::Diff(Box::new(crate::ops::diff::diff(cfg, from, to)?))
+        }
+        Request::ScheduleAdd {
+            version,
+            at,
+            timezone,
+            allow_major,
+            ..
+        } => Outcome::Scheduled(open()?.schedule_add(
+            source,
+            version,
+            at,
+            timezone.as_deref(),
+            *allow_major,
+        )?),
+        Request::ScheduleList { .. } => {
+            let st = if crate::fs::metadata(&paths.state_dir())?.is_some() {
+                crate::store::state::AppState::load(&paths)?
+            } else {
+                Default::default()
+            };
+            let mut entries = if crate::fs::metadata(&paths.state_dir())?.is_some() {
+                crate::ops::schedule::load(&paths)?.entries
+            } else {
+                Vec::new()
+            };
+            entries.sort_by_key(|e| e.at);
+            Outcome::Schedule(ScheduleView {
+                app: cfg.name.clone(),
+                hold: st.hold,
+                entries,
+            })
+        }
+        Request::ScheduleCancel { key, .. } => {
+            Outcome::ScheduleCancelled(open()?.schedule_cancel(key)?)
+        }
+        Request::ScheduleRun { id, .. } => {
+            Outcome::Deployed(Box::new(open()?.schedule_run(source, id)?))
+        }
     })
 }
 

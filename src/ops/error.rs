@@ -4,6 +4,7 @@
 pub(crate) use crate::chain::{chain, messages};
 use crate::fs::FsError;
 use crate::ops::backup::BackupError;
+use crate::ops::schedule::ScheduleError;
 use crate::source::SourceError;
 use crate::store::history::HistoryError;
 use crate::store::layout::LayoutError;
@@ -209,6 +210,9 @@ pub(crate) enum DeployError {
         /// Why not.
         why: String,
     },
+    /// A scheduled deploy could not be added, cancelled or read.
+    #[error(transparent)]
+    Schedule(#[from] crate::ops::schedule::ScheduleError),
 }
 
 /// Exit codes, documented in the README.
@@ -305,6 +309,11 @@ impl DeployError {
             | DeployError::History(HistoryError::Damaged { .. })
             | DeployError::BackupFailed(_) => exit::PRECHECK,
             DeployError::History(HistoryError::NothingToSeal { .. }) => exit::USAGE,
+            DeployError::Schedule(ScheduleError::NotFound { .. }) => exit::NOT_FOUND,
+            DeployError::Schedule(ScheduleError::Corrupt { .. } | ScheduleError::Fs(_)) => {
+                exit::FAILURE
+            }
+            DeployError::Schedule(_) => exit::USAGE,
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,

@@ -12,13 +12,17 @@
 
 pub(crate) mod api;
 pub(crate) mod backup;
+mod diff;
 pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod hooks;
 mod install;
 mod lifecycle;
 mod operator;
+mod plan;
 mod rollback;
+pub(crate) mod schedule;
+mod scheduler;
 mod session;
 mod status;
 mod steps;

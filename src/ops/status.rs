@@ -53,10 +53,30 @@ pub(crate) struct Status {
     pub quarantined: std::collections::BTreeMap<String, crate::store::state::Quarantine>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
+    /// The next scheduled deploy.
+    #[serde(default)]
+    pub next_scheduled: Option<NextScheduled>,
+    /// Newer releases marked critical, with their deadlines (empty when
+    /// the source could not be asked).
+    #[serde(default)]
+    pub critical: Vec<crate::source::CriticalRelease>,
+}
+
+/// The next scheduled deploy, and the hold that keeps it waiting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NextScheduled {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: crate::ops::schedule::ScheduleEntry,
+    /// Who holds the app, when it is held: the deploy waits for `unhold`.
+    pub held_by: Option<String>,
 }
 
 /// Reads the app's status without taking the lock or changing anything.
-pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
+pub(super) fn status(
+    cfg: &AppConfig,
+    source: &dyn crate::source::ReleaseSource,
+) -> Result<Status, DeployError> {
     let paths = AppPaths::new(&cfg.root);
     let mut problems = Vec::new();
     let current = paths.current_version()?;
@@ -103,8 +123,28 @@ pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
     };
     let maintenance = crate::store::layout::maintenance::get(&paths)?;
     let downgrade_floor = st.downgrade_floor(&installed);
+    let next_scheduled = if fs::metadata(&paths.state_dir())?.is_some() {
+        crate::ops::schedule::load(&paths)?
+            .next_pending()
+            .map(|e| NextScheduled {
+                entry: e.clone(),
+                held_by: st.hold.as_ref().map(|h| h.by.clone()),
+            })
+    } else {
+        None
+    };
+    // Best effort: status must work while the source is down.
+    let critical = match source.releases() {
+        Ok(all) => crate::verify::critical::critical_releases(cfg, source, &all, current.as_ref()),
+        Err(e) => {
+            tracing::warn!(app = %cfg.name, error = %crate::chain::chain(&e), "could not ask the source for critical releases");
+            Vec::new()
+        }
+    };
     Ok(Status {
         downgrade_floor,
+        next_scheduled,
+        critical,
         deploy: st.deploy.clone(),
         attention: st.attention.clone(),
         maintenance,

@@ -59,7 +59,8 @@ use crate::source::github_api::{AssetRef, GithubApi, Purpose, Repo, load_token};
 pub(crate) use crate::source::github_api::{GithubError, GithubOptions, read_token};
 pub(crate) use crate::source::http::install_crypto_provider;
 use crate::source::{
-    FetchedRelease, MAX_SIDECAR_BYTES, ReleaseInfo, ReleaseSource, SUMS_NAME, SourceError,
+    FetchedRelease, MAX_SIDECAR_BYTES, ReleaseInfo, ReleaseSource, ReleaseToml, SUMS_NAME,
+    SourceError,
 };
 use crate::version::{Version, VersionRequest, check_component};
 
@@ -249,6 +250,52 @@ impl GithubSource {
             source_desc: self.describe(),
             reason,
         }
+    }
+
+    /// Downloads a small asset (a checksum list, a signature,
+    /// `release.toml`) whole, checked against the digest GitHub lists.
+    fn small_asset(
+        &self,
+        api: &GithubApi,
+        rel: &Release,
+        a: &Asset,
+        version: &Version,
+    ) -> Result<Vec<u8>, SourceError> {
+        let tag = &rel.tag_name;
+        let name = &a.name;
+        let r = self.asset_ref(api, rel, a, version)?;
+        if r.size.is_some_and(|s| s > MAX_SIDECAR_BYTES) {
+            return Err(self.refused(
+                tag,
+                format!("{name} is larger than 1 MiB, which no checksum or signature file is; remove it from the release"),
+            ));
+        }
+        debug!(app = %self.app, version = %version, step = "fetch", file = %name, "downloading sidecar");
+        let bytes = self.run(tag, async |api| {
+            api.download_small(&r, MAX_SIDECAR_BYTES).await
+        })?;
+        if let Some(d) = a.digest.as_deref() {
+            let expected = parse_digest(d).map_err(|e| {
+                self.refused(tag, format!("asset {name}: {e}; the API answer is damaged"))
+            })?;
+            if let Some(exp) = expected {
+                let got: [u8; 32] = {
+                    use sha2::Digest;
+                    sha2::Sha256::digest(&bytes).into()
+                };
+                if got != exp {
+                    return Err(self.refused(
+                        tag,
+                        format!(
+                            "{name} does not match the digest GitHub lists for it (expected sha256:{}, got sha256:{}): it was altered on the way; nothing was installed",
+                            hex::encode(exp),
+                            hex::encode(got)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     fn known_release(&self, tag: &str) -> Option<Release> {
@@ -511,41 +558,7 @@ impl ReleaseSource for GithubSource {
             let Some(a) = rel.assets.iter().find(|a| a.name == name) else {
                 continue;
             };
-            let r = self.asset_ref(&api, &rel, a, &info.version)?;
-            if r.size.is_some_and(|s| s > MAX_SIDECAR_BYTES) {
-                return Err(self.refused(
-                    &tag,
-                    format!("{name} is larger than 1 MiB, which no checksum or signature file is; remove it from the release"),
-                ));
-            }
-            debug!(app = %self.app, version = %info.version, step = "fetch", file = %name, "downloading sidecar");
-            let bytes = self.run(&tag, async |api| {
-                api.download_small(&r, MAX_SIDECAR_BYTES).await
-            })?;
-            if let Some(d) = a.digest.as_deref() {
-                let expected = parse_digest(d).map_err(|e| {
-                    self.refused(
-                        &tag,
-                        format!("asset {name}: {e}; the API answer is damaged"),
-                    )
-                })?;
-                if let Some(exp) = expected {
-                    let got: [u8; 32] = {
-                        use sha2::Digest;
-                        sha2::Sha256::digest(&bytes).into()
-                    };
-                    if got != exp {
-                        return Err(self.refused(
-                            &tag,
-                            format!(
-                                "{name} does not match the digest GitHub lists for it (expected sha256:{}, got sha256:{}): it was altered on the way; nothing was installed",
-                                hex::encode(exp),
-                                hex::encode(got)
-                            ),
-                        ));
-                    }
-                }
-            }
+            let bytes = self.small_asset(&api, &rel, a, &info.version)?;
             sidecars.insert(name, bytes);
         }
         info!(app = %self.app, version = %info.version, step = "fetch", asset = %main.name, sidecars = sidecars.len(), "release opened; the asset streams on first read");
@@ -564,6 +577,26 @@ impl ReleaseSource for GithubSource {
             sidecars,
             asset_digest,
         })
+    }
+
+    fn release_toml(&self, info: &ReleaseInfo) -> Result<Option<ReleaseToml>, SourceError> {
+        if self.known_release(&info.tag).is_none() {
+            self.releases()?;
+        }
+        let Some(rel) = self.known_release(&info.tag) else {
+            return Ok(None);
+        };
+        // Most releases have none: then nothing is downloaded.
+        let Some(toml) = rel.assets.iter().find(|a| a.name == "release.toml") else {
+            return Ok(None);
+        };
+        let api = self.api()?;
+        let body = self.small_asset(&api, &rel, toml, &info.version)?;
+        let signature = match rel.assets.iter().find(|a| a.name == "release.toml.minisig") {
+            Some(a) => Some(self.small_asset(&api, &rel, a, &info.version)?),
+            None => None,
+        };
+        Ok(Some(ReleaseToml { body, signature }))
     }
 }
 

@@ -102,6 +102,15 @@ pub struct FetchedRelease {
     pub asset_digest: Option<[u8; 32]>,
 }
 
+/// A release's `release.toml`, as published.
+#[derive(Debug, Clone)]
+pub struct ReleaseToml {
+    /// Its bytes.
+    pub body: Vec<u8>,
+    /// `release.toml.minisig`, when published.
+    pub signature: Option<Vec<u8>>,
+}
+
 /// A place releases come from.
 pub trait ReleaseSource: Send + Sync {
     /// Human-readable description for messages ("local folder /srv/drop").
@@ -118,6 +127,17 @@ pub trait ReleaseSource: Send + Sync {
 
     /// Opens one release for streaming.
     fn fetch(&self, info: &ReleaseInfo) -> Result<FetchedRelease, SourceError>;
+
+    /// The release's `release.toml` and its signature, when it has one:
+    /// what its critical marking is read from. A remote source downloads
+    /// only these two files, and nothing when the release has none.
+    fn release_toml(&self, info: &ReleaseInfo) -> Result<Option<ReleaseToml>, SourceError> {
+        let mut f = self.fetch(info)?;
+        Ok(f.sidecars.remove("release.toml").map(|body| ReleaseToml {
+            body,
+            signature: f.sidecars.remove("release.toml.minisig"),
+        }))
+    }
 
     /// Resolves a request to one release: `latest` is the highest stable
     /// version by semver (prereleases only when `include_prereleases`).
@@ -421,17 +441,32 @@ pub(crate) struct UpdateCheck {
     /// app's state).
     #[serde(default)]
     pub suggest: Option<String>,
+    /// The newer releases marked critical, newest first (filled in by
+    /// `ops`, which can check a signed `release.toml`).
+    pub critical: Vec<CriticalRelease>,
 }
 
-/// Compares `current` with what `source` offers on the app's channel.
+/// A newer release marked critical, and the deadline by which the agent
+/// deploys it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CriticalRelease {
+    /// The release.
+    pub version: Version,
+    /// Deployed by then, even outside the window or with `auto = "none"`;
+    /// `None`: at once.
+    pub deadline: Option<jiff::Timestamp>,
+}
+
+/// Compares `current` with `releases`, what the source listed, on the
+/// app's channel (the caller lists once, for the critical releases too).
 pub(crate) fn check_updates(
     app: &AppConfig,
     source: &dyn ReleaseSource,
+    releases: Vec<ReleaseInfo>,
     current: Option<Version>,
-) -> Result<UpdateCheck, SourceError> {
+) -> UpdateCheck {
     let include = include_prereleases(app);
-    let mut on_channel: Vec<ReleaseInfo> = source
-        .releases()?
+    let mut on_channel: Vec<ReleaseInfo> = releases
         .into_iter()
         .filter(|r| include || !r.prerelease)
         .collect();
@@ -443,7 +478,7 @@ pub(crate) fn check_updates(
         .map(|r| r.version.clone())
         .filter(|v| current.as_ref().is_none_or(|c| v > c))
         .collect();
-    Ok(UpdateCheck {
+    UpdateCheck {
         app: app.name.clone(),
         source: source.describe(),
         channel: app.source.channel(),
@@ -458,8 +493,9 @@ pub(crate) fn check_updates(
         latest_tag: newest.as_ref().map(|n| n.tag.clone()),
         published_at: newest.as_ref().and_then(|n| n.published_at.clone()),
         notes: newest.and_then(|n| n.notes),
+        critical: Vec::new(),
         current,
         quarantined: Vec::new(),
         suggest: None,
-    })
+    }
 }

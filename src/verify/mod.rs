@@ -1,6 +1,7 @@
 //! Integrity checks that run while the asset streams: SHA-256 against a
 //! `SHA256SUMS` manifest. Nothing here holds an artifact in memory.
 
+pub(crate) mod critical;
 mod format;
 pub(crate) mod signing;
 pub(crate) mod trust;

@@ -23,5 +23,6 @@ mod lifecycle;
 mod operator;
 mod ownership;
 mod properties;
+mod schedule;
 mod trust;
 mod zero_downtime;
