@@ -120,8 +120,23 @@ pub struct AppAgentConfig {
     pub window: Option<policy::Window>,
     /// Open a GitHub issue on a failed deploy or revert.
     pub report_issues: bool,
-    /// POST failure reports to this URL.
+    /// POST failure reports and notices to this URL.
     pub notify_url: Option<String>,
+    /// The body `notify_url` receives.
+    pub notify_format: NotifyFormat,
+    /// How long the app may stay behind an available update before the
+    /// notice is repeated (each once), shortest first.
+    pub notify_escalate: Vec<std::time::Duration>,
+}
+
+/// The body of a notification (`notify_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// Every field as JSON, plus a one-line `text`.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook body: `{"text": ...}` only.
+    Slack,
 }
 
 impl Default for AppAgentConfig {
@@ -132,6 +147,8 @@ impl Default for AppAgentConfig {
             window: None,
             report_issues: false,
             notify_url: None,
+            notify_format: NotifyFormat::Json,
+            notify_escalate: Vec::new(),
         }
     }
 }

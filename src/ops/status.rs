@@ -46,6 +46,10 @@ pub(crate) struct Status {
     pub maintenance: Option<crate::store::layout::maintenance::Maintenance>,
     /// Quarantined releases.
     pub quarantined: std::collections::BTreeMap<String, crate::store::state::Quarantine>,
+    /// Failed automatic deploys the agent remembers (`.switchyard/agent.json`),
+    /// by version.
+    #[serde(default)]
+    pub agent_failures: std::collections::BTreeMap<String, crate::store::agent::RememberedFailure>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
 }
@@ -97,7 +101,16 @@ pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
         None => Vec::new(),
     };
     let maintenance = crate::store::layout::maintenance::get(&paths)?;
+    // What the agent remembers is advice: a damaged file is named, not fatal.
+    let agent_failures = match crate::store::agent::AgentMemory::load(&paths) {
+        Ok(m) => m.failures,
+        Err(e) => {
+            problems.push(crate::chain::chain(&e));
+            Default::default()
+        }
+    };
     Ok(Status {
+        agent_failures,
         deploy: st.deploy.clone(),
         attention: st.attention.clone(),
         maintenance,

@@ -1,0 +1,249 @@
+//! Failure memory: which automatic deploys failed, whether they are worth
+//! retrying, and when. Kept in `.switchyard/agent.json` (see
+//! [`crate::store::agent`]) so a restarting agent does not retry (nor
+//! re-report) what it already knows fails.
+//!
+//! The rule: a *deterministic* failure (the release itself is refused:
+//! checksum, signature, unsafe archive, downgrade, a failed lifecycle that
+//! quarantined it, deploys blocked) is not retried until the release changes
+//! (another tag or publication time: it was re-published) or an operator
+//! acts (any audit event after the failure whose actor is not the agent —
+//! a manual deploy, revert, hold, unquarantine, resolve ...). A *transient*
+//! failure (network, GitHub, rate limit, lock busy, host I/O, a pre-check
+//! on the host) is retried after a back-off that doubles from the poll
+//! interval up to [`MAX_BACKOFF`], with ±10% jitter.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::ops::DeployError;
+use crate::ops::error::exit;
+use crate::source::ReleaseInfo;
+use crate::store::agent::{AgentMemory, FailureClass, RememberedFailure};
+use crate::store::history::{self, HistoryError};
+use crate::store::layout::AppPaths;
+use crate::store::state::AppState;
+
+/// The longest wait between two attempts at a transient failure.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Whether a failed deploy may succeed if simply tried again, from the
+/// error's class (its exit code), never from its text.
+pub(crate) fn classify(e: &DeployError) -> FailureClass {
+    match e {
+        // The host's state (disk space, a backup hook) can change on its own.
+        DeployError::Precheck(_) | DeployError::BackupFailed(_) => FailureClass::Transient,
+        _ => match e.exit_code() {
+            exit::VERIFY | exit::DEPLOY_FAILED | exit::NEEDS_ATTENTION | exit::PRECHECK | exit::USAGE => {
+                FailureClass::Deterministic
+            }
+            // BUSY, STORAGE, NOT_FOUND (an asset still uploading), and
+            // FAILURE (the network, GitHub's 5xx and rate limits).
+            _ => FailureClass::Transient,
+        },
+    }
+}
+
+/// The wait before attempt `attempts + 1`: the poll interval after the first
+/// failure, doubling after each further one, capped at [`MAX_BACKOFF`]
+/// (jitter is added by the caller).
+pub(crate) fn backoff(poll: Duration, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(24);
+    poll.max(Duration::from_secs(1))
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// The release as published, for noticing a re-published one.
+pub(crate) fn fingerprint(info: &ReleaseInfo) -> String {
+    format!("{}@{}", info.tag, info.published_at.as_deref().unwrap_or("-"))
+}
+
+/// Whether an operator has done anything to the app after `audit_count`
+/// audit events: any later event whose actor is not the agent itself.
+pub(crate) fn operator_acted(paths: &AppPaths, audit_count: u64) -> Result<bool, HistoryError> {
+    let now = AppState::load(paths)
+        .ok()
+        .and_then(|s| s.audit_head)
+        .map_or(0, |h| h.count);
+    if now <= audit_count {
+        return Ok(false);
+    }
+    let events = history::read(paths)?;
+    let from = usize::try_from(audit_count).unwrap_or(usize::MAX);
+    Ok(events
+        .iter()
+        .skip(from)
+        .any(|s| !is_agent(&s.event.actor.user)))
+}
+
+/// The agent's own actors: its polls and the webhooks it acts on.
+pub(crate) fn is_agent(user: &str) -> bool {
+    user.starts_with("agent") || user.starts_with("webhook:")
+}
+
+/// What the memory says about trying `info` now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing remembered (or forgotten now): try it.
+    Try,
+    /// Remembered as refused; not until the release changes or an operator acts.
+    Refused(String),
+    /// A transient failure; not before this instant.
+    Later(Timestamp),
+}
+
+/// Looks `info` up in the memory, forgetting a failure that no longer
+/// applies (the release changed, an operator acted, a back-off elapsed is
+/// kept until the attempt's outcome replaces it). Returns whether the
+/// memory changed.
+pub(crate) fn verdict(
+    mem: &mut AgentMemory,
+    paths: &AppPaths,
+    info: &ReleaseInfo,
+    now: Timestamp,
+) -> (Verdict, bool) {
+    let key = info.version.to_string();
+    let Some(f) = mem.failures.get(&key) else {
+        return (Verdict::Try, false);
+    };
+    // A damaged audit log counts as an operator's business: try again.
+    let acted = operator_acted(paths, f.audit_count).unwrap_or(true);
+    if f.release != fingerprint(info) || acted {
+        mem.failures.remove(&key);
+        // The next failure is a new one: report it again.
+        mem.notified.remove(&format!("deploy_failed:{key}"));
+        return (Verdict::Try, true);
+    }
+    match f.class {
+        FailureClass::Deterministic => (Verdict::Refused(f.reason.clone()), false),
+        FailureClass::Transient => match f.retry_at.as_deref().and_then(|t| t.parse().ok()) {
+            Some(at) if at > now => (Verdict::Later(at), false),
+            _ => (Verdict::Try, false),
+        },
+    }
+}
+
+/// Records a failed attempt at `info`; returns the entry.
+pub(crate) fn remember(
+    mem: &mut AgentMemory,
+    paths: &AppPaths,
+    info: &ReleaseInfo,
+    e: &DeployError,
+    now: Timestamp,
+    poll: Duration,
+) -> RememberedFailure {
+    let key = info.version.to_string();
+    let class = classify(e);
+    let attempts = mem
+        .failures
+        .get(&key)
+        .filter(|f| f.class == class)
+        .map_or(0, |f| f.attempts)
+        + 1;
+    let retry_at = match class {
+        FailureClass::Deterministic => None,
+        FailureClass::Transient => {
+            let wait = crate::daemon::policy::jittered(backoff(poll, attempts), 0.1).min(MAX_BACKOFF);
+            let wait = jiff::SignedDuration::try_from(wait).unwrap_or_default();
+            Some(now.saturating_add(wait).unwrap_or(now).to_string())
+        }
+    };
+    let audit_count = AppState::load(paths)
+        .ok()
+        .and_then(|s| s.audit_head)
+        .map_or(0, |h| h.count);
+    let first_line = crate::ops::error::chain(e)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let f = RememberedFailure {
+        class,
+        reason: first_line,
+        release: fingerprint(info),
+        attempts,
+        last: now.to_string(),
+        retry_at,
+        audit_count,
+    };
+    mem.failures.insert(key, f.clone());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+    use crate::store::state::{DeployState, StateError};
+    use crate::verify::VerifyError;
+
+    #[test]
+    fn backoff_doubles_from_the_poll_interval_to_the_cap() {
+        let p = Duration::from_secs(60);
+        assert_eq!(backoff(p, 1), p, "the first retry after about a poll");
+        assert_eq!(backoff(p, 2), 2 * p);
+        assert_eq!(backoff(p, 3), 4 * p);
+        assert_eq!(backoff(p, 6), 32 * p);
+        assert_eq!(backoff(p, 7), MAX_BACKOFF, "capped at an hour");
+        assert_eq!(backoff(p, u32::MAX), MAX_BACKOFF, "no overflow");
+        assert_eq!(backoff(Duration::ZERO, 1), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn refusals_are_deterministic_and_outages_transient() {
+        let det = [
+            DeployError::Downgrade {
+                app: "a".into(),
+                version: "1".into(),
+                highest: "2".into(),
+            },
+            DeployError::Failed {
+                state: DeployState::Failed,
+                reason: "warm failed".into(),
+                rolled_back: true,
+            },
+            DeployError::Blocked {
+                app: "a".into(),
+                kind: "needs_attention".into(),
+                reason: "x".into(),
+            },
+            DeployError::NeedsAttention { reason: "x".into() },
+            DeployError::Unsigned {
+                app: "a".into(),
+                version: "1".into(),
+                asset: "x".into(),
+            },
+        ];
+        for e in &det {
+            assert_eq!(classify(e), FailureClass::Deterministic, "{e}");
+        }
+        let checksum = DeployError::from(VerifyError::Mismatch {
+            name: "web.tar.gz".into(),
+            file: "SHA256SUMS".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        });
+        assert_eq!(classify(&checksum), FailureClass::Deterministic);
+        let trans = [
+            DeployError::Precheck("not enough free space".into()),
+            DeployError::State(StateError::Busy {
+                app: "a".into(),
+                holder: "x".into(),
+            }),
+            DeployError::Source(SourceError::NotFound {
+                what: "x".into(),
+                source_desc: "github".into(),
+            }),
+            DeployError::Fs(crate::fs::FsError::new(
+                "read",
+                "/x",
+                std::io::Error::from_raw_os_error(5),
+            )),
+        ];
+        for e in &trans {
+            assert_eq!(classify(e), FailureClass::Transient, "{e}");
+        }
+    }
+}
