@@ -508,7 +508,8 @@ fn check_app_agent(ck: &mut Checker<'_>, name: &str, raw: AgentKeys) -> AppAgent
     }
     agent.notify_escalate.sort();
     agent.notify_escalate.dedup();
-    if (raw.notify_format.is_some() || raw.notify_escalate.is_some()) && agent.notify_url.is_none() {
+    if (raw.notify_format.is_some() || raw.notify_escalate.is_some()) && agent.notify_url.is_none()
+    {
         ck.at(
             0..0,
             format!("apps.{name}.notify_format and notify_escalate need notify_url"),

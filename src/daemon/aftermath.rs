@@ -102,7 +102,13 @@ pub(crate) async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOu
     if let Some(u) = &out.update
         && !just_tried(&u.version)
     {
-        notices.push(update_notice(cfg, shared, &paths, u, out.current.as_deref()));
+        notices.push(update_notice(
+            cfg,
+            shared,
+            &paths,
+            u,
+            out.current.as_deref(),
+        ));
     }
     if let Some((v, deadline)) = &out.critical {
         notices.push(
@@ -137,7 +143,10 @@ fn update_notice(
         .with("days_behind", age.as_secs() / 86_400)
         .with("first_seen", first_seen.to_string())
         .with("published_at", u.published_at.clone())
-        .with("command", format!("switchyard deploy {} {}", cfg.name, u.version));
+        .with(
+            "command",
+            format!("switchyard deploy {} {}", cfg.name, u.version),
+        );
     let passed: Vec<String> = cfg
         .agent
         .notify_escalate
@@ -148,7 +157,11 @@ fn update_notice(
     if let Some(last) = passed.last() {
         let base = n.key.clone();
         n.covers = std::iter::once(base.clone())
-            .chain(passed[..passed.len() - 1].iter().map(|e| format!("{base}:{e}")))
+            .chain(
+                passed[..passed.len() - 1]
+                    .iter()
+                    .map(|e| format!("{base}:{e}")),
+            )
             .collect();
         n.key = format!("{base}:{last}");
         n = n.with("escalation", last.clone());

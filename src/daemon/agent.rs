@@ -18,11 +18,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, Tick};
 use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
+use crate::daemon::aftermath::after_operation;
 use crate::daemon::control::{self, ControlError, Job};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
-use crate::daemon::policy::{self, Decision};
-use crate::daemon::aftermath::after_operation;
 use crate::daemon::memory::{self, Verdict};
+use crate::daemon::policy::{self, Decision};
 use crate::daemon::{OpOutcome, Trigger, Update, run_op, stopped};
 use crate::fs::FsError;
 use crate::ops::api::{Caller, RemoteError, Reply, Request};
@@ -575,14 +575,23 @@ fn check_blocking(
             }
         }
         Err(e) => {
-            let f = memory::remember(&mut mem, &paths, &info, &e, clock.now(), cfg.agent.poll_interval);
+            let f = memory::remember(
+                &mut mem,
+                &paths,
+                &info,
+                &e,
+                clock.now(),
+                cfg.agent.poll_interval,
+            );
             save_memory(cfg, &paths, &mem);
             match &f.retry_at {
                 Some(at) => {
                     warn!(app = %cfg.name, version = %v, attempt = f.attempts, retry_at = %at, error = %f.reason, "the automatic deploy failed (transient); trying again at {at}");
                     out.wait_until = at.parse().ok();
                 }
-                None => warn!(app = %cfg.name, version = %v, error = %f.reason, "the automatic deploy failed; the agent will not retry {v} until the release changes or an operator acts (deploy it by hand, or publish a new release)"),
+                None => {
+                    warn!(app = %cfg.name, version = %v, error = %f.reason, "the automatic deploy failed; the agent will not retry {v} until the release changes or an operator acts (deploy it by hand, or publish a new release)")
+                }
             }
         }
     }

@@ -35,9 +35,11 @@ pub(crate) fn classify(e: &DeployError) -> FailureClass {
         // The host's state (disk space, a backup hook) can change on its own.
         DeployError::Precheck(_) | DeployError::BackupFailed(_) => FailureClass::Transient,
         _ => match e.exit_code() {
-            exit::VERIFY | exit::DEPLOY_FAILED | exit::NEEDS_ATTENTION | exit::PRECHECK | exit::USAGE => {
-                FailureClass::Deterministic
-            }
+            exit::VERIFY
+            | exit::DEPLOY_FAILED
+            | exit::NEEDS_ATTENTION
+            | exit::PRECHECK
+            | exit::USAGE => FailureClass::Deterministic,
             // BUSY, STORAGE, NOT_FOUND (an asset still uploading), and
             // FAILURE (the network, GitHub's 5xx and rate limits).
             _ => FailureClass::Transient,
@@ -57,7 +59,11 @@ pub(crate) fn backoff(poll: Duration, attempts: u32) -> Duration {
 
 /// The release as published, for noticing a re-published one.
 pub(crate) fn fingerprint(info: &ReleaseInfo) -> String {
-    format!("{}@{}", info.tag, info.published_at.as_deref().unwrap_or("-"))
+    format!(
+        "{}@{}",
+        info.tag,
+        info.published_at.as_deref().unwrap_or("-")
+    )
 }
 
 /// Whether an operator has done anything to the app after `audit_count`
@@ -145,7 +151,8 @@ pub(crate) fn remember(
     let retry_at = match class {
         FailureClass::Deterministic => None,
         FailureClass::Transient => {
-            let wait = crate::daemon::policy::jittered(backoff(poll, attempts), 0.1).min(MAX_BACKOFF);
+            let wait =
+                crate::daemon::policy::jittered(backoff(poll, attempts), 0.1).min(MAX_BACKOFF);
             let wait = jiff::SignedDuration::try_from(wait).unwrap_or_default();
             Some(now.saturating_add(wait).unwrap_or(now).to_string())
         }

@@ -186,7 +186,10 @@ pub(crate) async fn send(cfg: &AppConfig, notices: Vec<Notice>) {
         let body = n.body(cfg.agent.notify_format);
         let u = url.clone();
         // Its own task: the HTTP client wants a whole thread stack.
-        let res = tokio::spawn(async move { report::post(&u, &body, "post a notification to notify_url").await }).await;
+        let res = tokio::spawn(async move {
+            report::post(&u, &body, "post a notification to notify_url").await
+        })
+        .await;
         match res {
             Ok(Ok(())) => {
                 info!(app = %cfg.name, event = %n.get("event"), version = %n.get("version"), "notification sent");
@@ -216,14 +219,20 @@ mod tests {
         let n = Notice::new("deploy_failed", "web", "1.0.1")
             .with("step", "prechecks")
             .with("state", "failed")
-            .with("reason", "checksum mismatch, token ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+            .with(
+                "reason",
+                "checksum mismatch, token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            )
             .with("command", "switchyard status web");
         let b = n.body(NotifyFormat::Slack);
         let obj = b.as_object().unwrap();
         assert_eq!(obj.len(), 1, "{b}");
         let t = obj["text"].as_str().unwrap();
         assert!(t.starts_with("switchyard: web 1.0.1 failed on "), "{t}");
-        assert!(t.contains("prechecks") && t.contains("`switchyard status web`"), "{t}");
+        assert!(
+            t.contains("prechecks") && t.contains("`switchyard status web`"),
+            "{t}"
+        );
         assert!(!t.contains("ghp_abc"), "{t}");
         let j = n.body(NotifyFormat::Json);
         assert_eq!(j["event"], "deploy_failed");

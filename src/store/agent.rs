@@ -129,7 +129,11 @@ mod tests {
         m.save(&p).unwrap();
         assert_eq!(AgentMemory::load(&p).unwrap(), m);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(&p.agent_file()).unwrap().unwrap().permissions().mode();
+        let mode = fs::metadata(&p.agent_file())
+            .unwrap()
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
 }

@@ -44,11 +44,7 @@ impl Receiver {
             }),
         );
         rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver {
-            url,
-            seen,
-            _rt: rt,
-        }
+        Receiver { url, seen, _rt: rt }
     }
 
     fn all(&self) -> Vec<Value> {
@@ -108,7 +104,10 @@ fn a_refused_release_is_reported_once_and_tried_again_only_when_a_new_one_appear
     configure(
         &w,
         &m,
-        &format!("poll_interval = \"1s\"\nauto = \"patch\"\nnotify_url = \"{}\"", hook.url),
+        &format!(
+            "poll_interval = \"1s\"\nauto = \"patch\"\nnotify_url = \"{}\"",
+            hook.url
+        ),
     );
     publish(&w, &m, "v1.0.0");
     w.ok(&["deploy", "web", "1.0.0"]);
@@ -138,13 +137,27 @@ fn a_refused_release_is_reported_once_and_tried_again_only_when_a_new_one_appear
     let failed = hook.events("deploy_failed");
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["version"], "1.0.1");
-    assert_eq!(failed[0]["to_version"], "1.0.1", "the failure report's fields stay");
-    assert!(failed[0]["text"].as_str().unwrap().contains("web 1.0.1"), "{}", failed[0]);
+    assert_eq!(
+        failed[0]["to_version"], "1.0.1",
+        "the failure report's fields stay"
+    );
+    assert!(
+        failed[0]["text"].as_str().unwrap().contains("web 1.0.1"),
+        "{}",
+        failed[0]
+    );
     assert_eq!(attempts(&w, "1.0.1"), 1, "one failed deploy in the history");
-    assert!(agent.log().contains("will not retry 1.0.1"), "{}", agent.log());
+    assert!(
+        agent.log().contains("will not retry 1.0.1"),
+        "{}",
+        agent.log()
+    );
     let text = metrics(&agent);
     assert_eq!(
-        metric(&text, "switchyard_deploys_total{app=\"web\",outcome=\"failed\"}"),
+        metric(
+            &text,
+            "switchyard_deploys_total{app=\"web\",outcome=\"failed\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -228,7 +241,11 @@ fn a_transient_failure_backs_off() {
         );
         let f = memory().unwrap();
         assert_eq!(f["class"], "transient", "{f}");
-        gaps.push(ts(&f, "retry_at").duration_since(ts(&f, "last")).as_secs_f64());
+        gaps.push(
+            ts(&f, "retry_at")
+                .duration_since(ts(&f, "last"))
+                .as_secs_f64(),
+        );
         if attempt == 2 {
             // Polls go on meanwhile, without an attempt before retry_at.
             let listings = || m.api_hits(&MockGithub::list_path()).len();
@@ -264,7 +281,10 @@ fn updates_reverts_and_state_are_notified_and_measured() {
     configure(
         &w,
         &m,
-        &format!("poll_interval = \"1s\"\nauto = \"patch\"\nnotify_url = \"{}\"", hook.url),
+        &format!(
+            "poll_interval = \"1s\"\nauto = \"patch\"\nnotify_url = \"{}\"",
+            hook.url
+        ),
     );
     publish(&w, &m, "v1.0.0");
     w.ok(&["deploy", "web", "1.0.0"]);
@@ -285,12 +305,19 @@ fn updates_reverts_and_state_are_notified_and_measured() {
         assert_eq!(metric(&text, s), Some(0.0), "{s}:\n{text}");
     }
     assert!(
-        text.lines().any(|l| l.starts_with("switchyard_build_info{version=\"")
-            && l.ends_with("} 1")
-            && !l.contains("commit=\"\"")),
+        text.lines()
+            .any(|l| l.starts_with("switchyard_build_info{version=\"")
+                && l.ends_with("} 1")
+                && !l.contains("commit=\"\"")),
         "{text}"
     );
-    assert!(metric(&text, "switchyard_seconds_since_last_successful_poll{app=\"web\"}").is_some());
+    assert!(
+        metric(
+            &text,
+            "switchyard_seconds_since_last_successful_poll{app=\"web\"}"
+        )
+        .is_some()
+    );
 
     // 1.1.0 is not for the agent (auto = patch): announced once.
     let listings = || m.api_hits(&MockGithub::list_path()).len();
@@ -310,15 +337,23 @@ fn updates_reverts_and_state_are_notified_and_measured() {
     w.ok(&["deploy", "web", "1.1.0"]);
     w.ok(&["revert", "web"]);
     assert!(
-        eventually(Duration::from_secs(10), || !hook.events("reverted").is_empty()),
+        eventually(Duration::from_secs(10), || !hook
+            .events("reverted")
+            .is_empty()),
         "{:#?}",
         hook.all()
     );
     let r = &hook.events("reverted")[0];
-    assert_eq!((&r["version"], &r["to_version"], &r["trigger"]), (&"1.1.0".into(), &"1.0.0".into(), &"manual".into()));
+    assert_eq!(
+        (&r["version"], &r["to_version"], &r["trigger"]),
+        (&"1.1.0".into(), &"1.0.0".into(), &"manual".into())
+    );
     let text = metrics(&agent);
     assert_eq!(
-        metric(&text, "switchyard_reverts_total{app=\"web\",trigger=\"manual\"}"),
+        metric(
+            &text,
+            "switchyard_reverts_total{app=\"web\",trigger=\"manual\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -355,7 +390,10 @@ fn updates_reverts_and_state_are_notified_and_measured() {
         "{:#?}",
         hook.all()
     );
-    assert_eq!(hook.events("needs_attention")[0]["command"], "switchyard resolve web");
+    assert_eq!(
+        hook.events("needs_attention")[0]["command"],
+        "switchyard resolve web"
+    );
 }
 
 #[test]
@@ -412,5 +450,71 @@ fn slack_bodies_and_escalation() {
     }));
     let all = hook.all();
     assert_eq!(all.len(), 3, "{all:#?}");
-    assert!(all[2]["text"].as_str().unwrap().contains("1 day(s) behind"), "{all:#?}");
+    assert!(
+        all[2]["text"].as_str().unwrap().contains("1 day(s) behind"),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn a_failed_manual_revert_through_the_agent_is_reported() {
+    let m = MockGithub::start();
+    let w = World::new();
+    let hook = Receiver::start();
+    configure(
+        &w,
+        &m,
+        &format!("poll_interval = \"1h\"\nnotify_url = \"{}\"", hook.url),
+    );
+    // An activate hook that fails once the marker exists.
+    let marker = w.tmp.path().join("break-activate");
+    let cfg = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        cfg.replace(
+            "[apps.web.trust]",
+            &format!(
+                "[apps.web.hooks]\nactivate = 'test ! -e {}'\n\n[apps.web.trust]",
+                marker.display()
+            ),
+        ),
+    )
+    .unwrap();
+    publish(&w, &m, "v1.0.0");
+    publish(&w, &m, "v1.0.1");
+    let agent = Agent::start(&w);
+    w.ok(&["deploy", "web", "1.0.0"]);
+    w.ok(&["deploy", "web", "1.0.1"]);
+    std::fs::write(&marker, "").unwrap();
+    let (code, _, err) = w.run(&["revert", "web"]);
+    assert_eq!(code, 8, "{err}");
+    assert!(
+        eventually(Duration::from_secs(10), || hook
+            .events("revert_failed")
+            .len()
+            == 1),
+        "{:#?}\n{}",
+        hook.all(),
+        agent.log()
+    );
+    let r = &hook.events("revert_failed")[0];
+    assert_eq!(r["version"], "1.0.0");
+    assert_eq!(r["to_version"], "1.0.0");
+    assert!(
+        r["deploy_id"].as_str().is_some_and(|s| s.len() == 16),
+        "{r}"
+    );
+    assert!(
+        r["text"]
+            .as_str()
+            .unwrap()
+            .contains("revert to 1.0.0 failed"),
+        "{r}"
+    );
+    assert_eq!(
+        hook.events("deploy_succeeded").len(),
+        2,
+        "{:#?}",
+        hook.all()
+    );
 }

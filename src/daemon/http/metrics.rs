@@ -343,7 +343,9 @@ impl Metrics {
         hold: bool,
     ) {
         let l = app_label(app);
-        self.needs_attention.get_or_create(&l).set(needs_attention.into());
+        self.needs_attention
+            .get_or_create(&l)
+            .set(needs_attention.into());
         self.maintenance.get_or_create(&l).set(maintenance.into());
         self.quarantined
             .get_or_create(&l)
@@ -560,7 +562,10 @@ pub(crate) mod tests {
             Some(1.0)
         );
         assert_eq!(
-            v("switchyard_reverts_total", &[("app", "web"), ("trigger", "manual")]),
+            v(
+                "switchyard_reverts_total",
+                &[("app", "web"), ("trigger", "manual")]
+            ),
             Some(1.0)
         );
         assert_eq!(
@@ -619,5 +624,62 @@ pub(crate) mod tests {
         m.forget_app("web");
         let text = m.render();
         assert!(!text.contains("app=\"web\""), "{text}");
+    }
+
+    #[test]
+    fn configured_apps_start_at_zero_and_forgetting_drops_everything() {
+        let m = Metrics::new();
+        m.init_app("web");
+        let text = m.render();
+        let v = |name: &str, labels: &[(&str, &str)]| value_of(&text, name, labels);
+        for t in REVERT_TRIGGERS {
+            assert_eq!(
+                v(
+                    "switchyard_reverts_total",
+                    &[("app", "web"), ("trigger", t)]
+                ),
+                Some(0.0)
+            );
+        }
+        for o in DEPLOY_OUTCOMES {
+            assert_eq!(
+                v(
+                    "switchyard_deploys_total",
+                    &[("app", "web"), ("outcome", o)]
+                ),
+                Some(0.0)
+            );
+        }
+        for g in [
+            "switchyard_versions_behind",
+            "switchyard_needs_attention",
+            "switchyard_maintenance",
+            "switchyard_quarantined_releases",
+            "switchyard_hold",
+        ] {
+            assert_eq!(v(g, &[("app", "web")]), Some(0.0), "{g}");
+        }
+        let since = v(
+            "switchyard_seconds_since_last_successful_poll",
+            &[("app", "web")],
+        );
+        assert!(since.is_some_and(|s| (0.0..60.0).contains(&s)), "{since:?}");
+        m.set_app_state("web", true, true, 3, true);
+        let text = m.render();
+        assert_eq!(
+            value_of(&text, "switchyard_quarantined_releases", &[("app", "web")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value_of(&text, "switchyard_hold", &[("app", "web")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value_of(&text, "switchyard_needs_attention", &[("app", "web")]),
+            Some(1.0)
+        );
+        assert!(text.contains("switchyard_build_info{version=\""), "{text}");
+        m.forget_app("web");
+        assert!(!m.render().contains("app=\"web\""));
     }
 }
