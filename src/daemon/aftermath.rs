@@ -3,17 +3,22 @@
 
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::{AppConfig, SourceConfig};
-use crate::daemon::agent::{Shared, status};
+use crate::daemon::http::Metrics;
 use crate::daemon::notice::{self, Notice};
-use crate::daemon::{FailedDeploy, OpOutcome, report};
+use crate::daemon::{FailedDeploy, OpOutcome, report, systemd_status as status};
 use crate::store::agent::AgentMemory;
 use crate::store::layout::{AppPaths, maintenance};
 use crate::store::state::AppState;
 
 /// Metrics, failure reports and notifications after an operation.
-pub(crate) async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOutcome) {
-    let m = &shared.metrics;
+pub(crate) async fn after_operation(
+    cfg: &AppConfig,
+    m: &Metrics,
+    clock: &dyn Clock,
+    out: &OpOutcome,
+) {
     let paths = AppPaths::new(&cfg.root);
     m.set_current_version(&cfg.name, out.current.as_deref());
     if let Some(b) = out.behind {
@@ -102,13 +107,7 @@ pub(crate) async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOu
     if let Some(u) = &out.update
         && !just_tried(&u.version)
     {
-        notices.push(update_notice(
-            cfg,
-            shared,
-            &paths,
-            u,
-            out.current.as_deref(),
-        ));
+        notices.push(update_notice(cfg, clock, &paths, u, out.current.as_deref()));
     }
     if let Some((v, deadline)) = &out.critical {
         notices.push(
@@ -125,12 +124,12 @@ pub(crate) async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOu
 /// shorter ones it skipped).
 fn update_notice(
     cfg: &AppConfig,
-    shared: &Shared,
+    clock: &dyn Clock,
     paths: &AppPaths,
     u: &crate::daemon::Update,
     current: Option<&str>,
 ) -> Notice {
-    let now = shared.clock.now();
+    let now = clock.now();
     let first_seen = AgentMemory::load(paths)
         .ok()
         .and_then(|m| m.first_seen.get(&u.version).cloned())

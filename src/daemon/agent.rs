@@ -97,9 +97,8 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
 
-/// Tells systemd what the agent is doing (`systemctl status`).
-pub(crate) fn status(msg: &str) {
-    notify_systemd(&[sd_notify::NotifyState::Status(msg)]);
+fn status(msg: &str) {
+    crate::daemon::systemd_status(msg);
 }
 
 fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AgentError> {
@@ -433,7 +432,7 @@ async fn check(
             return None;
         }
     };
-    after_operation(cfg, shared, &out).await;
+    after_operation(cfg, &shared.metrics, shared.clock.as_ref(), &out).await;
     match out.wait_until {
         Some(t) => {
             let now = shared.clock.now();
@@ -669,6 +668,6 @@ async fn control_op(
             OpOutcome::default(),
         ),
     };
-    after_operation(cfg, shared, &outcome).await;
+    after_operation(cfg, &shared.metrics, shared.clock.as_ref(), &outcome).await;
     reply
 }

@@ -42,6 +42,12 @@ pub enum Trigger {
     },
 }
 
+/// Tells systemd what the agent is doing (`systemctl status`); outside
+/// systemd (NOTIFY_SOCKET unset) a no-op.
+pub(crate) fn systemd_status(msg: &str) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(msg)]);
+}
+
 /// Resolves once shutdown is asked for. (The guard `wait_for` returns is
 /// not `Send`; it is dropped here, before the caller's next await.)
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
