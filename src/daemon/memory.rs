@@ -86,7 +86,7 @@ pub(crate) fn operator_acted(paths: &AppPaths, audit_count: u64) -> Result<bool,
 
 /// The agent's own actors: its polls and the webhooks it acts on.
 pub(crate) fn is_agent(user: &str) -> bool {
-    user.starts_with("agent") || user.starts_with("webhook:")
+    user == "agent" || user.starts_with("agent:") || user.starts_with("webhook:")
 }
 
 /// What the memory says about trying `info` now.
@@ -185,6 +185,115 @@ mod tests {
     use crate::source::SourceError;
     use crate::store::state::{DeployState, StateError};
     use crate::verify::VerifyError;
+
+    fn event(user: &str) -> crate::store::history::Event {
+        crate::store::history::Event {
+            time: "2026-11-20T15:00:00Z".into(),
+            app: "web".into(),
+            event: "system.update.failed".into(),
+            id: "0000000000000001".into(),
+            from: None,
+            to: Some("1.0.1".into()),
+            actor: crate::store::history::Actor {
+                user: user.into(),
+                uid: None,
+            },
+            outcome: "failed".into(),
+            duration_ms: 0,
+            error: None,
+            details: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_forgotten_when_the_release_changes_or_an_operator_acts() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = AppPaths::new(t.path());
+        crate::fs::create_dir_all(&paths.state_dir()).unwrap();
+        history::append(&paths, &event("agent:poll")).unwrap();
+        let now: Timestamp = "2026-11-20T15:00:00Z".parse().unwrap();
+        let info = ReleaseInfo {
+            version: "1.0.1".parse().unwrap(),
+            tag: "v1.0.1".into(),
+            prerelease: false,
+            published_at: Some("2026-11-20T14:00:00Z".into()),
+            notes: None,
+        };
+        let refused = DeployError::Unsigned {
+            app: "web".into(),
+            version: "1.0.1".into(),
+            asset: "x".into(),
+        };
+        let mut mem = AgentMemory::default();
+        let f = remember(
+            &mut mem,
+            &paths,
+            &info,
+            &refused,
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            (f.class, f.retry_at.as_deref(), f.audit_count),
+            (FailureClass::Deterministic, None, 1)
+        );
+        mem.notified
+            .insert("deploy_failed:1.0.1".into(), "t".into());
+        let later = now + jiff::SignedDuration::from_hours(100);
+        assert!(matches!(
+            verdict(&mut mem, &paths, &info, later).0,
+            Verdict::Refused(_)
+        ));
+        // The agent's own later events change nothing.
+        history::append(&paths, &event("webhook:d-1")).unwrap();
+        assert!(matches!(
+            verdict(&mut mem, &paths, &info, later).0,
+            Verdict::Refused(_)
+        ));
+        // Re-published: tried again, and its next failure reported again.
+        let mut republished = info.clone();
+        republished.published_at = Some("2026-11-21T09:00:00Z".into());
+        assert_eq!(
+            verdict(&mut mem, &paths, &republished, later),
+            (Verdict::Try, true)
+        );
+        assert!(mem.notified.is_empty() && mem.failures.is_empty());
+        // An operator's audit event after the failure: tried again.
+        remember(
+            &mut mem,
+            &paths,
+            &info,
+            &refused,
+            now,
+            Duration::from_secs(60),
+        );
+        history::append(&paths, &event("alice")).unwrap();
+        assert_eq!(verdict(&mut mem, &paths, &info, later).0, Verdict::Try);
+
+        // A transient failure waits for its back-off, then is tried.
+        let busy = DeployError::State(StateError::Busy {
+            app: "web".into(),
+            holder: "x".into(),
+        });
+        let f = remember(&mut mem, &paths, &info, &busy, now, Duration::from_secs(60));
+        let at: Timestamp = f.retry_at.unwrap().parse().unwrap();
+        let wait = at.duration_since(now).as_secs_f64();
+        assert!((54.0..=66.0).contains(&wait), "{wait}");
+        assert_eq!(verdict(&mut mem, &paths, &info, now).0, Verdict::Later(at));
+        assert_eq!(verdict(&mut mem, &paths, &info, at).0, Verdict::Try);
+        let f = remember(&mut mem, &paths, &info, &busy, now, Duration::from_secs(60));
+        assert_eq!(f.attempts, 2);
+    }
+
+    #[test]
+    fn only_the_agents_own_actors_are_the_agent() {
+        for a in ["agent", "agent:poll", "webhook:d-1"] {
+            assert!(is_agent(a), "{a}");
+        }
+        for o in ["root", "alice", "agent-smith", "uid 1000"] {
+            assert!(!is_agent(o), "{o}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_from_the_poll_interval_to_the_cap() {
