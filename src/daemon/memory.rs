@@ -34,6 +34,13 @@ pub(crate) fn classify(e: &DeployError) -> FailureClass {
     match e {
         // The host's state (disk space, a backup hook) can change on its own.
         DeployError::Precheck(_) | DeployError::BackupFailed(_) => FailureClass::Transient,
+        // A download that breaks off mid-stream reaches the unpacker as a
+        // truncated archive (the stream is unpacked as it arrives, before
+        // its digest is known), so a "corrupt" archive may be the network's
+        // doing: retried with back-off. Refused entries and limits are not.
+        DeployError::Unpack(crate::verify::unpack::UnpackError::Corrupt { .. }) => {
+            FailureClass::Transient
+        }
         _ => match e.exit_code() {
             exit::VERIFY
             | exit::DEPLOY_FAILED
@@ -326,6 +333,7 @@ mod tests {
                 reason: "x".into(),
             },
             DeployError::NeedsAttention { reason: "x".into() },
+            DeployError::Unpack(crate::verify::unpack::UnpackError::Limit("too big".into())),
             DeployError::Unsigned {
                 app: "a".into(),
                 version: "1".into(),
@@ -343,6 +351,10 @@ mod tests {
         });
         assert_eq!(classify(&checksum), FailureClass::Deterministic);
         let trans = [
+            DeployError::Unpack(crate::verify::unpack::UnpackError::Corrupt {
+                entry: None,
+                source: std::io::Error::other("the download broke off"),
+            }),
             DeployError::Precheck("not enough free space".into()),
             DeployError::State(StateError::Busy {
                 app: "a".into(),

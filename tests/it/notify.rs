@@ -80,20 +80,11 @@ fn attempts(w: &World, version: &str) -> usize {
         .count()
 }
 
-fn tamper(m: &MockGithub, tag: &str, asset: &str) {
+/// Serves another, valid, archive as `tag`'s `asset`: its checksum does
+/// not verify (a corrupt stream could be a broken download, and is retried).
+fn tamper(m: &MockGithub, tag: &str, asset: &str, other: &[u8]) {
     let id = m.asset_id(tag, asset);
-    m.with(|s| {
-        let a = s
-            .releases
-            .iter()
-            .flat_map(|r| r.assets.iter())
-            .find(|a| a.id == id)
-            .unwrap();
-        let mut bad = a.data.clone();
-        let n = bad.len();
-        bad[n / 2] ^= 0x40;
-        s.tampered.insert(id, bad);
-    });
+    m.with(|s| s.tampered.insert(id, other.to_vec()));
 }
 
 #[test]
@@ -112,7 +103,8 @@ fn a_refused_release_is_reported_once_and_tried_again_only_when_a_new_one_appear
     publish(&w, &m, "v1.0.0");
     w.ok(&["deploy", "web", "1.0.0"]);
     publish(&w, &m, "v1.0.1");
-    tamper(&m, "v1.0.1", "web-1.0.1.tar.gz");
+    let other = std::fs::read(w.drop_dir.join("v1.0.0/web-1.0.0.tar.gz")).unwrap();
+    tamper(&m, "v1.0.1", "web-1.0.1.tar.gz", &other);
     set_clock(&w, "2026-11-20T15:00:00Z");
     let mut agent = Agent::start(&w);
     let listings = || m.api_hits(&MockGithub::list_path()).len();
@@ -146,6 +138,8 @@ fn a_refused_release_is_reported_once_and_tried_again_only_when_a_new_one_appear
         "{}",
         failed[0]
     );
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("tampered with"), "a verification refusal: {error}");
     assert_eq!(attempts(&w, "1.0.1"), 1, "one failed deploy in the history");
     assert!(
         agent.log().contains("will not retry 1.0.1"),
