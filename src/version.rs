@@ -81,6 +81,21 @@ impl Version {
     pub fn is_prerelease(&self) -> bool {
         !self.0.pre.is_empty()
     }
+
+    /// Is going from `from` to `self` a major (breaking) upgrade? The one
+    /// definition `deploy`, `promote`, `check` and the agent's `auto` level
+    /// share, Cargo's: a higher major version; for `0.y.z` a higher minor;
+    /// for `0.0.z` any higher version.
+    pub fn is_major_upgrade_from(&self, from: &Version) -> bool {
+        let (a, b) = (&from.0, &self.0);
+        if b <= a {
+            return false;
+        }
+        if a.major != b.major {
+            return true;
+        }
+        a.major == 0 && (a.minor != b.minor || a.minor == 0)
+    }
 }
 
 impl fmt::Display for Version {
@@ -137,6 +152,22 @@ mod tests {
     fn leading_v_is_stripped_for_the_directory() {
         assert_eq!(Version::parse("v1.4.0").unwrap().dir_name(), "1.4.0");
         assert_eq!(Version::parse("1.4.0").unwrap().dir_name(), "1.4.0");
+    }
+
+    #[test]
+    fn major_upgrades_follow_cargo() {
+        let major = |a: &str, b: &str| {
+            Version::parse(b)
+                .unwrap()
+                .is_major_upgrade_from(&Version::parse(a).unwrap())
+        };
+        assert!(major("1.9.0", "2.0.0"));
+        assert!(!major("1.0.0", "1.9.9"));
+        assert!(major("0.1.0", "0.2.0"));
+        assert!(!major("0.1.0", "0.1.7"));
+        assert!(major("0.0.1", "0.0.2"));
+        assert!(!major("2.0.0", "1.0.0"), "a downgrade is not an upgrade");
+        assert!(!major("1.0.0", "1.0.0"));
     }
 
     #[test]

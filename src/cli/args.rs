@@ -81,14 +81,24 @@ pub(super) enum Command {
     },
     /// Make an installed release live: swap `current` atomically (the old one becomes
     /// `last-good`), run the activate hook and the live health check; reverts at once if they fail.
+    /// Holds the app (the agent deploys nothing on its own until `unhold`). A release that
+    /// was only installed, never deployed, is refused while the app has deploy steps
+    /// (warm, staging check, backup, migrate) it would skip: deploy it instead, or pass
+    /// --skip-lifecycle.
     Promote {
         /// App name.
         app: String,
         /// An installed version.
         version: String,
-        /// Promote a quarantined release anyway.
+        /// Promote a quarantined release anyway (and lift its quarantine once it is live and healthy).
         #[arg(long)]
         force: bool,
+        /// Accept a major (breaking) upgrade.
+        #[arg(long)]
+        allow_major: bool,
+        /// Make live a release that was only installed, without the deploy steps it missed.
+        #[arg(long)]
+        skip_lifecycle: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -106,17 +116,20 @@ pub(super) enum Command {
         /// Accept a major (breaking) upgrade; the release notes are shown otherwise.
         #[arg(long)]
         allow_major: bool,
-        /// Deploy a quarantined release anyway.
+        /// Deploy a quarantined release anyway (its quarantine is lifted once it is live and healthy).
         #[arg(long)]
         force: bool,
         #[command(flatten)]
         common: Common,
     },
-    /// Swap `current` back to `last-good` (or to --to VERSION), then activate and check it.
+    /// Go back to the release live before the live one (or to --to VERSION), then activate
+    /// and check it. Repeated, it walks further back through the live history (as
+    /// Capistrano's rollback does), skipping pruned and quarantined releases; `last-good`
+    /// always names where the next revert goes. Holds the app (see `unhold`).
     Revert {
         /// App name.
         app: String,
-        /// Revert to this installed release instead of `last-good`.
+        /// Revert to this installed release instead.
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
@@ -167,6 +180,47 @@ pub(super) enum Command {
     Resolve {
         /// App name.
         app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stop the agent's automatic deploys to an app (polls, webhooks, schedules, critical
+    /// releases) until `unhold`; manual commands still work. A manual promote or revert
+    /// holds the app by itself.
+    Hold {
+        /// App name.
+        app: String,
+        /// Why (shown by `status` and kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Resume the agent's automatic deploys to an app.
+    Unhold {
+        /// App name.
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Quarantine a release: deploy and promote refuse it without --force, the agent never
+    /// takes it, and it does not raise the downgrade floor.
+    Quarantine {
+        /// App name.
+        app: String,
+        /// The release.
+        version: String,
+        /// Why (shown by `status` and `list`, kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lift a release's quarantine (after fixing what made its deploy fail).
+    Unquarantine {
+        /// App name.
+        app: String,
+        /// The release.
+        version: String,
         #[command(flatten)]
         common: Common,
     },

@@ -64,6 +64,10 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         | Command::Promote { common, .. }
         | Command::Deploy { common, .. }
         | Command::Revert { common, .. }
+        | Command::Hold { common, .. }
+        | Command::Unhold { common, .. }
+        | Command::Quarantine { common, .. }
+        | Command::Unquarantine { common, .. }
         | Command::Prune { common, .. }
         | Command::Resolve { common, .. }
         | Command::Audit {
@@ -114,12 +118,17 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             app: a,
             version,
             force,
+            allow_major,
+            skip_lifecycle,
             common,
         } => (
             Request::Promote {
                 app: app(a),
                 version: parse_version(version)?,
                 force: *force,
+                allow_major: *allow_major,
+                skip_lifecycle: *skip_lifecycle,
+                seen: None,
             },
             common.json,
             common.wait,
@@ -138,6 +147,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 allow_downgrade: *allow_downgrade,
                 allow_major: *allow_major,
                 force: *force,
+                seen: None,
             },
             common.json,
             common.wait,
@@ -146,6 +156,48 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             Request::Revert {
                 app: app(a),
                 to: to.as_deref().map(parse_version).transpose()?,
+                seen: None,
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Hold {
+            app: a,
+            reason,
+            common,
+        } => (
+            Request::Hold {
+                app: app(a),
+                reason: reason.clone(),
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Unhold { app: a, common } => {
+            (Request::Unhold { app: app(a) }, common.json, common.wait)
+        }
+        Command::Quarantine {
+            app: a,
+            version,
+            reason,
+            common,
+        } => (
+            Request::Quarantine {
+                app: app(a),
+                version: parse_version(version)?,
+                reason: reason.clone(),
+            },
+            common.json,
+            common.wait,
+        ),
+        Command::Unquarantine {
+            app: a,
+            version,
+            common,
+        } => (
+            Request::Unquarantine {
+                app: app(a),
+                version: parse_version(version)?,
             },
             common.json,
             common.wait,
@@ -259,6 +311,9 @@ fn parse_version(s: &str) -> Result<Version, Failure> {
 fn operate(config: &Path, req: &Request, json: bool, wait: bool) -> Result<(), Failure> {
     let cfg = Config::load(config)?;
     let app = cfg.app(req.app())?;
+    // What the operator sees live now: if the command waits for the lock
+    // (here or queued in the agent) and someone switches meanwhile, it refuses.
+    let req = &api::observed(app, req.clone());
     let outcome = match through_agent(&cfg, req)? {
         Some(reply) => reply.map_err(Failure::from_agent)?,
         None => {

@@ -218,6 +218,7 @@ url = "{url}/health"
             allow_downgrade: false,
             allow_major: false,
             force: false,
+            seen: None,
         }))
     };
     let db = || fs::read_to_string(&root.join("shared/data/db.txt")).unwrap_or_default();
@@ -272,6 +273,7 @@ url = "{url}/health"
         let Outcome::Switched(r) = op(Request::Revert {
             app: "demo".into(),
             to: None,
+            seen: None,
         })?
         else {
             anyhow::bail!("a revert that did not switch");
@@ -289,6 +291,9 @@ url = "{url}/health"
             app: "demo".into(),
             version: Version::parse("1.1.0")?,
             force: false,
+            allow_major: false,
+            skip_lifecycle: false,
+            seen: None,
         })?
         else {
             anyhow::bail!("a promote that did not switch");

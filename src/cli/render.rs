@@ -53,6 +53,15 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             Outcome::Backups(all) => json(all),
             Outcome::BackupVerified(m) => json(&serde_json::json!({"ok": true, "backup": m})),
             Outcome::BackupRestored { id } => json(&serde_json::json!({"restored": id})),
+            Outcome::Held(h) => json(&serde_json::json!({"held": h})),
+            Outcome::Unheld { lifted } => json(&serde_json::json!({"lifted": lifted})),
+            Outcome::Quarantined {
+                version,
+                quarantine,
+            } => json(&serde_json::json!({"version": version, "quarantine": quarantine})),
+            Outcome::Unquarantined { version, lifted } => {
+                json(&serde_json::json!({"version": version, "lifted": lifted}))
+            }
         };
     }
     match o {
@@ -99,6 +108,35 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
         Outcome::Backups(all) => backups(app, all),
         Outcome::BackupVerified(m) => format!("backup {}: checksum ok ({})\n", m.id, m.sha256),
         Outcome::BackupRestored { id } => format!("{app}: restored backup {id}\n"),
+        Outcome::Held(h) => format!(
+            "{app}: held ({}); the agent deploys nothing on its own until `switchyard unhold {app}`\n",
+            h.reason
+        ),
+        Outcome::Unheld { lifted: Some(h) } => format!(
+            "{app}: hold lifted (held by {} since {}: {}); automatic deploys resume\n",
+            h.by, h.since, h.reason
+        ),
+        Outcome::Unheld { lifted: None } => {
+            format!("{app}: was not held; automatic deploys run per policy\n")
+        }
+        Outcome::Quarantined {
+            version,
+            quarantine,
+        } => format!(
+            "{app} {version}: quarantined ({}); deploy and promote need --force, the agent will not take it, and it does not count for the downgrade floor; lift it with `switchyard unquarantine {app} {version}`\n",
+            quarantine.reason
+        ),
+        Outcome::Unquarantined {
+            version,
+            lifted: Some(q),
+        } => format!(
+            "{app} {version}: quarantine lifted (was: {}, since {})\n",
+            q.reason, q.time
+        ),
+        Outcome::Unquarantined {
+            version,
+            lifted: None,
+        } => format!("{app} {version} was not quarantined\n"),
     }
 }
 
@@ -144,12 +182,18 @@ fn switch(app: &str, r: &SwitchReport) -> String {
     if !r.changed {
         return format!("{app} {} is already live\n", r.to);
     }
-    format!(
+    let mut s = format!(
         "{app}: current -> {} (was {}); last-good -> {}\n",
         r.to,
         or_none(&r.from),
         or_none(&r.last_good)
-    )
+    );
+    if r.held {
+        s.push_str(&format!(
+            "{app} is held: the agent deploys nothing on its own until `switchyard unhold {app}`\n"
+        ));
+    }
+    s
 }
 
 fn deploy(app: &str, r: &DeployOutcome) -> String {
@@ -205,10 +249,14 @@ fn list(app: &str, rows: &[ListedRelease]) -> String {
             None => String::new(),
         };
         s.push_str(&format!(
-            "{mark} {:<16} {:>24}  {}\n",
+            "{mark} {:<16} {:>24}  {}{}\n",
             r.version.to_string(),
             disk,
-            r.installed_at.as_deref().unwrap_or_default()
+            r.installed_at.as_deref().unwrap_or_default(),
+            r.quarantined
+                .as_ref()
+                .map(|q| format!("  QUARANTINED: {}", q.reason))
+                .unwrap_or_default()
         ));
     }
     s
@@ -327,8 +375,14 @@ pub(crate) fn check(r: &UpdateCheck) -> String {
                 ""
             }
         ));
-        if let Some(v) = &r.latest {
-            s.push_str(&format!("upgrade:    switchyard deploy {} {v}\n", r.app));
+        for q in &r.quarantined {
+            s.push_str(&format!(
+                "quarantined: {q} (not suggested; `switchyard unquarantine {} {q}` lifts it)\n",
+                r.app
+            ));
+        }
+        if let Some(cmd) = &r.suggest {
+            s.push_str(&format!("upgrade:    {cmd}\n"));
         }
     } else {
         s.push_str("status:     up to date\n");
@@ -419,8 +473,18 @@ pub(crate) fn status(st: &Status) -> String {
             ),
         });
     }
-    if let Some(h) = &st.highest_verified {
-        s.push_str(&format!("highest verified: {h}\n"));
+    if let Some(h) = &st.hold {
+        s.push_str(&format!(
+            "HELD:       by {} since {}: {}; the agent deploys nothing on its own; resume with `switchyard unhold {}`\n",
+            h.by, h.since, h.reason, st.app
+        ));
+    }
+    match (&st.downgrade_floor, &st.highest_verified) {
+        (Some(f), Some(h)) if f != h => s.push_str(&format!(
+            "downgrade floor: {f} (the highest verified, {h}, is quarantined)\n"
+        )),
+        (Some(f), _) => s.push_str(&format!("downgrade floor: {f}\n")),
+        _ => {}
     }
     if let Some(r) = &st.running {
         s.push_str(&format!(
@@ -558,6 +622,7 @@ mod tests {
             to: v("1.1.0"),
             last_good: Some(v("1.0.0")),
             changed: true,
+            held: false,
         };
         // What the agent sends back renders like a direct call.
         let wire: Outcome =

@@ -99,10 +99,13 @@ pub(crate) fn auto_allows(
     if cand.cmp_precedence(cur) != std::cmp::Ordering::Greater {
         return false;
     }
+    // Below `all`, never a major upgrade by the one definition (for 0.0.z,
+    // a patch bump is one).
+    let major = candidate.is_major_upgrade_from(current);
     match level {
         AutoLevel::None => false,
-        AutoLevel::Patch => cand.major == cur.major && cand.minor == cur.minor,
-        AutoLevel::Minor => cand.major == cur.major && (cur.major != 0 || cand.minor == cur.minor),
+        AutoLevel::Patch => !major && cand.major == cur.major && cand.minor == cur.minor,
+        AutoLevel::Minor => !major && cand.major == cur.major,
         AutoLevel::All => true,
     }
 }

@@ -481,11 +481,10 @@ fn check_blocking(
     let mut mem_changed = false;
     // Deployable: not quarantined, not below the downgrade floor, not
     // remembered as refused. Only these count as "behind".
+    let floor = st.downgrade_floor(&paths.installed().unwrap_or_default());
     let mut deployable = Vec::new();
     for r in candidates {
-        if st.quarantined.contains_key(&r.version.to_string())
-            || st.highest_verified.as_ref().is_some_and(|h| &r.version < h)
-        {
+        if st.is_quarantined(&r.version) || floor.as_ref().is_some_and(|f| &r.version < f) {
             continue;
         }
         let (verdict, changed) = memory::verdict(&mut mem, &paths, &r, now);
@@ -515,6 +514,13 @@ fn check_blocking(
     if let Some(a) = &st.attention {
         if !deployable.is_empty() {
             warn!(app = %cfg.name, kind = %a.kind, "a newer release exists, but deploys are blocked until `switchyard resolve`");
+        }
+        return out;
+    }
+    if let Some(h) = &st.hold {
+        if let Some((newest, _)) = deployable.first() {
+            info!(app = %cfg.name, version = %newest.version, by = %h.by, since = %h.since, reason = %h.reason,
+                "a newer release exists, but the app is held; `switchyard unhold` resumes automatic deploys");
         }
         return out;
     }
@@ -557,6 +563,7 @@ fn check_blocking(
         // The auto level already allowed it.
         allow_major: true,
         force: false,
+        seen: None,
     };
     let caller = Caller {
         clock: clock.clone(),

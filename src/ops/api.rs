@@ -22,13 +22,14 @@ use crate::config::AppConfig;
 use crate::ops::backup::{self, BackupMeta};
 use crate::ops::error::{DeployError, messages};
 use crate::ops::install::InstallOptions;
-use crate::ops::lifecycle::DeployOptions;
+use crate::ops::lifecycle::{DeployOptions, PromoteOptions};
+pub(crate) use crate::ops::operator::Seen;
 use crate::ops::session::Session;
 use crate::ops::status;
 use crate::source::{ReleaseSource, UpdateCheck};
 use crate::store::history::{self, Actor, Event, SealInfo};
 use crate::store::layout::{AppPaths, maintenance};
-use crate::store::state::{AppLock, Attention};
+use crate::store::state::{AppLock, Attention, Hold, Quarantine};
 use crate::version::{Version, VersionRequest};
 
 /// Who asks for an operation, and how.
@@ -72,14 +73,27 @@ pub(crate) enum Request {
         /// Promote a quarantined release.
         #[serde(default)]
         force: bool,
+        /// Accept a major upgrade.
+        #[serde(default)]
+        allow_major: bool,
+        /// Make live a release that was only installed, without the deploy
+        /// steps it missed (warm, staging check, backup, migrate).
+        #[serde(default)]
+        skip_lifecycle: bool,
+        /// What the operator saw live.
+        #[serde(default)]
+        seen: Option<Seen>,
     },
-    /// Swap back to `last-good` (or `to`), activate it and check it.
+    /// Swap back through the live history (or to `to`), activate and check.
     Revert {
         /// The app.
         app: String,
-        /// Target instead of `last-good`.
+        /// Target instead of the previous live release.
         #[serde(default)]
         to: Option<Version>,
+        /// What the operator saw live.
+        #[serde(default)]
+        seen: Option<Seen>,
     },
     /// The whole deploy lifecycle.
     Deploy {
@@ -97,6 +111,9 @@ pub(crate) enum Request {
         /// Deploy a quarantined release.
         #[serde(default)]
         force: bool,
+        /// What the operator saw live.
+        #[serde(default)]
+        seen: Option<Seen>,
     },
     /// What is live, what is installed, what runs.
     Status {
@@ -205,6 +222,38 @@ pub(crate) enum Request {
         /// The backup; the newest by default.
         id: Option<String>,
     },
+    /// Stop automatic deploys (the agent's) until `unhold`.
+    #[serde(skip)]
+    Hold {
+        /// The app.
+        app: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Resume automatic deploys.
+    #[serde(skip)]
+    Unhold {
+        /// The app.
+        app: String,
+    },
+    /// Quarantine a release by hand.
+    #[serde(skip)]
+    Quarantine {
+        /// The app.
+        app: String,
+        /// The release.
+        version: Version,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Lift a release's quarantine.
+    #[serde(skip)]
+    Unquarantine {
+        /// The app.
+        app: String,
+        /// The release.
+        version: Version,
+    },
 }
 
 impl Request {
@@ -228,7 +277,11 @@ impl Request {
             | Request::BackupCreate { app }
             | Request::BackupList { app }
             | Request::BackupVerify { app, .. }
-            | Request::BackupRestore { app, .. } => app,
+            | Request::BackupRestore { app, .. }
+            | Request::Hold { app, .. }
+            | Request::Unhold { app }
+            | Request::Quarantine { app, .. }
+            | Request::Unquarantine { app, .. } => app,
         }
     }
 
@@ -259,6 +312,10 @@ impl Request {
             Request::BackupCreate { .. } => "backup create".into(),
             Request::BackupRestore { .. } => "backup restore".into(),
             Request::AuditSeal { .. } => "audit seal".into(),
+            Request::Hold { .. } => "hold".into(),
+            Request::Unhold { .. } => "unhold".into(),
+            Request::Quarantine { version, .. } => format!("quarantine {version}"),
+            Request::Unquarantine { version, .. } => format!("unquarantine {version}"),
             // The others take no lock.
             _ => String::new(),
         }
@@ -340,6 +397,31 @@ pub(crate) enum Outcome {
         /// The backup.
         id: String,
     },
+    /// The app held.
+    #[serde(skip)]
+    Held(Hold),
+    /// The hold lifted, if there was one.
+    #[serde(skip)]
+    Unheld {
+        /// The hold that was lifted.
+        lifted: Option<Hold>,
+    },
+    /// A release quarantined by hand.
+    #[serde(skip)]
+    Quarantined {
+        /// The release.
+        version: Version,
+        /// Why and since when.
+        quarantine: Quarantine,
+    },
+    /// A release's quarantine lifted, if it had one.
+    #[serde(skip)]
+    Unquarantined {
+        /// The release.
+        version: Version,
+        /// The quarantine that was lifted.
+        lifted: Option<Quarantine>,
+    },
 }
 
 impl Outcome {
@@ -354,7 +436,11 @@ impl Outcome {
             | Outcome::Maintenance { .. }
             | Outcome::BackupCreated(_)
             | Outcome::AuditSealed(_)
-            | Outcome::BackupRestored { .. } => true,
+            | Outcome::BackupRestored { .. }
+            | Outcome::Held(_)
+            | Outcome::Quarantined { .. } => true,
+            Outcome::Unheld { lifted } => lifted.is_some(),
+            Outcome::Unquarantined { lifted, .. } => lifted.is_some(),
             Outcome::Pruned { removed, .. } => !removed.is_empty(),
             _ => false,
         }
@@ -415,12 +501,15 @@ pub(crate) fn execute(
     req: &Request,
     caller: &Caller,
 ) -> Result<Outcome, DeployError> {
+    // A hold is the operator's brake: it is never refused because the
+    // agent is busy, it waits for the running operation instead.
+    let wait = caller.wait || matches!(req, Request::Hold { .. } | Request::Unhold { .. });
     let open = || {
         Session::open(
             cfg,
             caller.actor.clone(),
             &req.label(caller),
-            caller.wait,
+            wait,
             caller.clock.clone(),
         )
     };
@@ -439,25 +528,51 @@ pub(crate) fn execute(
                 allow_downgrade: *allow_downgrade,
             },
         )?),
-        Request::Promote { version, force, .. } => {
-            Outcome::Switched(open()?.promote_checked(version, *force)?)
+        Request::Promote {
+            version,
+            force,
+            allow_major,
+            skip_lifecycle,
+            seen,
+            ..
+        } => {
+            let s = open()?;
+            s.check_seen(seen.as_ref(), &format!("promote {version}"))?;
+            Outcome::Switched(s.promote_checked(
+                version,
+                PromoteOptions {
+                    force: *force,
+                    allow_major: *allow_major,
+                    skip_lifecycle: *skip_lifecycle,
+                },
+            )?)
         }
-        Request::Revert { to, .. } => Outcome::Switched(open()?.revert_checked(to.as_ref())?),
+        Request::Revert { to, seen, .. } => {
+            let s = open()?;
+            s.check_seen(seen.as_ref(), "revert")?;
+            Outcome::Switched(s.revert_checked(to.as_ref())?)
+        }
         Request::Deploy {
             version,
             allow_downgrade,
             allow_major,
             force,
+            seen,
             ..
-        } => Outcome::Deployed(Box::new(open()?.deploy(
-            source,
-            version,
-            DeployOptions {
-                allow_downgrade: *allow_downgrade,
-                allow_major: *allow_major,
-                force: *force,
-            },
-        )?)),
+        } => {
+            let s = open()?;
+            s.check_seen(seen.as_ref(), &format!("deploy {}", show(version)))?;
+            Outcome::Deployed(Box::new(s.deploy(
+                source,
+                version,
+                DeployOptions {
+                    allow_downgrade: *allow_downgrade,
+                    allow_major: *allow_major,
+                    force: *force,
+                    automatic: caller.automatic,
+                },
+            )?))
+        }
         Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg)?)),
         Request::List { .. } => Outcome::Listed(status::list(cfg)?),
         Request::History { limit, .. } => {
@@ -476,9 +591,9 @@ pub(crate) fn execute(
         },
         Request::Check { .. } => {
             let current = paths.current_version()?;
-            Outcome::Checked(Box::new(crate::source::check_updates(
-                cfg, source, current,
-            )?))
+            let mut r = crate::source::check_updates(cfg, source, current)?;
+            status::suggest(cfg, &paths, &mut r)?;
+            Outcome::Checked(Box::new(r))
         }
         Request::Resolve { .. } => Outcome::Resolved {
             cleared: open()?.resolve()?,
@@ -525,7 +640,36 @@ pub(crate) fn execute(
         Request::BackupRestore { id, .. } => Outcome::BackupRestored {
             id: open()?.restore_now(id.as_deref())?,
         },
+        Request::Hold { reason, .. } => Outcome::Held(open()?.hold(reason.as_deref())?),
+        Request::Unhold { .. } => Outcome::Unheld {
+            lifted: open()?.unhold()?,
+        },
+        Request::Quarantine {
+            version, reason, ..
+        } => Outcome::Quarantined {
+            version: version.clone(),
+            quarantine: open()?.quarantine_by_hand(version, reason.as_deref())?,
+        },
+        Request::Unquarantine { version, .. } => Outcome::Unquarantined {
+            version: version.clone(),
+            lifted: open()?.unquarantine(version, "lifted by an operator")?,
+        },
     })
+}
+
+/// `req` with what is live now noted, for the commands that switch the
+/// live release: run after waiting for the lock, they refuse when it changed.
+pub(crate) fn observed(cfg: &AppConfig, mut req: Request) -> Request {
+    let live = AppPaths::new(&cfg.root).current_version().ok().flatten();
+    match &mut req {
+        Request::Promote { seen, .. }
+        | Request::Revert { seen, .. }
+        | Request::Deploy { seen, .. } => {
+            *seen = Some(Seen { live });
+        }
+        _ => {}
+    }
+    req
 }
 
 /// `latest` or the version.
@@ -565,11 +709,12 @@ mod tests {
             allow_downgrade: false,
             allow_major: true,
             force: false,
+            seen: None,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
             text,
-            r#"{"op":"deploy","app":"web","version":"latest","allow_downgrade":false,"allow_major":true,"force":false}"#
+            r#"{"op":"deploy","app":"web","version":"latest","allow_downgrade":false,"allow_major":true,"force":false,"seen":null}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
         let promote: Request =
@@ -579,7 +724,10 @@ mod tests {
             Request::Promote {
                 app: "web".into(),
                 version: Version::parse("1.2.0").unwrap(),
-                force: false
+                force: false,
+                allow_major: false,
+                skip_lifecycle: false,
+                seen: None,
             }
         );
     }

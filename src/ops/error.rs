@@ -168,13 +168,46 @@ pub(crate) enum DeployError {
         /// What happened and what to do.
         reason: String,
     },
+    /// A command that waited for the lock found another live release than
+    /// its operator saw.
+    #[error(
+        "{app} changed while `{asked}` waited for the lock: {seen} was live when you asked, {now} is live now{by}; nothing was done. Check `switchyard status {app}`, then run the command again if you still want it"
+    )]
+    ChangedMeanwhile {
+        /// The app.
+        app: String,
+        /// The command.
+        asked: String,
+        /// Live when asked.
+        seen: String,
+        /// Live now.
+        now: String,
+        /// Who changed it, when (` (release.revert.completed by alice at ...)`).
+        by: String,
+    },
+    /// The agent may not deploy: an operator holds the app.
+    #[error(
+        "{app} is held by {by} since {since} ({reason}); the agent deploys nothing on its own. Resume automatic deploys with `switchyard unhold {app}`"
+    )]
+    Held {
+        /// The app.
+        app: String,
+        /// Who.
+        by: String,
+        /// Since when.
+        since: String,
+        /// Why.
+        reason: String,
+    },
     /// `revert` with no rollback target.
     #[error(
-        "{app} has no release to revert to: last-good is not set; name one with `switchyard revert {app} --to <version>`"
+        "{app} has no release to revert to: {why}; name one with `switchyard revert {app} --to <version>`"
     )]
     NothingToRevert {
         /// The app.
         app: String,
+        /// Why not.
+        why: String,
     },
 }
 
@@ -267,6 +300,8 @@ impl DeployError {
             DeployError::Source(SourceError::Refused { .. }) => exit::VERIFY,
             DeployError::Precheck(_)
             | DeployError::Blocked { .. }
+            | DeployError::ChangedMeanwhile { .. }
+            | DeployError::Held { .. }
             | DeployError::History(HistoryError::Damaged { .. })
             | DeployError::BackupFailed(_) => exit::PRECHECK,
             DeployError::History(HistoryError::NothingToSeal { .. }) => exit::USAGE,

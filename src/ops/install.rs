@@ -211,7 +211,7 @@ impl Session<'_> {
         let v = info.version.clone();
         let span = tracing::info_span!("install", app = %self.cfg.name, version = %v);
         let _g = span.enter();
-        let floor = AppState::load(&self.paths)?.highest_verified;
+        let floor = AppState::load(&self.paths)?.downgrade_floor(&self.paths.installed()?);
         if let Some(h) = floor.as_ref().filter(|h| *h > &v)
             && !opts.allow_downgrade
         {
@@ -477,8 +477,9 @@ impl Session<'_> {
         let mut st = AppState::load(&self.paths)?;
         if st.highest_verified.as_ref().is_none_or(|h| h < v) {
             st.highest_verified = Some(v.clone());
-            st.save(&self.paths)?;
         }
+        st.verified.insert(v.clone());
+        st.save(&self.paths)?;
         let mut details = serde_json::Map::new();
         details.insert("asset".into(), meta.asset.clone().into());
         details.insert("sha256".into(), meta.sha256.clone().into());
@@ -520,8 +521,13 @@ impl Session<'_> {
         let cur = self.paths.current_version()?;
         let lg = self.paths.last_good_version()?;
         let cut = installed.len().saturating_sub(keep_n);
+        // Quarantined releases go first, so a broken release never keeps
+        // its place while a good one is removed; then the oldest.
+        let st = AppState::load(&self.paths)?;
+        let (bad, good): (Vec<&Version>, Vec<&Version>) =
+            installed.iter().partition(|v| st.is_quarantined(v));
         let mut removed = Vec::new();
-        for v in &installed[..cut] {
+        for v in bad.into_iter().chain(good).take(cut) {
             if Some(v) == cur.as_ref() || Some(v) == lg.as_ref() {
                 continue;
             }

@@ -41,6 +41,20 @@ pub(crate) struct DeployOptions {
     pub allow_major: bool,
     /// Deploy a quarantined release.
     pub force: bool,
+    /// The agent deploys on its own: refused while the app is held.
+    pub automatic: bool,
+}
+
+/// Operator choices for one promote.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PromoteOptions {
+    /// Promote a quarantined release.
+    pub force: bool,
+    /// Accept a major-version upgrade.
+    pub allow_major: bool,
+    /// Promote a release that was only installed, without the deploy steps
+    /// it missed.
+    pub skip_lifecycle: bool,
 }
 
 /// What a deploy did.
@@ -63,15 +77,6 @@ pub(crate) struct DeployOutcome {
     pub backup_id: Option<String>,
 }
 
-/// Is `to` a major (breaking) upgrade from `from`? For 0.x, a minor bump is.
-fn is_major_upgrade(from: &Version, to: &Version) -> bool {
-    let (f, t) = (&from.0, &to.0);
-    if t.major != f.major {
-        return t.major > f.major;
-    }
-    t.major == 0 && t.minor > f.minor
-}
-
 impl Session<'_> {
     /// Deploys a release through the whole lifecycle.
     pub(super) fn deploy(
@@ -81,6 +86,17 @@ impl Session<'_> {
         opts: DeployOptions,
     ) -> Result<DeployOutcome, DeployError> {
         let started = Instant::now();
+        if opts.automatic
+            && let Some(h) = AppState::load(&self.paths)?.hold
+        {
+            // Checked under the lock: a hold set while the agent looked.
+            return Err(DeployError::Held {
+                app: self.cfg.name.clone(),
+                by: h.by,
+                since: h.since,
+                reason: h.reason,
+            });
+        }
         let from = self.paths.current_version()?;
         if let VersionRequest::Exact(v) = req
             && from.as_ref() == Some(v)
@@ -114,6 +130,12 @@ impl Session<'_> {
                 // closing event may be left to the next repair.
                 if let Err(e) = self.close_record(&mut rec, started) {
                     warn!(error = %chain(&e), "deployed; the audit line follows with the next command");
+                }
+                if opts.force
+                    && let Err(e) =
+                        self.unquarantine(&to, "deployed with --force and passed its checks")
+                {
+                    warn!(error = %chain(&e), "deployed; lifting the quarantine failed");
                 }
                 if let Err(e) = self.prune() {
                     warn!(error = %chain(&e), "deployed; pruning old releases failed");
@@ -195,7 +217,7 @@ impl Session<'_> {
         self.event("system.update.started", rec, "started", started, None)?;
         self.check_quarantine(&v, opts.force)?;
         if let Some(f) = &rec.from
-            && is_major_upgrade(f, &v)
+            && v.is_major_upgrade_from(f)
             && !(opts.allow_major || self.cfg.policy.allow_major)
         {
             return Err(DeployError::Precheck(format!(
@@ -319,6 +341,9 @@ impl Session<'_> {
             }
         }
 
+        // Prepared: a later promote of this release (after a revert) needs
+        // no --skip-lifecycle.
+        self.mark_prepared(&v)?;
         // Intent before the swap: from here on `current` may name the new
         // release, so any failure (or a kill) is undone by the rollback,
         // which checks where `current` really points.
@@ -399,23 +424,102 @@ impl Session<'_> {
         }
     }
 
-    /// Promote with activation and the live check; reverts at once on failure.
+    /// Promote with activation and the live check; reverts at once on
+    /// failure. The same gates as a deploy (quarantine, major upgrade), and a
+    /// release that was only installed, never prepared by a deploy, is
+    /// refused unless `skip_lifecycle`. Holds the app: the agent must not
+    /// undo an operator's choice.
     pub(super) fn promote_checked(
         &self,
         v: &Version,
-        force: bool,
+        opts: PromoteOptions,
     ) -> Result<SwitchReport, DeployError> {
         self.check_blocked()?;
-        self.check_quarantine(v, force)?;
-        self.switch_checked("promote", v)
+        if !self.paths.is_installed(v)? {
+            // The switch says so, naming what is installed.
+            return self.switch_checked("promote", v);
+        }
+        self.check_quarantine(v, opts.force)?;
+        let from = self.paths.current_version()?;
+        if let Some(f) = &from
+            && v.is_major_upgrade_from(f)
+            && !(opts.allow_major || self.cfg.policy.allow_major)
+        {
+            return Err(DeployError::Precheck(format!(
+                "{v} is a major upgrade from {f}; read its release notes, then pass --allow-major (or set allow_major = true in [apps.{}.policy])",
+                self.cfg.name
+            )));
+        }
+        if from.as_ref() != Some(v) && !opts.skip_lifecycle {
+            self.check_prepared(v)?;
+        }
+        let mut r = self.switch_checked("promote", v)?;
+        if r.changed {
+            r.held = true;
+            if opts.force
+                && let Err(e) = self.unquarantine(v, "promoted with --force and passed its checks")
+            {
+                warn!(error = %chain(&e), "promoted; lifting the quarantine failed");
+            }
+            self.hold_after_manual("promote", v)?;
+        }
+        Ok(r)
     }
 
-    /// Revert (to `to`, or to `last-good`) with activation and the live
-    /// check; a failing check leaves the maintenance flag on and asks for an
-    /// operator.
+    /// Revert (to `to`, or back through the live history) with activation
+    /// and the live check; a failing check leaves the maintenance flag on
+    /// and asks for an operator. Holds the app.
     pub(super) fn revert_checked(&self, to: Option<&Version>) -> Result<SwitchReport, DeployError> {
         let target = self.revert_target(to)?;
-        self.switch_checked("revert", &target)
+        let mut r = self.switch_checked("revert", &target);
+        // Even a failed revert says what the operator wants: no agent deploy
+        // behind their back.
+        if r.as_ref().is_ok_and(|r| r.changed) || r.is_err() {
+            self.hold_after_manual("revert", &target)?;
+        }
+        if let Ok(r) = r.as_mut() {
+            r.held = r.changed;
+        }
+        r
+    }
+
+    /// Refuses to promote a release whose deploy steps never ran, naming
+    /// the steps this app has.
+    fn check_prepared(&self, v: &Version) -> Result<(), DeployError> {
+        let st = AppState::load(&self.paths)?;
+        if st.prepared.contains(v) || self.live_history()?.contains(v) {
+            return Ok(());
+        }
+        let mut steps = Vec::new();
+        if self.cfg.hooks.warm.is_some() {
+            steps.push("the warm hook");
+        }
+        if self.cfg.health.staging.is_some() {
+            steps.push("the staging health check");
+        }
+        if self.cfg.hooks.backup.is_some() || self.cfg.policy.backup_shared {
+            steps.push("the backup");
+        }
+        if self.cfg.hooks.migrate.is_some() {
+            steps.push("the migrate hook");
+        }
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let app = &self.cfg.name;
+        Err(DeployError::Precheck(format!(
+            "{v} was installed but never deployed, so {} did not run for it; run `switchyard deploy {app} {v}` (it uses the installed copy and runs them), or pass --skip-lifecycle to make it live without them",
+            join_and(&steps)
+        )))
+    }
+
+    /// Notes that `v` went through a deploy's preparation (or went live).
+    fn mark_prepared(&self, v: &Version) -> Result<(), DeployError> {
+        let mut st = AppState::load(&self.paths)?;
+        if st.prepared.insert(v.clone()) {
+            st.save(&self.paths)?;
+        }
+        Ok(())
     }
 
     /// A promote or revert that goes live the way a deploy does: its record
@@ -451,6 +555,9 @@ impl Session<'_> {
         let mut health = Vec::new();
         match self.go_live(&mut rec, v, &dir, &ctx, &mut health, switch) {
             Ok(r) => {
+                if let Err(e) = self.mark_prepared(v) {
+                    warn!(error = %chain(&e), "switched; noting the release as prepared failed");
+                }
                 if let Err(e) = self.close_record(&mut rec, started) {
                     warn!(error = %chain(&e), "switched; the record is closed by the next command");
                 }
@@ -562,5 +669,14 @@ impl Session<'_> {
             .unwrap_or_else(|| Version::parse("0.0.0").expect("valid"));
         self.restore_backup(&id, &v, &new_id())?;
         Ok(id)
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }

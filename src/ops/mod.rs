@@ -5,7 +5,8 @@
 //! Inside, one job per module, each building on the ones before it:
 //! `error`, `session` (lock, journal, repair), `install`, `switch` (the bare
 //! swap), `steps` (the lifecycle's building blocks), `rollback`, `lifecycle`
-//! (deploy, and the checked promote and revert), `status` (read-only views),
+//! (deploy, and the checked promote and revert), `operator` (holds,
+//! quarantine by hand, the re-check after waiting for the lock), `status` (read-only views),
 //! then `api`. A session's repair finishes an interrupted deploy with the
 //! rollback, so opening a session is the one call that reaches upwards.
 
@@ -16,6 +17,7 @@ pub(crate) mod health;
 pub(crate) mod hooks;
 mod install;
 mod lifecycle;
+mod operator;
 mod rollback;
 mod session;
 mod status;

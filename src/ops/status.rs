@@ -30,8 +30,13 @@ pub(crate) struct Status {
     pub installed: Vec<Version>,
     /// Signatures that verified the live release (key id, trusted comment).
     pub current_signatures: Vec<SignatureInfo>,
-    /// The downgrade floor.
+    /// The highest version ever verified here.
     pub highest_verified: Option<Version>,
+    /// The downgrade floor: the highest verified release not quarantined.
+    pub downgrade_floor: Option<Version>,
+    /// Set while the agent may not deploy on its own (`switchyard hold`, or
+    /// a manual promote or revert).
+    pub hold: Option<crate::store::state::Hold>,
     /// The operation running now, if any.
     pub running: Option<crate::store::state::LockHolder>,
     /// An interrupted operation the next command will undo.
@@ -109,8 +114,10 @@ pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
             Default::default()
         }
     };
+    let downgrade_floor = st.downgrade_floor(&installed);
     Ok(Status {
         agent_failures,
+        downgrade_floor,
         deploy: st.deploy.clone(),
         attention: st.attention.clone(),
         maintenance,
@@ -121,12 +128,65 @@ pub(super) fn status(cfg: &AppConfig) -> Result<Status, DeployError> {
         current,
         last_good,
         installed,
-        highest_verified: st.highest_verified,
+        hold: st.hold.clone(),
+        highest_verified: st.highest_verified.clone(),
         running,
         interrupted,
         last_event,
         problems,
     })
+}
+
+/// Completes an update check with what this host knows: which newer
+/// releases are quarantined, and the one command that would pass (the
+/// newest release not quarantined, with the flags its gates need; or
+/// `resolve` first while deploys are blocked).
+pub(super) fn suggest(
+    cfg: &AppConfig,
+    paths: &AppPaths,
+    r: &mut crate::source::UpdateCheck,
+) -> Result<(), DeployError> {
+    let st = if fs::metadata(&paths.state_dir())?.is_some() {
+        AppState::load(paths)?
+    } else {
+        AppState::default()
+    };
+    r.quarantined = r
+        .newer
+        .iter()
+        .filter(|v| st.is_quarantined(v))
+        .cloned()
+        .collect();
+    let app = &cfg.name;
+    if st.attention.is_some() {
+        r.suggest = Some(format!("switchyard resolve {app}"));
+        return Ok(());
+    }
+    let Some(v) = r.newer.iter().find(|v| !st.is_quarantined(v)) else {
+        r.major_upgrade = false;
+        return Ok(());
+    };
+    let mut cmd = format!("switchyard deploy {app} {v}");
+    if let Some(c) = &r.current
+        && v.is_major_upgrade_from(c)
+        && !cfg.policy.allow_major
+    {
+        cmd.push_str(" --allow-major");
+    }
+    if st
+        .downgrade_floor(&paths.installed()?)
+        .is_some_and(|f| &f > v)
+    {
+        cmd.push_str(" --allow-downgrade");
+    }
+    // The major gate is judged against the release that is newest and
+    // deployable, not the newest published.
+    r.major_upgrade = r
+        .current
+        .as_ref()
+        .is_some_and(|c| v.is_major_upgrade_from(c));
+    r.suggest = Some(cmd);
+    Ok(())
 }
 
 /// One row of `list`.
@@ -146,6 +206,8 @@ pub(crate) struct ListedRelease {
     pub sha256: Option<String>,
     /// Disk it actually uses (files shared with another release by hardlink counted apart).
     pub disk: Option<crate::store::dedup::DiskUsage>,
+    /// Why it is quarantined, when it is.
+    pub quarantined: Option<crate::store::state::Quarantine>,
 }
 
 /// Installed releases, newest first.
@@ -153,6 +215,7 @@ pub(super) fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
     let paths = AppPaths::new(&cfg.root);
     let cur = paths.current_version()?;
     let lg = paths.last_good_version()?;
+    let st = AppState::load(&paths)?;
     let mut out = Vec::new();
     for v in paths.installed()?.into_iter().rev() {
         let meta = ReleaseMeta::load(&paths, &v)?;
@@ -163,6 +226,7 @@ pub(super) fn list(cfg: &AppConfig) -> Result<Vec<ListedRelease>, DeployError> {
             content_bytes: meta.as_ref().map(|m| m.content_bytes),
             sha256: meta.map(|m| m.sha256),
             disk: crate::store::dedup::disk_usage(&paths, &v).ok(),
+            quarantined: st.quarantined.get(&v.to_string()).cloned(),
             version: v,
         });
     }

@@ -413,21 +413,14 @@ pub(crate) struct UpdateCheck {
     pub published_at: Option<String>,
     /// `latest`'s release notes, when the source has them.
     pub notes: Option<String>,
-}
-
-/// True when going from `from` to `to` may break things, by semver rules.
-pub(crate) fn is_breaking(from: &Version, to: &Version) -> bool {
-    let (a, b) = (&from.0, &to.0);
-    if b <= a {
-        return false;
-    }
-    if a.major != b.major {
-        return true;
-    }
-    if a.major == 0 {
-        return a.minor != b.minor || (a.minor == 0 && a.patch != b.patch);
-    }
-    false
+    /// Newer releases quarantined here (never suggested).
+    #[serde(default)]
+    pub quarantined: Vec<Version>,
+    /// The command that would take the app to the newest release it can
+    /// go to, with the flags it needs (filled in by `ops`, which knows the
+    /// app's state).
+    #[serde(default)]
+    pub suggest: Option<String>,
 }
 
 /// Compares `current` with what `source` offers on the app's channel.
@@ -455,7 +448,7 @@ pub(crate) fn check_updates(
         source: source.describe(),
         channel: app.source.channel(),
         major_upgrade: match (&current, &newest) {
-            (Some(c), Some(n)) => is_breaking(c, &n.version),
+            (Some(c), Some(n)) => n.version.is_major_upgrade_from(c),
             _ => false,
         },
         update_available: !newer.is_empty(),
@@ -466,5 +459,7 @@ pub(crate) fn check_updates(
         published_at: newest.as_ref().and_then(|n| n.published_at.clone()),
         notes: newest.and_then(|n| n.notes),
         current,
+        quarantined: Vec::new(),
+        suggest: None,
     })
 }

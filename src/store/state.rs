@@ -7,6 +7,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, FsError};
@@ -146,8 +148,14 @@ impl AppLock {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub(crate) struct AppState {
-    /// Highest version ever verified and installed: the downgrade floor.
+    /// Highest version ever verified and installed.
     pub highest_verified: Option<Version>,
+    /// Every version verified and installed here. The downgrade floor is
+    /// the highest of them that is not quarantined ([`AppState::downgrade_floor`]).
+    pub verified: BTreeSet<Version>,
+    /// Releases a deploy prepared (warm, staging check, backup, migrate) or
+    /// that went live: `promote` takes them without `--skip-lifecycle`.
+    pub prepared: BTreeSet<Version>,
     /// Hash of the last audit line and how many lines there are, so a
     /// deleted tail is detected.
     pub audit_head: Option<AuditHead>,
@@ -361,6 +369,24 @@ pub(crate) struct AuditHead {
 }
 
 impl AppState {
+    /// The downgrade floor: the highest release verified here (or still
+    /// installed) that is not quarantined. A quarantined release does not
+    /// raise it, so a hotfix below a broken release can still be deployed.
+    pub(crate) fn downgrade_floor(&self, installed: &[Version]) -> Option<Version> {
+        self.verified
+            .iter()
+            .chain(self.highest_verified.iter())
+            .chain(installed)
+            .filter(|v| !self.is_quarantined(v))
+            .max()
+            .cloned()
+    }
+
+    /// Whether `v` is quarantined.
+    pub(crate) fn is_quarantined(&self, v: &Version) -> bool {
+        self.quarantined.contains_key(&v.to_string())
+    }
+
     /// Loads the state; a missing file is the empty state.
     pub(crate) fn load(paths: &AppPaths) -> Result<AppState, StateError> {
         let path = paths.state_file();

@@ -733,3 +733,76 @@ fn failed_deploy_opens_one_issue_with_secrets_redacted() {
         "one issue per failing version"
     );
 }
+
+/// Issue: the agent undid a manual revert at its next poll. A manual
+/// revert holds the app; the agent leaves it over many polls, says why in
+/// its log, and resumes after `unhold`; `hold` stops it the same way.
+#[test]
+fn a_manual_revert_stays_in_place_over_several_polls() {
+    let m = MockGithub::start();
+    let w = World::new();
+    configure(&w, &m, "poll_interval = \"1s\"\nauto = \"patch\"");
+    publish(&w, &m, "v1.0.0");
+    w.ok(&["deploy", "web", "1.0.0"]);
+    publish(&w, &m, "v1.0.1");
+    set_clock(&w, "2026-11-20T15:00:00Z");
+    let agent = Agent::start(&w);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 60);
+            current(&w).as_deref() == Some("releases/1.0.1")
+        }),
+        "1.0.1 not deployed:\n{}",
+        agent.log()
+    );
+    // Through the agent's control socket, as an operator would.
+    let out = w.ok(&["revert", "web"]);
+    assert!(out.contains("web is held"), "{out}");
+    assert_eq!(current(&w).as_deref(), Some("releases/1.0.0"));
+    let listings = || m.api_hits(&MockGithub::list_path()).len();
+    let n = listings();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 60);
+            listings() >= n + 4
+        }),
+        "the agent stopped polling:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        current(&w).as_deref(),
+        Some("releases/1.0.0"),
+        "the agent undid the manual revert:\n{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("the app is held"), "{}", agent.log());
+    let st = w.json(&["status", "web"]);
+    assert_eq!(st["hold"]["automatic"], true, "{st}");
+    assert_eq!(st["hold"]["reason"], "manual revert to 1.0.0");
+    let text = w.ok(&["status", "web"]);
+    assert!(text.contains("switchyard unhold web"), "{text}");
+
+    w.ok(&["unhold", "web"]);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            advance_clock(&w, 60);
+            current(&w).as_deref() == Some("releases/1.0.1")
+        }),
+        "unhold did not resume automatic deploys:\n{}",
+        agent.log()
+    );
+
+    // An operator's own hold stops the agent the same way.
+    w.ok(&["hold", "web", "--reason", "change freeze"]);
+    publish(&w, &m, "v1.0.2");
+    let n = listings();
+    assert!(eventually(Duration::from_secs(20), || {
+        advance_clock(&w, 60);
+        listings() >= n + 3
+    }));
+    assert_eq!(current(&w).as_deref(), Some("releases/1.0.1"));
+    assert_eq!(
+        w.json(&["status", "web"])["hold"]["reason"],
+        "change freeze"
+    );
+}

@@ -40,7 +40,10 @@ fn install_promote_deploy_revert_prune() {
     let r = w.json(&["revert", "web"]);
     assert_eq!(r["to"], "1.0.0");
     assert_eq!(w.current_content(), "1.0.0\n");
-    assert_eq!(w.link("last-good").as_deref(), Some("releases/1.1.0"));
+    // Nothing was live before 1.0.0: no rollback target any more (a second
+    // revert is not a toggle back to 1.1.0).
+    assert!(w.link("last-good").is_none());
+    w.ok(&["unhold", "web"]);
 
     // latest is the highest by semver (1.4.0), and deploy prunes to keep 3.
     w.ok(&["deploy", "web", "latest"]);
@@ -83,11 +86,15 @@ fn install_promote_deploy_revert_prune() {
         [
             "release.install.completed",
             "release.promote.completed",
+            // A manual promote or revert holds the app.
+            "app.hold",
             "system.update.started",
             "release.install.completed",
             "release.promote.completed",
             "system.update.completed",
             "release.revert.completed",
+            "app.hold",
+            "app.unhold",
             "system.update.started",
             "release.install.completed",
             "release.promote.completed",
@@ -98,7 +105,7 @@ fn install_promote_deploy_revert_prune() {
             "release.prune.completed",
         ]
     );
-    assert_eq!(h[12]["details"]["allow_downgrade"], true);
+    assert_eq!(h[15]["details"]["allow_downgrade"], true);
     // The signature that verified each install is recorded.
     let sig = &h[0]["details"]["signatures"];
     assert_eq!(sig.as_array().unwrap().len(), 2, "{sig}");
@@ -126,7 +133,7 @@ fn revert_to_named_release_and_errors() {
     w.simple_release("v2.0.0");
     let (code, _, err) = w.run(&["revert", "web"]);
     assert_eq!(code, 5, "{err}");
-    assert!(err.contains("last-good is not set"), "{err}");
+    assert!(err.contains("nothing is live"), "{err}");
 
     w.ok(&["deploy", "web", "1.0.0"]);
     // A major upgrade needs --allow-major.

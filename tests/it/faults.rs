@@ -454,8 +454,8 @@ fn faults_in_promote() {
             "promote",
             &[&["deploy", "web", "1.0.0"], &["install", "web", "1.1.0"]],
             3,
-            &["promote", "web", "1.1.0"],
-            &["promote", "web", "1.1.0"],
+            &["promote", "web", "1.1.0", "--skip-lifecycle"],
+            &["promote", "web", "1.1.0", "--skip-lifecycle"],
         );
     }
 }

@@ -21,6 +21,7 @@ mod hostile;
 mod layers;
 mod lifecycle;
 mod notify;
+mod operator;
 mod ownership;
 mod properties;
 mod trust;

@@ -139,7 +139,10 @@ fn a_refused_release_is_reported_once_and_tried_again_only_when_a_new_one_appear
         failed[0]
     );
     let error = failed[0]["error"].as_str().unwrap();
-    assert!(error.contains("tampered with"), "a verification refusal: {error}");
+    assert!(
+        error.contains("tampered with"),
+        "a verification refusal: {error}"
+    );
     assert_eq!(attempts(&w, "1.0.1"), 1, "one failed deploy in the history");
     assert!(
         agent.log().contains("will not retry 1.0.1"),
