@@ -4,6 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The git commit this binary was built from (short hash), or `unknown`
+/// (see `build.rs`).
+pub(crate) const BUILD_COMMIT: &str = env!("SWITCHYARD_BUILD_COMMIT");
+
 /// Why a version or name was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {

@@ -158,7 +158,8 @@ pub(super) enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Show the live release, the rollback target and what is running.
+    /// Show the live release, the rollback target, what is running, and the
+    /// failed releases the agent will not retry (or retries later).
     Status {
         /// App name.
         app: String,
@@ -331,7 +332,10 @@ pub(super) enum Command {
     },
     /// Run the agent: watch every app (polling, GitHub webhooks), deploy per policy,
     /// serve /metrics and /healthz, and take CLI commands on the control socket.
-    /// This is what systemd runs (systemd/switchyard.service).
+    /// A failed automatic deploy is remembered (.switchyard/agent.json): a refused
+    /// release waits for a new release or an operator, an outage backs off up to 1 h.
+    /// Events go once each to notify_url. This is what systemd runs
+    /// (systemd/switchyard.service).
     Agent,
     /// Run a local demo: deploy, promote and revert a tiny app, with no network.
     Demo {

@@ -473,6 +473,18 @@ pub(crate) fn status(st: &Status) -> String {
             q.time, q.reason
         ));
     }
+    for (v, f) in &st.agent_failures {
+        s.push_str(&match &f.retry_at {
+            None => format!(
+                "agent:      will not retry {v}: {}; deploy it by hand or publish a new release\n",
+                f.reason
+            ),
+            Some(at) => format!(
+                "agent:      retries {v} at {at} (failed {} time(s)): {}\n",
+                f.attempts, f.reason
+            ),
+        });
+    }
     if let Some(h) = &st.hold {
         s.push_str(&format!(
             "HELD:       by {} since {}: {}; the agent deploys nothing on its own; resume with `switchyard unhold {}`\n",

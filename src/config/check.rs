@@ -189,6 +189,8 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             window: app.window,
             timezone: app.timezone,
             notify_url: app.notify_url,
+            notify_format: app.notify_format,
+            notify_escalate: app.notify_escalate,
         },
     );
     if agent.report_issues && !matches!(source, Some(SourceConfig::Github(_))) {
@@ -425,6 +427,8 @@ struct AgentKeys {
     window: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
     notify_url: Option<Spanned<String>>,
+    notify_format: Option<Spanned<String>>,
+    notify_escalate: Option<Vec<Spanned<String>>>,
 }
 
 /// What the agent does for the app on its own.
@@ -481,6 +485,35 @@ fn check_app_agent(ck: &mut Checker<'_>, name: &str, raw: AgentKeys) -> AppAgent
                 format!("apps.{name}.notify_url must be an http(s) URL"),
             );
         }
+    }
+    if let Some(f) = &raw.notify_format {
+        match f.get_ref().as_str() {
+            "json" => agent.notify_format = crate::config::NotifyFormat::Json,
+            "slack" => agent.notify_format = crate::config::NotifyFormat::Slack,
+            other => ck.at(
+                f.span(),
+                format!("apps.{name}.notify_format must be \"json\" or \"slack\", got {other:?}"),
+            ),
+        }
+    }
+    for e in raw.notify_escalate.iter().flatten() {
+        match hooks::parse_duration(e.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(60) => agent.notify_escalate.push(d),
+            Ok(_) => ck.at(
+                e.span(),
+                format!("apps.{name}.notify_escalate: each interval must be at least 1m"),
+            ),
+            Err(m) => ck.at(e.span(), format!("apps.{name}.notify_escalate: {m}")),
+        }
+    }
+    agent.notify_escalate.sort();
+    agent.notify_escalate.dedup();
+    if (raw.notify_format.is_some() || raw.notify_escalate.is_some()) && agent.notify_url.is_none()
+    {
+        ck.at(
+            0..0,
+            format!("apps.{name}.notify_format and notify_escalate need notify_url"),
+        );
     }
     agent
 }

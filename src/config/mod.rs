@@ -120,8 +120,23 @@ pub struct AppAgentConfig {
     pub window: Option<policy::Window>,
     /// Open a GitHub issue on a failed deploy or revert.
     pub report_issues: bool,
-    /// POST failure reports to this URL.
+    /// POST failure reports and notices to this URL.
     pub notify_url: Option<String>,
+    /// The body `notify_url` receives.
+    pub notify_format: NotifyFormat,
+    /// How long the app may stay behind an available update before the
+    /// notice is repeated (each once), shortest first.
+    pub notify_escalate: Vec<std::time::Duration>,
+}
+
+/// The body of a notification (`notify_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// Every field as JSON, plus a one-line `text`.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook body: `{"text": ...}` only.
+    Slack,
 }
 
 impl Default for AppAgentConfig {
@@ -132,6 +147,8 @@ impl Default for AppAgentConfig {
             window: None,
             report_issues: false,
             notify_url: None,
+            notify_format: NotifyFormat::Json,
+            notify_escalate: Vec::new(),
         }
     }
 }
@@ -617,4 +634,24 @@ mod tests {
         assert!(!p.iter().any(|p| p.message.contains("ghp_123")), "{p:?}");
     }
     // --- end github source tests ---
+
+    #[test]
+    fn notify_format_and_escalation() {
+        let base = "[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\ntrust.require_signature = false\n";
+        let c = parse(&format!(
+            "{base}notify_url = \"https://chat/x\"\nnotify_format = \"slack\"\nnotify_escalate = [\"7d\", \"1d\"]\n"
+        ))
+        .unwrap();
+        let a = &c.app("web").unwrap().agent;
+        assert_eq!(a.notify_format, NotifyFormat::Slack);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(a.notify_escalate, vec![day, 7 * day], "sorted");
+        let p = problems(&format!(
+            "{base}notify_url = \"https://chat/x\"\nnotify_format = \"teams\"\nnotify_escalate = [\"1s\", \"soon\"]\n"
+        ));
+        let lines: Vec<_> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(6), Some(7), Some(7)], "{p:?}");
+        let p = problems(&format!("{base}notify_format = \"slack\"\n"));
+        assert!(p[0].message.contains("need notify_url"), "{p:?}");
+    }
 }

@@ -59,6 +59,8 @@ pub(super) struct RawApp {
     pub(super) timezone: Option<Spanned<String>>,
     pub(super) report_issues: Option<bool>,
     pub(super) notify_url: Option<Spanned<String>>,
+    pub(super) notify_format: Option<Spanned<String>>,
+    pub(super) notify_escalate: Option<Vec<Spanned<String>>>,
     pub(super) owner: Option<Spanned<String>>,
     pub(super) group: Option<Spanned<String>>,
     pub(super) mode: Option<Spanned<String>>,

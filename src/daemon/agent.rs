@@ -14,17 +14,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, Tick};
 use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
+use crate::daemon::aftermath::after_operation;
 use crate::daemon::control::{self, ControlError, Job};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
+use crate::daemon::memory::{self, Verdict};
 use crate::daemon::policy::{self, Decision};
-use crate::daemon::{FailedDeploy, OpOutcome, Trigger, run_op, stopped};
+use crate::daemon::{OpOutcome, Trigger, Update, run_op, stopped};
 use crate::fs::FsError;
 use crate::ops::api::{Caller, RemoteError, Reply, Request};
 use crate::source::ReleaseSource;
+use crate::store::agent::AgentMemory;
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
 use crate::store::state::AppState;
@@ -95,7 +98,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 fn status(msg: &str) {
-    notify_systemd(&[sd_notify::NotifyState::Status(msg)]);
+    crate::daemon::systemd_status(msg);
 }
 
 fn webhook_config(cfg: &Config) -> Result<WebhookConfig, AgentError> {
@@ -199,6 +202,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
     let mut apps: HashMap<String, AppHandle> = HashMap::new();
     for a in cfg.apps.values() {
         apps.insert(a.name.clone(), spawn_app(a.clone(), shared.clone()));
+        metrics.init_app(&a.name);
         metrics.set_current_version(
             &a.name,
             AppPaths::new(&a.root)
@@ -261,7 +265,10 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
                         for a in new.apps.values() {
                             match map.get(&a.name) {
                                 Some(h) => { let _ = h.cfg.send(Arc::new(a.clone())); }
-                                None => { map.insert(a.name.clone(), spawn_app(a.clone(), shared.clone())); }
+                                None => {
+                                    map.insert(a.name.clone(), spawn_app(a.clone(), shared.clone()));
+                                    shared.metrics.init_app(&a.name);
+                                }
                             }
                         }
                         let gone: Vec<String> = map.keys().filter(|k| !new.apps.contains_key(*k)).cloned().collect();
@@ -425,7 +432,7 @@ async fn check(
             return None;
         }
     };
-    after_operation(cfg, shared, &out).await;
+    after_operation(cfg, &shared.metrics, shared.clock.as_ref(), &out).await;
     match out.wait_until {
         Some(t) => {
             let now = shared.clock.now();
@@ -462,31 +469,67 @@ fn check_blocking(
             return out;
         }
     };
+    out.polled = true;
     let mut candidates: Vec<_> = releases
         .into_iter()
         .filter(|r| include_pre || !r.prerelease)
         .filter(|r| current.as_ref().is_none_or(|c| &r.version > c))
         .collect();
     candidates.sort_by(|a, b| b.version.cmp(&a.version));
-    out.behind = Some(candidates.len() as u64);
     let st = AppState::load(&paths).unwrap_or_default();
+    let mut mem = AgentMemory::load(&paths).unwrap_or_else(|e| {
+        warn!(app = %cfg.name, error = %crate::chain::chain(&e), "cannot read the agent's memory; starting afresh");
+        AgentMemory::default()
+    });
+    let now = clock.now();
+    let mut mem_changed = false;
+    // Deployable: not quarantined, not below the downgrade floor, not
+    // remembered as refused. Only these count as "behind".
+    let floor = st.downgrade_floor(&paths.installed().unwrap_or_default());
+    let mut deployable = Vec::new();
+    for r in candidates {
+        if st.is_quarantined(&r.version) || floor.as_ref().is_some_and(|f| &r.version < f) {
+            continue;
+        }
+        let (verdict, changed) = memory::verdict(&mut mem, &paths, &r, now);
+        mem_changed |= changed;
+        if let Verdict::Refused(reason) = &verdict {
+            debug!(app = %cfg.name, version = %r.version, reason = %reason, "not retrying a refused release until it changes or an operator acts");
+            continue;
+        }
+        deployable.push((r, verdict));
+    }
+    out.behind = Some(deployable.len() as u64);
+    if let Some((newest, _)) = deployable.first() {
+        let v = newest.version.to_string();
+        if !mem.first_seen.contains_key(&v) {
+            mem.first_seen.insert(v.clone(), now.to_string());
+            mem_changed = true;
+        }
+        out.update = Some(Update {
+            version: v,
+            behind: deployable.len() as u64,
+            published_at: newest.published_at.clone(),
+        });
+    }
+    if mem_changed {
+        save_memory(cfg, &paths, &mem);
+    }
     if let Some(a) = &st.attention {
-        if !candidates.is_empty() {
+        if !deployable.is_empty() {
             warn!(app = %cfg.name, kind = %a.kind, "a newer release exists, but deploys are blocked until `switchyard resolve`");
         }
         return out;
     }
     if let Some(h) = &st.hold {
-        if let Some(newest) = candidates.first() {
+        if let Some((newest, _)) = deployable.first() {
             info!(app = %cfg.name, version = %newest.version, by = %h.by, since = %h.since, reason = %h.reason,
                 "a newer release exists, but the app is held; `switchyard unhold` resumes automatic deploys");
         }
         return out;
     }
-    let open: Vec<_> = candidates
-        .iter()
-        .filter(|r| !st.quarantined.contains_key(&r.version.to_string()))
-        .collect();
+    // Critical releases too: never a quarantined or refused one.
+    let open: Vec<_> = deployable.iter().map(|(r, _)| r).collect();
     if crate::daemon::scheduled::deploy_critical(
         cfg,
         source,
@@ -498,13 +541,18 @@ fn check_blocking(
         return out;
     }
     // The newest release the policy lets the agent take on its own.
-    let Some(info) = candidates.into_iter().find(|r| {
-        policy::auto_allows(cfg.agent.auto, current.as_ref(), &r.version)
-            && !st.quarantined.contains_key(&r.version.to_string())
-    }) else {
+    let Some((info, verdict)) = deployable
+        .into_iter()
+        .find(|(r, _)| policy::auto_allows(cfg.agent.auto, current.as_ref(), &r.version))
+    else {
         return out;
     };
     let v = info.version.clone();
+    if let Verdict::Later(at) = verdict {
+        debug!(app = %cfg.name, version = %v, retry_at = %at, "backing off after a failed attempt");
+        out.wait_until = Some(at);
+        return out;
+    }
     // Critical releases may skip the window once their deadline passes.
     // Only a window can hold a deploy, so only then does a critical
     // marking matter (and is worth fetching the release's sidecars for).
@@ -515,6 +563,9 @@ fn check_blocking(
     match policy::decide(cfg.agent.window.as_ref(), critical.as_ref(), clock.now()) {
         Decision::WaitUntil(t) => {
             info!(app = %cfg.name, version = %v, until = %t, "a deploy waits for the window");
+            if let Some(c) = &critical {
+                out.critical = Some((v.to_string(), c.deadline));
+            }
             out.wait_until = Some(t);
             return out;
         }
@@ -523,7 +574,7 @@ fn check_blocking(
     info!(app = %cfg.name, version = %v, actor = %actor.user, step = "deploy", "deploying on my own");
     let req = Request::Deploy {
         app: cfg.name.clone(),
-        version: VersionRequest::Exact(v),
+        version: VersionRequest::Exact(v.clone()),
         allow_downgrade: false,
         // The auto level already allowed it.
         allow_major: true,
@@ -536,90 +587,42 @@ fn check_blocking(
         wait: true,
         automatic: true,
     };
-    let _ = run_op(cfg, source, &req, &caller, &mut out);
+    let res = run_op(cfg, source, &req, &caller, &mut out);
+    // Reloaded: the memory may have been written since (first_seen).
+    let mut mem = AgentMemory::load(&paths).unwrap_or(mem);
+    match res {
+        Ok(_) => {
+            if mem.failures.remove(&v.to_string()).is_some() {
+                save_memory(cfg, &paths, &mem);
+            }
+        }
+        Err(e) => {
+            let f = memory::remember(
+                &mut mem,
+                &paths,
+                &info,
+                &e,
+                clock.now(),
+                cfg.agent.poll_interval,
+            );
+            save_memory(cfg, &paths, &mem);
+            match &f.retry_at {
+                Some(at) => {
+                    warn!(app = %cfg.name, version = %v, attempt = f.attempts, retry_at = %at, error = %f.reason, "the automatic deploy failed (transient); trying again at {at}");
+                    out.wait_until = at.parse().ok();
+                }
+                None => {
+                    warn!(app = %cfg.name, version = %v, error = %f.reason, "the automatic deploy failed; the agent will not retry {v} until the release changes or an operator acts (deploy it by hand, or publish a new release)")
+                }
+            }
+        }
+    }
     out
 }
 
-/// Metrics and failure reports after an operation.
-async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOutcome) {
-    let m = &shared.metrics;
-    m.set_current_version(&cfg.name, out.current.as_deref());
-    if let Some(b) = out.behind {
-        m.set_versions_behind(&cfg.name, b);
-    }
-    match &out.deploy {
-        None => {}
-        Some(Ok(o)) => {
-            m.deploy_outcome(&cfg.name, "completed");
-            m.set_last_deploy(
-                &cfg.name,
-                jiff::Timestamp::now().as_millisecond() as f64 / 1000.0,
-            );
-            for h in &o.health {
-                m.observe_health(&cfg.name, &h.phase, h.report.elapsed.as_secs_f64());
-            }
-            status(&format!("{}: deployed {}", cfg.name, o.to));
-        }
-        Some(Err(f)) => {
-            let state = f.state.as_str();
-            m.deploy_outcome(&cfg.name, if out.reverted { "rolled_back" } else { state });
-            if out.reverted {
-                m.revert(&cfg.name);
-            }
-            status(&format!(
-                "{}: deploy of {} failed ({state})",
-                cfg.name, f.target
-            ));
-            report_failure(cfg, f).await;
-        }
-    }
-}
-
-async fn report_failure(cfg: &AppConfig, f: &FailedDeploy) {
-    use crate::daemon::report;
-    let github = match (&cfg.source, cfg.agent.report_issues) {
-        (SourceConfig::Github(g), true) => {
-            let (owner, repo) = g
-                .slug()
-                .split_once('/')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .unwrap_or_default();
-            Some(report::GithubTarget {
-                api_url: g.api_url.clone(),
-                owner,
-                repo,
-                token: crate::source::github::read_token(g).ok().flatten(),
-            })
-        }
-        _ => None,
-    };
-    if github.is_none() && cfg.agent.notify_url.is_none() {
-        return;
-    }
-    let paths = AppPaths::new(&cfg.root);
-    let rec = AppState::load(&paths).ok().and_then(|s| s.deploy);
-    let deploy_id = rec.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-    let from = rec.and_then(|r| r.from.map(|v| v.to_string()));
-    let r = report::build(
-        &cfg.root,
-        &cfg.name,
-        from.as_deref(),
-        &f.target,
-        &deploy_id,
-        f.state.as_str(),
-        &f.step,
-        &f.error,
-        40,
-    );
-    let target = report::ReportTarget {
-        github,
-        notify_url: cfg.agent.notify_url.clone(),
-    };
-    for res in report::send(&target, &r).await {
-        match res {
-            Ok(what) => info!(app = %cfg.name, "failure reported: {what}"),
-            Err(e) => warn!(app = %cfg.name, error = %e, "could not report the failure"),
-        }
+fn save_memory(cfg: &AppConfig, paths: &AppPaths, mem: &AgentMemory) {
+    if let Err(e) = mem.save(paths) {
+        warn!(app = %cfg.name, error = %crate::chain::chain(&e), "cannot save the agent's memory; a restart may retry or notify again");
     }
 }
 
@@ -653,6 +656,6 @@ async fn control_op(
             OpOutcome::default(),
         ),
     };
-    after_operation(cfg, shared, &outcome).await;
+    after_operation(cfg, &shared.metrics, shared.clock.as_ref(), &outcome).await;
     reply
 }

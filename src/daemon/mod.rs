@@ -3,9 +3,12 @@
 //! (from the triggers, or from the CLI through the control socket) through
 //! the same lifecycle as the CLI, one at a time per app.
 
+pub(crate) mod aftermath;
 pub(crate) mod agent;
 pub(crate) mod control;
 pub(crate) mod http;
+pub(crate) mod memory;
+pub(crate) mod notice;
 pub(crate) mod policy;
 pub(crate) mod report;
 mod scheduled;
@@ -38,6 +41,12 @@ pub enum Trigger {
         /// The app.
         app: String,
     },
+}
+
+/// Tells systemd what the agent is doing (`systemctl status`); outside
+/// systemd (NOTIFY_SOCKET unset) a no-op.
+pub(crate) fn systemd_status(msg: &str) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(msg)]);
 }
 
 /// Resolves once shutdown is asked for. (The guard `wait_for` returns is
@@ -93,8 +102,33 @@ impl OpOutcome {
         automatic: bool,
     ) {
         match (req, res) {
-            (Request::Revert { .. }, Ok(Outcome::Switched(r))) => self.reverted = r.changed,
+            (Request::Revert { .. }, Ok(Outcome::Switched(r))) if r.changed => {
+                self.revert = Some(Reverted {
+                    from: r.from.as_ref().map(|v| v.to_string()),
+                    to: r.to.to_string(),
+                    trigger: "manual",
+                });
+            }
             (_, Ok(Outcome::Deployed(o))) => self.deploy = Some(Ok(o.clone())),
+            (Request::Revert { to, .. }, Err(e)) => {
+                // Reported when it got as far as recording itself, as a
+                // deploy is: a refusal before that changed nothing.
+                if let Some(r) = AppState::load(paths)
+                    .ok()
+                    .and_then(|s| s.deploy)
+                    .filter(|r| Some(&r.id) != before.as_ref())
+                {
+                    self.failed_revert = Some(FailedDeploy {
+                        state: r.state,
+                        step: r.step,
+                        error: chain(e),
+                        target: to
+                            .as_ref()
+                            .or(r.to.as_ref())
+                            .map_or_else(|| "last-good".to_string(), |v| v.to_string()),
+                    });
+                }
+            }
             (Request::Deploy { .. } | Request::ScheduleRun { .. }, Err(e)) => {
                 let target = match req {
                     Request::Deploy { version, .. } => show(version),
@@ -105,13 +139,23 @@ impl OpOutcome {
                     .ok()
                     .and_then(|s| s.deploy)
                     .filter(|r| Some(&r.id) != before.as_ref());
-                self.reverted = matches!(
+                if matches!(
                     e,
                     DeployError::Failed {
                         rolled_back: true,
                         ..
                     }
-                );
+                ) {
+                    self.revert = Some(Reverted {
+                        from: Some(target.clone()),
+                        to: paths
+                            .current_version()
+                            .ok()
+                            .flatten()
+                            .map_or_else(String::new, |v| v.to_string()),
+                        trigger: "auto",
+                    });
+                }
                 let (state, step) = match rec {
                     Some(r) => (r.state, r.step),
                     None if automatic => (DeployState::Failed, "prechecks".into()),
@@ -134,12 +178,46 @@ impl OpOutcome {
     }
 }
 
+/// A revert that happened: automatic (a failed deploy rolled back) or an
+/// operator's `revert`.
+pub(crate) struct Reverted {
+    /// Live before.
+    pub from: Option<String>,
+    /// Live after.
+    pub to: String,
+    /// `auto` or `manual`.
+    pub trigger: &'static str,
+}
+
+/// A newer deployable release the check saw.
+pub(crate) struct Update {
+    /// The newest deployable version.
+    pub version: String,
+    /// How many deployable versions are newer than the live one.
+    pub behind: u64,
+    /// When the source says it was published.
+    pub published_at: Option<String>,
+}
+
 /// What a check or operation did, for metrics and reports.
 #[derive(Default)]
 pub(crate) struct OpOutcome {
+    /// The live version after it.
     pub current: Option<String>,
+    /// Deployable versions newer than the live one (a check only).
     pub behind: Option<u64>,
+    /// A deploy's outcome.
     pub deploy: Option<Result<Box<DeployOutcome>, FailedDeploy>>,
-    pub reverted: bool,
+    /// A revert, automatic or manual.
+    pub revert: Option<Reverted>,
+    /// A manual revert that failed.
+    pub failed_revert: Option<FailedDeploy>,
+    /// The newest deployable release, when newer than the live one.
+    pub update: Option<Update>,
+    /// A critical release waiting for the window, with its deadline.
+    pub critical: Option<(String, Option<jiff::Timestamp>)>,
+    /// The listing succeeded (for the last-successful-poll gauge).
+    pub polled: bool,
+    /// When to look again.
     pub wait_until: Option<jiff::Timestamp>,
 }

@@ -45,7 +45,7 @@ use tracing::{info, warn};
 use crate::fs::FsError;
 use crate::source::github_api::{GithubApi, GithubError, GithubOptions, Purpose, Repo, Token};
 
-pub(crate) use notify::notify;
+pub(crate) use notify::{notify, post};
 pub(crate) use redact::redact;
 
 /// The label every Switchyard issue carries; open issues are looked up by it.

@@ -51,6 +51,10 @@ pub(crate) struct Status {
     pub maintenance: Option<crate::store::layout::maintenance::Maintenance>,
     /// Quarantined releases.
     pub quarantined: std::collections::BTreeMap<String, crate::store::state::Quarantine>,
+    /// Failed automatic deploys the agent remembers (`.switchyard/agent.json`),
+    /// by version.
+    #[serde(default)]
+    pub agent_failures: std::collections::BTreeMap<String, crate::store::agent::RememberedFailure>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
     /// The next scheduled deploy.
@@ -122,6 +126,14 @@ pub(super) fn status(
         None => Vec::new(),
     };
     let maintenance = crate::store::layout::maintenance::get(&paths)?;
+    // What the agent remembers is advice: a damaged file is named, not fatal.
+    let agent_failures = match crate::store::agent::AgentMemory::load(&paths) {
+        Ok(m) => m.failures,
+        Err(e) => {
+            problems.push(crate::chain::chain(&e));
+            Default::default()
+        }
+    };
     let downgrade_floor = st.downgrade_floor(&installed);
     let next_scheduled = if fs::metadata(&paths.state_dir())?.is_some() {
         crate::ops::schedule::load(&paths)?
@@ -142,6 +154,7 @@ pub(super) fn status(
         }
     };
     Ok(Status {
+        agent_failures,
         downgrade_floor,
         next_scheduled,
         critical,

@@ -63,6 +63,10 @@ impl AppPaths {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir().join("state.json")
     }
+    /// What the agent remembers: failed attempts, notifications sent.
+    pub fn agent_file(&self) -> PathBuf {
+        self.state_dir().join("agent.json")
+    }
     /// The audit log, which is also the history.
     pub fn audit(&self) -> PathBuf {
         self.state_dir().join("audit.jsonl")

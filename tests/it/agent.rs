@@ -168,7 +168,7 @@ fn agent_port(w: &World) -> u16 {
 }
 
 /// Config: the mock as the source, `app_extra` inside [apps.web], and an [agent] table.
-fn configure(w: &World, m: &MockGithub, app_extra: &str) {
+pub(crate) fn configure(w: &World, m: &MockGithub, app_extra: &str) {
     std::fs::write(w.tmp.path().join("secret"), format!("{SECRET}\n")).unwrap();
     let source = format!(
         "github = \"acme/web\"\napi_url = \"{}\"\nasset = \"web-{{version}}.tar.gz\"\n",
@@ -190,7 +190,7 @@ fn configure(w: &World, m: &MockGithub, app_extra: &str) {
     std::fs::write(&w.config, cfg).unwrap();
 }
 
-fn publish(w: &World, m: &MockGithub, tag: &str) {
+pub(crate) fn publish(w: &World, m: &MockGithub, tag: &str) {
     let dir = w.simple_release(tag);
     let r = m.release_from_dir(tag, &dir);
     m.push(r);
@@ -213,7 +213,7 @@ fn sign(body: &[u8]) -> String {
 /// Moves the agent's fake clock; atomically, so it never reads half a file.
 /// Once the file exists the agent's time stands still between moves: its
 /// polls, windows and timeouts wait for the test instead of for real time.
-fn set_clock(w: &World, t: &str) {
+pub(crate) fn set_clock(w: &World, t: &str) {
     require_test_seams();
     let tmp = w.tmp.path().join("clock.tmp");
     std::fs::write(&tmp, t).unwrap();
@@ -230,7 +230,7 @@ fn require_test_seams() {
 }
 
 /// Moves the agent's fake clock `secs` seconds forward.
-fn advance_clock(w: &World, secs: i64) {
+pub(crate) fn advance_clock(w: &World, secs: i64) {
     let now: jiff::Timestamp = std::fs::read_to_string(w.tmp.path().join("clock"))
         .unwrap()
         .trim()
@@ -242,7 +242,7 @@ fn advance_clock(w: &World, secs: i64) {
     );
 }
 
-fn current(w: &World) -> Option<String> {
+pub(crate) fn current(w: &World) -> Option<String> {
     w.link("current")
 }
 

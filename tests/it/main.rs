@@ -20,6 +20,7 @@ mod hardening;
 mod hostile;
 mod layers;
 mod lifecycle;
+mod notify;
 mod operator;
 mod ownership;
 mod properties;

@@ -52,6 +52,30 @@ struct AppOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppTrigger {
+    app: String,
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+/// Deploy outcomes every configured app exports at 0 from the start.
+pub(crate) const DEPLOY_OUTCOMES: [&str; 5] = [
+    "completed",
+    "failed",
+    "precheck_failed",
+    "rollback_failed",
+    "rolled_back",
+];
+
+/// Revert triggers: a failed deploy undone, or an operator's `revert`.
+pub(crate) const REVERT_TRIGGERS: [&str; 2] = ["auto", "manual"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppPhase {
     app: String,
     phase: String,
@@ -84,7 +108,14 @@ pub struct Metrics {
     registry: Registry,
     app_info: Family<AppVersion, Gauge>,
     deploys: Family<AppOutcome, Counter>,
-    reverts: Family<AppLabel, Counter>,
+    reverts: Family<AppTrigger, Counter>,
+    needs_attention: Family<AppLabel, Gauge>,
+    maintenance: Family<AppLabel, Gauge>,
+    quarantined: Family<AppLabel, Gauge>,
+    hold: Family<AppLabel, Gauge>,
+    since_poll: Family<AppLabel, Gauge<f64, AtomicU64>>,
+    /// When each app's last listing succeeded (or the agent started).
+    polls: Mutex<BTreeMap<String, jiff::Timestamp>>,
     last_deploy: Family<AppLabel, Gauge<f64, AtomicU64>>,
     versions_behind: Family<AppLabel, Gauge<u64, AtomicU64>>,
     health: HealthFamily,
@@ -111,6 +142,48 @@ impl Metrics {
         let versions_behind = Family::default();
         let health = HealthFamily::new_with_constructor(health_histogram);
         let webhooks = Family::<OutcomeLabel, Counter>::default();
+        let needs_attention = Family::default();
+        let maintenance = Family::default();
+        let quarantined = Family::default();
+        let hold = Family::default();
+        let since_poll = Family::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "switchyard_build_info",
+            "The agent's version and git commit; always 1",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                commit: crate::version::BUILD_COMMIT.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "switchyard_needs_attention",
+            "1 while deploys are blocked until `switchyard resolve`",
+            needs_attention.clone(),
+        );
+        registry.register(
+            "switchyard_maintenance",
+            "1 while the maintenance flag (shared/maintenance.json) is on",
+            maintenance.clone(),
+        );
+        registry.register(
+            "switchyard_quarantined_releases",
+            "Releases quarantined (not deployed automatically)",
+            quarantined.clone(),
+        );
+        registry.register(
+            "switchyard_hold",
+            "1 while the app is held (the agent deploys nothing)",
+            hold.clone(),
+        );
+        registry.register(
+            "switchyard_seconds_since_last_successful_poll",
+            "Seconds since the source last listed the releases (or since the agent started)",
+            since_poll.clone(),
+        );
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "switchyard_app_info",
@@ -124,7 +197,7 @@ impl Metrics {
         );
         registry.register(
             "switchyard_reverts",
-            "Reverts to the previous release",
+            "Reverts, by trigger: auto (a failed deploy undone) or manual (`switchyard revert`)",
             reverts.clone(),
         );
         registry.register(
@@ -158,6 +231,12 @@ impl Metrics {
             app_info,
             deploys,
             reverts,
+            needs_attention,
+            maintenance,
+            quarantined,
+            hold,
+            since_poll,
+            polls: Mutex::default(),
             last_deploy,
             versions_behind,
             health,
@@ -210,9 +289,68 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a revert of `app`.
-    pub fn revert(&self, app: &str) {
-        self.reverts.get_or_create(&app_label(app)).inc();
+    /// Creates every series of a configured `app` at 0, so that they exist
+    /// from the agent's start (and `increase()` sees the first event).
+    pub fn init_app(&self, app: &str) {
+        let mut apps = self.apps();
+        let series = apps.entry(app.to_owned()).or_default();
+        for outcome in DEPLOY_OUTCOMES {
+            series.outcomes.insert(outcome.to_owned());
+            let _ = self.deploys.get_or_create(&AppOutcome {
+                app: app.to_owned(),
+                outcome: outcome.to_owned(),
+            });
+        }
+        drop(apps);
+        for trigger in REVERT_TRIGGERS {
+            let _ = self.reverts.get_or_create(&app_trigger(app, trigger));
+        }
+        let l = app_label(app);
+        let _ = self.versions_behind.get_or_create(&l);
+        let _ = self.needs_attention.get_or_create(&l);
+        let _ = self.maintenance.get_or_create(&l);
+        let _ = self.quarantined.get_or_create(&l);
+        let _ = self.hold.get_or_create(&l);
+        let _ = self.since_poll.get_or_create(&l);
+        self.polls_map()
+            .entry(app.to_owned())
+            .or_insert_with(jiff::Timestamp::now);
+    }
+
+    fn polls_map(&self) -> MutexGuard<'_, BTreeMap<String, jiff::Timestamp>> {
+        self.polls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a revert of `app` by `trigger` (`auto` or `manual`).
+    pub fn revert(&self, app: &str, trigger: &str) {
+        self.reverts.get_or_create(&app_trigger(app, trigger)).inc();
+    }
+
+    /// Notes that `app`'s source was listed successfully just now.
+    pub fn polled(&self, app: &str) {
+        self.polls_map()
+            .insert(app.to_owned(), jiff::Timestamp::now());
+    }
+
+    /// Sets `app`'s state gauges: deploys blocked, maintenance on, how many
+    /// releases are quarantined, held.
+    pub fn set_app_state(
+        &self,
+        app: &str,
+        needs_attention: bool,
+        maintenance: bool,
+        quarantined: u64,
+        hold: bool,
+    ) {
+        let l = app_label(app);
+        self.needs_attention
+            .get_or_create(&l)
+            .set(needs_attention.into());
+        self.maintenance.get_or_create(&l).set(maintenance.into());
+        self.quarantined
+            .get_or_create(&l)
+            .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
+        self.hold.get_or_create(&l).set(hold.into());
     }
 
     /// Records when `app`'s last deploy finished, in Unix seconds.
@@ -283,18 +421,38 @@ impl Metrics {
                 phase,
             });
         }
-        self.reverts.remove(&label);
+        for trigger in REVERT_TRIGGERS {
+            self.reverts.remove(&app_trigger(app, trigger));
+        }
         self.last_deploy.remove(&label);
         self.versions_behind.remove(&label);
+        self.needs_attention.remove(&label);
+        self.maintenance.remove(&label);
+        self.quarantined.remove(&label);
+        self.hold.remove(&label);
+        self.since_poll.remove(&label);
+        self.polls_map().remove(app);
     }
 
     /// The metrics in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
+        let now = jiff::Timestamp::now();
+        for (app, t) in self.polls_map().iter() {
+            let secs = now.duration_since(*t).as_secs_f64().max(0.0);
+            self.since_poll.get_or_create(&app_label(app)).set(secs);
+        }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail; the encoder's error type is
         // only for other writers.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn app_trigger(app: &str, trigger: &str) -> AppTrigger {
+    AppTrigger {
+        app: app.to_owned(),
+        trigger: trigger.to_owned(),
     }
 }
 
@@ -355,7 +513,7 @@ pub(crate) mod tests {
         m.deploy_outcome("web", "completed");
         m.deploy_outcome("web", "rolled_back");
         m.deploy_outcome(odd, "precheck_failed");
-        m.revert("web");
+        m.revert("web", "manual");
         m.set_last_deploy("web", 1_767_225_600.5);
         m.set_versions_behind("web", 2);
         m.set_versions_behind("web", 0);
@@ -403,7 +561,13 @@ pub(crate) mod tests {
             v(deploys, &[("app", odd), ("outcome", "precheck_failed")]),
             Some(1.0)
         );
-        assert_eq!(v("switchyard_reverts_total", &[("app", "web")]), Some(1.0));
+        assert_eq!(
+            v(
+                "switchyard_reverts_total",
+                &[("app", "web"), ("trigger", "manual")]
+            ),
+            Some(1.0)
+        );
         assert_eq!(
             v(
                 "switchyard_last_deploy_timestamp_seconds",
@@ -460,5 +624,62 @@ pub(crate) mod tests {
         m.forget_app("web");
         let text = m.render();
         assert!(!text.contains("app=\"web\""), "{text}");
+    }
+
+    #[test]
+    fn configured_apps_start_at_zero_and_forgetting_drops_everything() {
+        let m = Metrics::new();
+        m.init_app("web");
+        let text = m.render();
+        let v = |name: &str, labels: &[(&str, &str)]| value_of(&text, name, labels);
+        for t in REVERT_TRIGGERS {
+            assert_eq!(
+                v(
+                    "switchyard_reverts_total",
+                    &[("app", "web"), ("trigger", t)]
+                ),
+                Some(0.0)
+            );
+        }
+        for o in DEPLOY_OUTCOMES {
+            assert_eq!(
+                v(
+                    "switchyard_deploys_total",
+                    &[("app", "web"), ("outcome", o)]
+                ),
+                Some(0.0)
+            );
+        }
+        for g in [
+            "switchyard_versions_behind",
+            "switchyard_needs_attention",
+            "switchyard_maintenance",
+            "switchyard_quarantined_releases",
+            "switchyard_hold",
+        ] {
+            assert_eq!(v(g, &[("app", "web")]), Some(0.0), "{g}");
+        }
+        let since = v(
+            "switchyard_seconds_since_last_successful_poll",
+            &[("app", "web")],
+        );
+        assert!(since.is_some_and(|s| (0.0..60.0).contains(&s)), "{since:?}");
+        m.set_app_state("web", true, true, 3, true);
+        let text = m.render();
+        assert_eq!(
+            value_of(&text, "switchyard_quarantined_releases", &[("app", "web")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value_of(&text, "switchyard_hold", &[("app", "web")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value_of(&text, "switchyard_needs_attention", &[("app", "web")]),
+            Some(1.0)
+        );
+        assert!(text.contains("switchyard_build_info{version=\""), "{text}");
+        m.forget_app("web");
+        assert!(!m.render().contains("app=\"web\""));
     }
 }

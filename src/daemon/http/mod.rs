@@ -614,7 +614,9 @@ mod tests {
             .await
             .expect("body");
         let text = std::str::from_utf8(&body).expect("UTF-8");
-        assert_eq!(sample_count(text), WEBHOOK_OUTCOMES.len(), "{text}");
+        // The webhook outcomes at 0, and build_info.
+        assert_eq!(sample_count(text), WEBHOOK_OUTCOMES.len() + 1, "{text}");
+        assert!(text.contains("switchyard_build_info{version=\""), "{text}");
 
         for (method, path) in [
             ("GET", "/"),

@@ -25,6 +25,25 @@ struct NotifyPayload<'a> {
 /// characters) to a chat webhook: 10 s timeout, no redirects (a redirect
 /// could carry the report elsewhere), any non-2xx answer is an error.
 pub(crate) async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportError> {
+    let mut r = sanitized(r);
+    r.logs_tail = keep_end(&r.logs_tail, MAX_BODY_CHARS);
+    let payload = NotifyPayload {
+        text: summary(&r),
+        report: &r,
+    };
+    post(url, &payload, "post the failure report to notify_url").await?;
+    debug!(app = %r.app, version = %r.to_version, "failure report posted to notify_url");
+    Ok(())
+}
+
+/// POSTs `payload` as JSON to a chat webhook: 10 s timeout, no redirects
+/// (a redirect could carry the body elsewhere), any non-2xx answer is an
+/// error. `what` names the attempt in errors. The caller redacts.
+pub(crate) async fn post(
+    url: &str,
+    payload: &impl serde::Serialize,
+    what: &str,
+) -> Result<(), ReportError> {
     let u = Url::parse(url).map_err(|e| ReportError::BadNotifyUrl {
         reason: format!("not a URL ({e})"),
     })?;
@@ -34,13 +53,7 @@ pub(crate) async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportErr
         });
     }
     let host = origin(&u);
-    let what = "post the failure report to notify_url".to_string();
-    let mut r = sanitized(r);
-    r.logs_tail = keep_end(&r.logs_tail, MAX_BODY_CHARS);
-    let payload = NotifyPayload {
-        text: summary(&r),
-        report: &r,
-    };
+    let what = what.to_string();
     let client = client_builder(None)
         .redirect(redirect::Policy::none())
         .timeout(NOTIFY_TIMEOUT)
@@ -51,7 +64,7 @@ pub(crate) async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportErr
     // reqwest's errors name the URL, and a webhook URL is a secret.
     let resp = client
         .post(u)
-        .json(&payload)
+        .json(payload)
         .send()
         .await
         .map_err(|e| ReportError::Transport {
@@ -82,7 +95,7 @@ pub(crate) async fn notify(url: &str, r: &FailureReport) -> Result<(), ReportErr
             hint,
         });
     }
-    debug!(app = %r.app, version = %r.to_version, host = %host, "failure report posted to notify_url");
+    debug!(host = %host, "posted to notify_url");
     Ok(())
 }
 
