@@ -297,7 +297,7 @@ fn agent(config: &Path) -> Result<(), Failure> {
 }
 
 fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
-    match Config::load(config) {
+    match Config::load_complete(config) {
         Ok(c) => crate::cli::out(
             &render::config_ok(
                 &c.path,
@@ -308,10 +308,14 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
             false,
         ),
         Err(ConfigError::Invalid { path, problems }) => {
-            crate::cli::out(&render::config_problems(&path, &problems, json), false)?;
+            crate::cli::out(&render::config_problems(&problems, json), false)?;
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == crate::config::Severity::Error)
+                .count();
             Err(Failure::new(
                 exit::USAGE,
-                anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                anyhow::anyhow!("{errors} problem(s) in {}", path.display()),
             )
             .shown(json))
         }

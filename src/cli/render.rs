@@ -435,16 +435,17 @@ pub(crate) fn status(st: &Status) -> String {
     s
 }
 
-/// `config check` on a valid file.
-pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
+/// `config check` on a valid file: its apps, then any warnings as
+/// `FILE:LINE:COL: warning: message` lines.
+pub(crate) fn config_ok(
     path: &Path,
     apps: &[&String],
-    warnings: &[P],
+    warnings: &[crate::config::Problem],
     as_json: bool,
 ) -> String {
     if as_json {
         return json(
-            &serde_json::json!({"ok": true, "path": path, "apps": apps, "warnings": warnings}),
+            &serde_json::json!({"ok": true, "path": path, "apps": apps, "problems": warnings}),
         );
     }
     let mut s = format!(
@@ -458,24 +459,18 @@ pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
             .join(", ")
     );
     for w in warnings {
-        s.push_str(&format!("{}:{} (warning)\n", path.display(), w));
+        s.push_str(&format!("{w}\n"));
     }
     s
 }
 
-/// `config check` on an invalid file: every problem, located.
-pub(crate) fn config_problems<P: Serialize + std::fmt::Display>(
-    path: &Path,
-    problems: &[P],
-    as_json: bool,
-) -> String {
+/// `config check` on an invalid file: every problem, one
+/// `FILE:LINE:COL: message` line each.
+pub(crate) fn config_problems(problems: &[crate::config::Problem], as_json: bool) -> String {
     if as_json {
-        return json(&serde_json::json!({"ok": false, "path": path, "problems": problems}));
+        return json(&serde_json::json!({"ok": false, "problems": problems}));
     }
-    problems
-        .iter()
-        .map(|p| format!("{}:{}\n", path.display(), p))
-        .collect()
+    problems.iter().map(|p| format!("{p}\n")).collect()
 }
 
 /// What `pack` wrote.

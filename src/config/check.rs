@@ -14,18 +14,22 @@ use crate::config::raw::{
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Channel, Config, ConfigError, DirSourceConfig,
     GithubSourceConfig, HealthChecks, HooksConfig, Ownership, Policy, Problem, RestorePolicy,
-    SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col,
-    lookup_group, lookup_user, policy, roots,
+    Severity, SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks,
+    lenient, line_col, lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
 
 /// The problems (and warnings) found so far, located in `text`.
 struct Checker<'a> {
     text: &'a str,
+    /// The file, named in every problem.
+    path: &'a Path,
     problems: Vec<Problem>,
     /// Each app's root as written, and where.
     roots: BTreeMap<String, (PathBuf, Range<usize>)>,
     warnings: Vec<Problem>,
+    /// Referenced files and folders missing or unreadable on this host.
+    unavailable: Vec<Problem>,
 }
 
 impl Checker<'_> {
@@ -37,8 +41,10 @@ impl Checker<'_> {
             (Some(l), Some(c))
         };
         Problem {
+            file: self.path.to_path_buf(),
             line,
             column,
+            severity: Severity::Error,
             message: message.into(),
         }
     }
@@ -51,18 +57,81 @@ impl Checker<'_> {
 
     /// Records a warning at `span`.
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let p = self.locate(span, message);
+        let mut p = self.locate(span, message);
+        p.severity = Severity::Warning;
         self.warnings.push(p);
     }
 
+    /// Records a referenced file or folder that is missing or unreadable.
+    fn unavailable(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let p = self.locate(span, message);
+        self.unavailable.push(p);
+    }
+
+    /// A file or folder the configuration names must exist here and be
+    /// readable by whoever checks (the agent runs as root; an operator
+    /// running `config check` as someone else is told who could not read
+    /// it). Returns its metadata when it can be looked at.
+    fn reference(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        path: &Path,
+        dir: bool,
+    ) -> Option<std::fs::Metadata> {
+        use nix::unistd::{AccessFlags, Uid, access};
+        let what = if dir { "folder" } else { "file" };
+        let m = match crate::fs::metadata(path) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.unavailable(
+                    span,
+                    format!(
+                        "{key}: {} does not exist; create the {what} or correct the path",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.unavailable(span, format!("{key}: {}", crate::chain::chain(&e)));
+                return None;
+            }
+        };
+        if m.is_dir() != dir {
+            let is = if m.is_dir() { "a folder" } else { "not a folder" };
+            self.unavailable(
+                span,
+                format!("{key}: {} is {is}; it must name a {what}", path.display()),
+            );
+            return None;
+        }
+        let need = if dir {
+            AccessFlags::R_OK | AccessFlags::X_OK
+        } else {
+            AccessFlags::R_OK
+        };
+        if let Err(e) = access(path, need) {
+            self.unavailable(
+                span,
+                format!(
+                    "{key}: {} is not readable by uid {} ({e}); the agent reads it as root: check its mode and owner, or run the check as the agent's user",
+                    path.display(),
+                    Uid::current()
+                ),
+            );
+            return None;
+        }
+        Some(m)
+    }
+
     /// A file whose content decides who is trusted (`secret`: and which
-    /// must stay unread): one other users can write is refused, for they
-    /// could put their own secret or key in it; a secret they can read is
-    /// warned about. A file that cannot be looked at (missing, or a user
-    /// without access running the CLI) is left to the code that reads it.
+    /// must stay unread): it must exist and be readable; one other users
+    /// can write is refused, for they could put their own secret or key in
+    /// it; a secret they can read is warned about.
     fn file_mode(&mut self, span: Range<usize>, key: &str, path: &Path, secret: bool) {
         use std::os::unix::fs::PermissionsExt;
-        let Ok(Some(m)) = crate::fs::metadata(path) else {
+        let Some(m) = self.reference(span.clone(), key, path, false) else {
             return;
         };
         let mode = m.permissions().mode() & 0o7777;
@@ -95,28 +164,26 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         problems,
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let (line, column) = match e.span() {
-                Some(s) => {
-                    let (l, c) = line_col(text, s.start);
-                    (Some(l), Some(c))
-                }
-                None => (None, None),
-            };
-            return Err(invalid(vec![Problem {
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }]));
-        }
-    };
     let mut ck = Checker {
         text,
+        path,
         problems: Vec::new(),
         roots: BTreeMap::new(),
         warnings: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    let (raw, structural) = match lenient::read::<RawConfig>(text) {
+        Ok(r) => r,
+        Err(syntax) => {
+            ck.at(syntax.span.unwrap_or(0..0), syntax.message);
+            return Err(invalid(ck.problems));
+        }
+    };
+    for f in structural {
+        ck.at(f.span.unwrap_or(0..0), f.message);
+    }
+    let Some(raw) = raw else {
+        return Err(invalid(ck.problems));
     };
     if raw.apps.is_empty() {
         ck.at(
@@ -133,13 +200,19 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     check_roots(&mut ck, &apps);
     let agent = check_agent(&mut ck, raw.agent);
     if !ck.problems.is_empty() {
-        return Err(invalid(ck.problems));
+        // Everything at once: a missing key file is worth knowing while
+        // the file is being fixed anyway.
+        let mut all = ck.problems;
+        all.append(&mut ck.unavailable);
+        all.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
+        return Err(invalid(all));
     }
     Ok(Config {
         path: path.to_path_buf(),
         apps,
         agent,
         warnings: ck.warnings,
+        unavailable: ck.unavailable,
     })
 }
 
@@ -149,9 +222,18 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
     let app_span = app.span();
     let app = app.into_inner();
     if let Err(e) = check_component("app name", name) {
-        ck.at(app_span, e.to_string());
+        ck.at(app_span.clone(), e.to_string());
     }
-    let root = check_root(ck, name, &app.root);
+    let root = match &app.root {
+        Some(r) => check_root(ck, name, r),
+        None => {
+            ck.at(
+                app_span.clone(),
+                format!("apps.{name} has no root: add root = \"/srv/{name}\" (the app's own directory)"),
+            );
+            PathBuf::new()
+        }
+    };
     let keep = *app.keep_releases.get_ref();
     if keep < 1 {
         ck.at(
@@ -159,7 +241,16 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             format!("apps.{name}.keep_releases must be at least 1, got {keep}"),
         );
     }
-    let source = check_source(ck, name, app.source);
+    let source = match app.source {
+        Some(s) => check_source(ck, name, s),
+        None => {
+            ck.at(
+                app_span.clone(),
+                format!("apps.{name} has no source: add [apps.{name}.source] with dir = \"/path\" or github = \"owner/repo\""),
+            );
+            None
+        }
+    };
     let shared = check_shared(ck, name, app.shared);
     let ownership = check_ownership(ck, name, app.owner, app.group, app.mode);
     let unpack = check_unpack(ck, app.unpack);
@@ -545,7 +636,9 @@ fn check_roots(ck: &mut Checker<'_>, apps: &BTreeMap<String, AppConfig>) {
             };
             let (wa, wb) = (written(ck, a, &ca.root), written(ck, b, &cb.root));
             if ca.root == cb.root {
-                let span = at(ck, b);
+                // At the root written second: the first one was there before.
+                let (sa, sb) = (at(ck, a), at(ck, b));
+                let span = if sa.start > sb.start { sa } else { sb };
                 ck.at(
                     span,
                     format!(
@@ -762,6 +855,13 @@ fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Op
                         "apps.{name}.source.dir must be an absolute path, got {:?}",
                         d.get_ref().display().to_string()
                     ),
+                );
+            } else {
+                ck.reference(
+                    d.span(),
+                    &format!("apps.{name}.source.dir"),
+                    d.get_ref(),
+                    true,
                 );
             }
             let github_only = [

@@ -3,6 +3,7 @@
 //! reported with its line and column.
 
 mod check;
+mod lenient;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;
@@ -19,23 +20,44 @@ use std::time::Duration;
 /// `SWITCHYARD_CONFIG` says otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/switchyard/switchyard.toml";
 
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The configuration is refused.
+    Error,
+    /// Allowed, but unwise (a secret other users can read).
+    Warning,
+}
+
 /// One problem in a configuration file, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The configuration file.
+    pub file: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
     /// 1-based column, when known.
     pub column: Option<usize>,
+    /// An error, or only a warning.
+    pub severity: Severity,
     /// What is wrong and what to write instead.
     pub message: String,
 }
 
+/// `FILE:LINE:COL: message` (the form editors and compilers use), with
+/// `warning: ` before the message of a warning.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
-            _ => write!(f, "{}", self.message),
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
         }
+        let level = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        write!(f, ": {level}{}", self.message)
     }
 }
 
@@ -46,7 +68,7 @@ pub enum ConfigError {
     #[error("cannot read the configuration (pass --config PATH or set SWITCHYARD_CONFIG)")]
     Read(#[from] crate::fs::FsError),
     /// The file was read but is invalid.
-    #[error("invalid configuration {}:\n{}", path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("invalid configuration {}:\n{}", path.display(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -77,6 +99,12 @@ pub struct Config {
     /// What is allowed but unwise (a secret file other users can read):
     /// shown by `config check` and logged by the agent.
     pub warnings: Vec<Problem>,
+    /// Referenced files and folders that are missing or unreadable here
+    /// (key files, a source folder, secret files). `config check` and the
+    /// agent refuse them; a single command does not, for it may run as a
+    /// user who cannot read root's secrets, or for an app that does not
+    /// use them.
+    pub unavailable: Vec<Problem>,
 }
 
 /// Default control socket of the agent.
@@ -463,6 +491,19 @@ impl Config {
     /// Validates configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         check::parse(text, path)
+    }
+
+    /// [`Config::load`], also refusing referenced files and folders that
+    /// are missing or unreadable: what `config check` and the agent use.
+    pub fn load_complete(path: &Path) -> Result<Config, ConfigError> {
+        let c = Config::load(path)?;
+        if c.unavailable.is_empty() {
+            return Ok(c);
+        }
+        Err(ConfigError::Invalid {
+            path: c.path.clone(),
+            problems: c.unavailable,
+        })
     }
 
     /// The named app, or an error listing the configured names.

@@ -284,7 +284,7 @@ fn config_check_refuses_system_roots() {
         );
         let out = config_problems(&w, &text);
         assert!(
-            out.contains("line 2") && out.contains("system directory"),
+            out.contains(".toml:2:8: ") && out.contains("system directory"),
             "root = {root:?}: {out}"
         );
     }

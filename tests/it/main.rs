@@ -13,6 +13,7 @@ mod mock_github;
 mod agent;
 mod beneath_root;
 mod cli;
+mod config_check;
 mod crash;
 mod faults;
 mod github;
