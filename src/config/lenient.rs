@@ -144,7 +144,12 @@ mod tests {
             .iter()
             .map(|f| f.message.split(':').next().unwrap())
             .collect();
-        assert_eq!(keys, vec!["a", "b", "c", "t.x[1]", "t.y"], "{:?}", found.iter().map(|f| &f.message).collect::<Vec<_>>());
+        assert_eq!(
+            keys,
+            vec!["a", "b", "c", "t.x[1]", "t.y"],
+            "{:?}",
+            found.iter().map(|f| &f.message).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ fn one_run_lists_every_mistake_located() {
     }
     // Unknown keys and wrong types name the key with its table.
     assert!(out.contains("apps.web.colour: unknown field"), "{out}");
-    assert!(out.contains("apps.api.source.chanel: unknown field"), "{out}");
+    assert!(
+        out.contains("apps.api.source.chanel: unknown field"),
+        "{out}"
+    );
     // The missing files are named.
     for f in ["missing/drop", "missing/web.pub", "missing/api.token"] {
         assert!(out.contains(f), "{f} not named:\n{out}");
@@ -91,14 +94,20 @@ fn one_run_lists_every_mistake_located() {
     assert_eq!(problems.len(), want.len(), "{out}");
     let p = &problems[0];
     assert_eq!(p["file"], file.as_str());
-    assert_eq!((p["line"].as_u64(), p["column"].as_u64()), (Some(3), Some(17)));
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(3), Some(17))
+    );
     assert_eq!(p["severity"], "error");
     assert!(p["message"].as_str().unwrap().contains("keep_releases"));
 
     // Any other command refuses the file with the same located lines.
     let (code, _, err) = w.run(&["status", "web"]);
     assert_ne!(code, 0);
-    assert!(err.contains(&format!("{file}:4:1: apps.web.colour")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:4:1: apps.web.colour")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -138,7 +147,9 @@ fn missing_references_are_errors_and_the_agent_refuses_them() {
     ] {
         assert!(
             out.lines()
-                .any(|l| l.starts_with(&format!("{file}:{line}:")) && l.contains(key) && l.contains("does not exist")),
+                .any(|l| l.starts_with(&format!("{file}:{line}:"))
+                    && l.contains(key)
+                    && l.contains("does not exist")),
             "{key} not reported at line {line}:\n{out}"
         );
     }
@@ -182,8 +193,7 @@ fn a_secret_others_can_read_is_a_warning() {
         "{out}"
     );
     assert!(out.contains("readable by other users"), "{out}");
-    let j: serde_json::Value =
-        serde_json::from_str(&w.ok(&["config", "check", "--json"])).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&w.ok(&["config", "check", "--json"])).unwrap();
     assert_eq!(j["ok"], true);
     assert_eq!(j["problems"][0]["severity"], "warning");
     assert_eq!(j["problems"][0]["line"], 7);
@@ -195,13 +205,20 @@ fn a_secret_others_can_read_is_a_warning() {
     std::fs::remove_file(&token).unwrap();
     let (code, out, _) = w.run(&["config", "check"]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains(&format!("{file}:7:14: apps.web.source.token_file")), "{out}");
+    assert!(
+        out.contains(&format!("{file}:7:14: apps.web.source.token_file")),
+        "{out}"
+    );
 }
 
 #[test]
 fn a_syntax_error_is_located_and_stops() {
     let w = World::new();
-    std::fs::write(&w.config, "[apps.web]\nroot = \"/srv/web\"\nkeep_releases = = 3\ncolour = 1\n").unwrap();
+    std::fs::write(
+        &w.config,
+        "[apps.web]\nroot = \"/srv/web\"\nkeep_releases = = 3\ncolour = 1\n",
+    )
+    .unwrap();
     let (code, out, _) = w.run(&["config", "check"]);
     assert_eq!(code, 2);
     let file = w.config.display();
