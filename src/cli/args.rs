@@ -291,12 +291,18 @@ pub(super) enum BackupCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Restore a backup: verify it, run the restore hook, put shared paths back.
+    /// Restore a backup: verify it, run the restore hook, put shared paths
+    /// back. It replaces live data: on a terminal it shows what and asks;
+    /// anywhere else it needs --yes.
     Restore {
         /// App name.
         app: String,
         /// Backup id (default: the newest).
         id: Option<String>,
+        /// Replace the data without asking (needed when standard input is
+        /// not a terminal).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -173,7 +173,21 @@ fn deploy(app: &str, r: &DeployOutcome) -> String {
             h.report.elapsed.as_millis()
         ));
     }
+    if !r.pruned.is_empty() {
+        s.push_str(&format!(
+            "pruned old releases (keep_releases): {}\n",
+            join_versions(&r.pruned)
+        ));
+    }
     s
+}
+
+/// `1.0.0, 1.1.0`.
+fn join_versions(vs: &[crate::version::Version]) -> String {
+    vs.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn maintenance(app: &str, on: bool, flag: &Path) -> String {
@@ -238,6 +252,11 @@ fn history(app: &str, events: &[Event]) -> String {
                 .map(|m| format!("\n    {m}"))
                 .unwrap_or_default()
         ));
+        // A prune names no single version: list what it removed.
+        if let Some(removed) = e.details.get("removed").and_then(|v| v.as_array()) {
+            let names: Vec<&str> = removed.iter().filter_map(|v| v.as_str()).collect();
+            s.push_str(&format!("    removed {}\n", names.join(", ")));
+        }
         if let Some(sigs) = e.details.get("signatures").and_then(|v| v.as_array()) {
             for sig in sigs {
                 s.push_str(&format!(
@@ -432,6 +451,37 @@ pub(crate) fn status(st: &Status) -> String {
     for p in &st.problems {
         s.push_str(&format!("PROBLEM:    {p}\n"));
     }
+    s
+}
+
+/// What `backup restore` is about to replace, and the question.
+pub(crate) fn restore_prompt(
+    app: &crate::config::AppConfig,
+    m: &crate::ops::backup::BackupMeta,
+) -> String {
+    let mut s = format!(
+        "backup restore replaces data of {} with backup {} (taken {}, release {}, checksum ok):\n",
+        app.name,
+        m.id,
+        m.time,
+        m.app_version.as_deref().unwrap_or("none")
+    );
+    for p in &m.shared {
+        s.push_str(&format!(
+            "  {} is replaced by its copy in the backup\n",
+            app.root.join("shared").join(p).display()
+        ));
+    }
+    if m.has_hook_dump {
+        match &app.hooks.restore {
+            Some(h) => s.push_str(&format!(
+                "  the restore hook runs on the backup's dump: {}\n",
+                h.command
+            )),
+            None => s.push_str("  its hook dump cannot be restored: no restore hook is configured\n"),
+        }
+    }
+    s.push_str("Restore it? Type yes to go on: ");
     s
 }
 

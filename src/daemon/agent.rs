@@ -578,8 +578,10 @@ async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOutcome) {
                 m.revert(&cfg.name);
             }
             status(&format!(
-                "{}: deploy of {} failed ({state})",
-                cfg.name, f.target
+                "{}: deploy of {} failed{}",
+                cfg.name,
+                f.target,
+                crate::ops::error::ended_in(f.state)
             ));
             report_failure(cfg, f).await;
         }

@@ -21,6 +21,7 @@ mod hardening;
 mod hostile;
 mod layers;
 mod lifecycle;
+mod messages;
 mod ownership;
 mod properties;
 mod trust;

@@ -91,7 +91,7 @@ fn a_hook_with_a_user_runs_as_that_user() {
         .unwrap()
         .to_string();
     // And the restore hook reads the dump as nobody.
-    w.ok(&["backup", "restore", "web", &id]);
+    w.ok(&["backup", "restore", "web", &id, "--yes"]);
     assert_eq!(
         std::fs::read_to_string(storage.join("restored")).unwrap(),
         "dump-of-nobody\n"
