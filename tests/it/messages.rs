@@ -68,28 +68,24 @@ fn a_hook_timeout_names_the_app_not_a_placeholder() {
 
 #[test]
 fn status_after_resolve_is_no_longer_blocked() {
-    // A migrate hook that outlives its timeout leaves an unknown outcome:
-    // the app is blocked until an operator resolves it.
-    let w = World::new();
-    std::fs::create_dir_all(w.root.join("shared/data")).unwrap();
-    std::fs::write(w.root.join("shared/data/db.txt"), "users\n").unwrap();
-    let hooks = |migrate: &str| {
-        format!(
-            "hooks.backup = 'cp \"$SWITCHYARD_ROOT/shared/data/db.txt\" \"$SWITCHYARD_BACKUP_FILE\"'\nhooks.restore = 'cp \"$SWITCHYARD_BACKUP_FILE\" \"$SWITCHYARD_ROOT/shared/data/db.txt\"'\nhooks.migrate = {migrate}\n"
-        )
-    };
-    w.write_config(&hooks("'true'"));
+    // activate fails for 1.1.0, and for 1.0.0 unless allowed: the deploy of
+    // 1.1.0 fails, and so does the revert to 1.0.0 (rollback_failed).
+    let w = World::with_extra(
+        "hooks.activate = 'test \"$SWITCHYARD_VERSION\" = 1.0.0 && test -f \"$SWITCHYARD_ROOT/shared/allow-old\"'\n",
+    );
+    std::fs::create_dir_all(w.root.join("shared")).unwrap();
+    std::fs::write(w.root.join("shared/allow-old"), "").unwrap();
     w.simple_release("v1.0.0");
     w.simple_release("v1.1.0");
     w.ok(&["deploy", "web", "1.0.0"]);
-    w.write_config(&hooks("{ command = 'sleep 30', timeout = \"1s\" }"));
+    std::fs::remove_file(w.root.join("shared/allow-old")).unwrap();
     let (code, _, err) = w.run(&["deploy", "web", "1.1.0"]);
     assert_eq!(code, 8, "{err}");
     let before = w.ok(&["status", "web"]);
-    assert!(before.contains("BLOCKED"), "{before}");
+    assert!(before.contains("BLOCKED") && before.contains("rollback_failed"), "{before}");
     w.ok(&["resolve", "web"]);
     let after = w.ok(&["status", "web"]);
-    for stale in ["BLOCKED", "blocked", "rollback_failed", "needs_attention"] {
+    for stale in ["BLOCKED", "blocked", "rollback_failed"] {
         assert!(!after.contains(stale), "{stale} after resolve:\n{after}");
     }
     assert!(after.contains("resolved"), "{after}");
