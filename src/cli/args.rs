@@ -94,7 +94,8 @@ pub(super) enum Command {
     },
     /// The full lifecycle: pre-checks, install, warm, staging health, backup, migrate,
     /// swap, activate, live health; reverts at once (restoring the backup where
-    /// migrations ran) if anything after the swap fails.
+    /// migrations ran) if anything after the swap fails. Then prunes old
+    /// releases (keep_releases) and names them.
     Deploy {
         /// App name.
         app: String,
@@ -268,7 +269,8 @@ pub(super) enum Command {
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub(super) enum BackupCmd {
-    /// Take a backup now (backup hook and, with backup_shared, the shared paths).
+    /// Take a backup now (backup hook and, with backup_shared, the shared
+    /// paths); an error when neither is configured.
     Create {
         /// App name.
         app: String,
@@ -312,7 +314,11 @@ pub(super) enum BackupCmd {
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub(super) enum ConfigCmd {
-    /// Validate the file and print every problem with its line and column.
+    /// Validate the file and print every problem at once, one
+    /// FILE:LINE:COL: message line each; also checks that the files and
+    /// folders it names (key_files, source dir, token_file,
+    /// webhook_secret_file) exist and are readable, and warns about secret
+    /// files other users can read (exit 0 with only warnings).
     Check {
         #[command(flatten)]
         out: Output,
