@@ -478,7 +478,9 @@ pub(crate) fn restore_prompt(
                 "  the restore hook runs on the backup's dump: {}\n",
                 h.command
             )),
-            None => s.push_str("  its hook dump cannot be restored: no restore hook is configured\n"),
+            None => {
+                s.push_str("  its hook dump cannot be restored: no restore hook is configured\n")
+            }
         }
     }
     s.push_str("Restore it? Type yes to go on: ");

@@ -579,7 +579,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_located() {
-        let p = problems("[apps.web]\nroot = \"/srv/web\"\nrooot = 1\nsource.dir = \"/d\"\ntrust.require_signature = false\n");
+        let p = problems(
+            "[apps.web]\nroot = \"/srv/web\"\nrooot = 1\nsource.dir = \"/d\"\ntrust.require_signature = false\n",
+        );
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(3), "{p:?}");
         assert!(p[0].message.contains("apps.web.rooot"), "{p:?}");

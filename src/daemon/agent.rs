@@ -527,6 +527,7 @@ fn critical_of(
         let sig = f.sidecars.get("release.toml.minisig")?;
         let t = &cfg.trust;
         let policy = crate::verify::trust::TrustPolicy::new(
+            &cfg.name,
             &t.keys,
             &t.key_files,
             &t.revoked_keys,

@@ -55,10 +55,12 @@ pub(crate) enum BackupError {
     },
     /// A dump exists but no restore hook is configured.
     #[error(
-        "backup {id} holds a hook dump but no restore hook is configured; add [apps.<name>.hooks] restore, or restore {} by hand",
+        "backup {id} holds a hook dump but no restore hook is configured; add hooks.restore = \"COMMAND\" to [apps.{app}] (it reads $SWITCHYARD_BACKUP_FILE), or restore {} by hand",
         file.display()
     )]
     NoRestoreHook {
+        /// The app the backup belongs to.
+        app: String,
         /// The backup.
         id: String,
         /// Where the dump was extracted.
@@ -338,15 +340,14 @@ pub(crate) fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError>
             id: id.to_string(),
         });
     }
-    let b = fs::read_optional(&meta_path(paths, id))?
-        .ok_or_else(|| BackupError::NotFound {
-            dir: dir(paths),
-            id: id.to_string(),
-        })?;
+    let b = fs::read_optional(&meta_path(paths, id))?.ok_or_else(|| BackupError::NotFound {
+        dir: dir(paths),
+        id: id.to_string(),
+    })?;
     serde_json::from_slice(&b).map_err(|_| BackupError::NotFound {
-            dir: dir(paths),
-            id: id.to_string(),
-        })
+        dir: dir(paths),
+        id: id.to_string(),
+    })
 }
 
 /// The backup `id` names, or without one the newest.
@@ -448,6 +449,7 @@ pub(crate) fn stage_restore(
             })?,
             None => {
                 return Err(BackupError::NoRestoreHook {
+                    app: staged.meta.app.clone(),
                     id: id.to_string(),
                     file: dump,
                 });

@@ -275,6 +275,7 @@ impl Session<'_> {
         let v = &info.version;
         let t = &self.cfg.trust;
         let policy = TrustPolicy::new(
+            &self.cfg.name,
             &t.keys,
             &t.key_files,
             &t.revoked_keys,

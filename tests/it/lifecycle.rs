@@ -333,7 +333,13 @@ fn backups_retention_verify_restore() {
     // A manual backup, then restore it after the data changed.
     let m = f.w.json(&["backup", "create", "web"]);
     std::fs::write(f.w.root.join("shared/data/db.txt"), "garbage\n").unwrap();
-    f.w.ok(&["backup", "restore", "web", m["id"].as_str().unwrap(), "--yes"]);
+    f.w.ok(&[
+        "backup",
+        "restore",
+        "web",
+        m["id"].as_str().unwrap(),
+        "--yes",
+    ]);
     assert!(f.db().starts_with("users\n"), "{}", f.db());
     // Damage is detected, and a damaged backup is not restored.
     let archive = f.w.root.join(format!(".switchyard/backups/{id}.tar.gz"));

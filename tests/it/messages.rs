@@ -27,9 +27,7 @@ fn break_checksum(dir: &std::path::Path) {
 
 #[test]
 fn on_failure_runs_in_the_root_when_the_release_was_never_unpacked() {
-    let w = World::with_extra(
-        "hooks.on_failure = 'pwd > \"$SWITCHYARD_ROOT/on_failure.ran\"'\n",
-    );
+    let w = World::with_extra("hooks.on_failure = 'pwd > \"$SWITCHYARD_ROOT/on_failure.ran\"'\n");
     w.allow_unsigned();
     unsign(&w.simple_release("v1.0.0"));
     w.ok(&["deploy", "web", "1.0.0"]);
@@ -38,10 +36,17 @@ fn on_failure_runs_in_the_root_when_the_release_was_never_unpacked() {
     let (code, _, err) = w.run(&["deploy", "web", "1.1.0"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
-    assert!(!err.contains("cannot start"), "the hook could not start: {err}");
+    assert!(
+        !err.contains("cannot start"),
+        "the hook could not start: {err}"
+    );
     let marker = w.root.join("on_failure.ran");
     let ran_in = std::fs::read_to_string(&marker).expect("on_failure ran");
-    assert_eq!(ran_in.trim(), w.root.display().to_string(), "ran in the root");
+    assert_eq!(
+        ran_in.trim(),
+        w.root.display().to_string(),
+        "ran in the root"
+    );
     assert!(!w.root.join("releases/1.1.0").exists());
 }
 
@@ -82,7 +87,10 @@ fn status_after_resolve_is_no_longer_blocked() {
     let (code, _, err) = w.run(&["deploy", "web", "1.1.0"]);
     assert_eq!(code, 8, "{err}");
     let before = w.ok(&["status", "web"]);
-    assert!(before.contains("BLOCKED") && before.contains("rollback_failed"), "{before}");
+    assert!(
+        before.contains("BLOCKED") && before.contains("rollback_failed"),
+        "{before}"
+    );
     w.ok(&["resolve", "web"]);
     let after = w.ok(&["status", "web"]);
     for stale in ["BLOCKED", "blocked", "rollback_failed"] {
@@ -100,9 +108,10 @@ fn deploy_says_what_it_pruned_and_history_names_it() {
     let w = World::new();
     w.write_config("keep_releases = 1\n".trim_start());
     // write_config puts keep_releases = 3 first: replace it.
-    let text = std::fs::read_to_string(&w.config)
-        .unwrap()
-        .replace("keep_releases = 3\nkeep_releases = 1\n", "keep_releases = 1\n");
+    let text = std::fs::read_to_string(&w.config).unwrap().replace(
+        "keep_releases = 3\nkeep_releases = 1\n",
+        "keep_releases = 1\n",
+    );
     std::fs::write(&w.config, text).unwrap();
     for v in ["1.0.0", "1.1.0", "1.2.0"] {
         w.simple_release(&format!("v{v}"));
@@ -121,7 +130,10 @@ fn deploy_says_what_it_pruned_and_history_names_it() {
         .find("release.prune.completed")
         .unwrap_or_else(|| panic!("no prune event:\n{hist}"));
     assert!(
-        hist[at..].lines().take(2).any(|l| l.contains("removed 1.0.0")),
+        hist[at..]
+            .lines()
+            .take(2)
+            .any(|l| l.contains("removed 1.0.0")),
         "the prune line names no version:\n{hist}"
     );
     // --json carries the list too.
@@ -137,10 +149,23 @@ fn backup_create_with_nothing_to_back_up_says_what_to_configure() {
     w.ok(&["deploy", "web", "1.0.0"]);
     let (code, out, err) = w.run(&["backup", "create", "web"]);
     assert_eq!(code, 2, "a configuration error:\n{out}{err}");
-    for needle in ["web has nothing to back up", "[apps.web]", "hooks.backup", "backup_shared = true", "[apps.web.shared]"] {
+    for needle in [
+        "web has nothing to back up",
+        "[apps.web]",
+        "hooks.backup",
+        "backup_shared = true",
+        "[apps.web.shared]",
+    ] {
         assert!(err.contains(needle), "{needle} missing: {err}");
     }
-    assert!(!w.root.join(".switchyard/backups").exists() || std::fs::read_dir(w.root.join(".switchyard/backups")).unwrap().next().is_none(), "no empty backup was written");
+    assert!(
+        !w.root.join(".switchyard/backups").exists()
+            || std::fs::read_dir(w.root.join(".switchyard/backups"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no empty backup was written"
+    );
     // With the shared paths in backups it works.
     w.write_config("backup_shared = true\n");
     w.ok(&["backup", "create", "web"]);
@@ -162,7 +187,11 @@ fn backup_restore_off_a_terminal_needs_yes_and_changes_nothing() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--yes"), "{err}");
     assert!(err.contains("replaces the data of web"), "{err}");
-    assert_eq!(std::fs::read_to_string(&data).unwrap(), "after\n", "nothing restored");
+    assert_eq!(
+        std::fs::read_to_string(&data).unwrap(),
+        "after\n",
+        "nothing restored"
+    );
     assert_eq!(
         std::fs::read_to_string(w.root.join(".switchyard/audit.jsonl")).unwrap(),
         audit,
@@ -170,4 +199,32 @@ fn backup_restore_off_a_terminal_needs_yes_and_changes_nothing() {
     );
     w.ok(&["backup", "restore", "web", "--yes"]);
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "before\n");
+}
+
+#[test]
+fn trust_errors_name_the_apps_table() {
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    // Trust another key only: the release's signer is not trusted.
+    let other = w.tmp.path().join("other-key");
+    w.ok(&["keygen", "--out", other.to_str().unwrap()]);
+    let public = std::fs::read_dir(&other)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pub"))
+        .unwrap();
+    let line = std::fs::read_to_string(public)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    w.write_config_with_trust("", &format!("keys = [\"{line}\"]\n"));
+    let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("add its public key to [apps.web.trust].keys"),
+        "{err}"
+    );
+    assert!(!err.contains("<name>") && !err.contains("<app>"), "{err}");
 }
