@@ -442,7 +442,12 @@ impl Session<'_> {
         }
         checkpoint("install.unpacked");
 
-        link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
+        link_shared(
+            &self.cfg.name,
+            &self.paths,
+            &self.cfg.shared,
+            &unpacked.content_root,
+        )?;
         apply_ownership(
             &self.paths,
             &self.cfg.shared,

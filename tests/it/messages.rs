@@ -228,3 +228,16 @@ fn trust_errors_name_the_apps_table() {
     );
     assert!(!err.contains("<name>") && !err.contains("<app>"), "{err}");
 }
+
+#[test]
+fn a_missing_shared_file_names_the_apps_table() {
+    let w = World::new();
+    let text = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("dirs = [\"storage\"]\n", "dirs = [\"storage\"]\nfiles = [\".env\"]\n");
+    std::fs::write(&w.config, text).unwrap();
+    w.simple_release("v1.0.0");
+    let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("remove it from [apps.web.shared].files"), "{err}");
+}
