@@ -588,6 +588,24 @@ mod tests {
     }
 
     #[test]
+    fn missing_keys_and_nested_mistakes_are_all_reported() {
+        let p = problems(
+            "[apps.web]\ntrust.require_signature = false\nhooks.warm = { timeout = \"1m\" }\n[apps.api]\nroot = \"/srv/api\"\nsource.dir = \"/d\"\ntrust.require_signature = false\nshared.dirs = [\"a\", 2]\nunpack.max_bytes = \"lots\"\n",
+        );
+        let msgs: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+        for want in [
+            "apps.web.hooks.warm: missing field `command`",
+            "apps.api.shared.dirs[1]: invalid type",
+            "apps.api.unpack.max_bytes: invalid type",
+            "apps.web has no root",
+            "apps.web has no source",
+        ] {
+            assert!(msgs.iter().any(|m| m.starts_with(want)), "{want}: {msgs:#?}");
+        }
+        assert_eq!(p.len(), 5, "{msgs:#?}");
+    }
+
+    #[test]
     fn every_semantic_problem_is_reported() {
         let p = problems(
             "[apps.web]\nroot = \"srv/web\"\nkeep_releases = 0\nsource.dir = \"/d\"\ntrust.require_signature = false\n[apps.web.shared]\ndirs = [\"../etc\", \"/abs\"]\n",
