@@ -570,7 +570,13 @@ async fn after_operation(cfg: &AppConfig, shared: &Shared, out: &OpOutcome) {
             for h in &o.health {
                 m.observe_health(&cfg.name, &h.phase, h.report.elapsed.as_secs_f64());
             }
-            status(&format!("{}: deployed {}", cfg.name, o.to));
+            let pruned = if o.pruned.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = o.pruned.iter().map(|v| v.to_string()).collect();
+                format!("; pruned {}", names.join(", "))
+            };
+            status(&format!("{}: deployed {}{pruned}", cfg.name, o.to));
         }
         Some(Err(f)) => {
             let state = f.state.as_str();
