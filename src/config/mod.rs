@@ -600,7 +600,10 @@ mod tests {
             "apps.web has no root",
             "apps.web has no source",
         ] {
-            assert!(msgs.iter().any(|m| m.starts_with(want)), "{want}: {msgs:#?}");
+            assert!(
+                msgs.iter().any(|m| m.starts_with(want)),
+                "{want}: {msgs:#?}"
+            );
         }
         assert_eq!(p.len(), 5, "{msgs:#?}");
     }

@@ -4,7 +4,7 @@
 //! refuse to be empty, restores that ask, and `on_failure` for a deploy
 //! that failed before there was a release directory.
 
-use crate::common::World;
+use crate::common::{World, require_tool};
 
 /// Drops a release folder's signatures (the world accepts unsigned ones).
 fn unsign(dir: &std::path::Path) {
@@ -232,12 +232,70 @@ fn trust_errors_name_the_apps_table() {
 #[test]
 fn a_missing_shared_file_names_the_apps_table() {
     let w = World::new();
-    let text = std::fs::read_to_string(&w.config)
-        .unwrap()
-        .replace("dirs = [\"storage\"]\n", "dirs = [\"storage\"]\nfiles = [\".env\"]\n");
+    let text = std::fs::read_to_string(&w.config).unwrap().replace(
+        "dirs = [\"storage\"]\n",
+        "dirs = [\"storage\"]\nfiles = [\".env\"]\n",
+    );
     std::fs::write(&w.config, text).unwrap();
     w.simple_release("v1.0.0");
     let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("remove it from [apps.web.shared].files"), "{err}");
+    assert!(
+        err.contains("remove it from [apps.web.shared].files"),
+        "{err}"
+    );
+}
+
+#[test]
+fn backup_restore_on_a_terminal_shows_what_it_replaces_and_asks() {
+    // `script` runs the command on a pseudo-terminal, fed our answer.
+    let Some(script) = require_tool("script") else {
+        return;
+    };
+    let w = World::new();
+    w.write_config("backup_shared = true\n");
+    w.simple_release("v1.0.0");
+    w.ok(&["deploy", "web", "1.0.0"]);
+    let data = w.root.join("shared/storage/db.txt");
+    std::fs::write(&data, "before\n").unwrap();
+    w.ok(&["backup", "create", "web"]);
+    std::fs::write(&data, "after\n").unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("switchyard");
+    let restore = |answer: &str| {
+        let line = format!(
+            "{} --config {} backup restore web",
+            bin.display(),
+            w.config.display()
+        );
+        let out = assert_cmd::Command::new(&script)
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("SWITCHYARD_CRASH_AT")
+            .write_stdin(answer)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = restore("no\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("backup restore replaces data of web with backup"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{} is replaced",
+            w.root.join("shared/storage").display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Type yes to go on"), "{out}");
+    assert!(out.contains("not confirmed; nothing changed"), "{out}");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "after\n");
+    let (code, out) = restore("yes\n");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "before\n");
 }
