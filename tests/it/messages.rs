@@ -299,3 +299,13 @@ fn backup_restore_on_a_terminal_shows_what_it_replaces_and_asks() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "before\n");
 }
+
+#[test]
+fn an_archive_over_the_limits_names_the_apps_unpack_table() {
+    let w = World::with_extra("unpack.max_entries = 1");
+    w.simple_release("v1.0.0");
+    let (code, _, err) = w.run(&["deploy", "web", "1.0.0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("in [apps.web.unpack]"), "{err}");
+    assert!(!err.contains("<name>"), "{err}");
+}
