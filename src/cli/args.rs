@@ -104,7 +104,8 @@ pub(super) enum Command {
     },
     /// The full lifecycle: pre-checks, install, warm, staging health, backup, migrate,
     /// swap, activate, live health; reverts at once (restoring the backup where
-    /// migrations ran) if anything after the swap fails.
+    /// migrations ran) if anything after the swap fails. Then prunes old
+    /// releases (keep_releases) and names them.
     Deploy {
         /// App name.
         app: String,
@@ -349,7 +350,8 @@ pub(super) enum Command {
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub(super) enum BackupCmd {
-    /// Take a backup now (backup hook and, with backup_shared, the shared paths).
+    /// Take a backup now (backup hook and, with backup_shared, the shared
+    /// paths); an error when neither is configured.
     Create {
         /// App name.
         app: String,
@@ -372,12 +374,18 @@ pub(super) enum BackupCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Restore a backup: verify it, run the restore hook, put shared paths back.
+    /// Restore a backup: verify it, run the restore hook, put shared paths
+    /// back. It replaces live data: on a terminal it shows what and asks;
+    /// anywhere else it needs --yes.
     Restore {
         /// App name.
         app: String,
         /// Backup id (default: the newest).
         id: Option<String>,
+        /// Replace the data without asking (needed when standard input is
+        /// not a terminal).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -387,7 +395,11 @@ pub(super) enum BackupCmd {
 #[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub(super) enum ConfigCmd {
-    /// Validate the file and print every problem with its line and column.
+    /// Validate the file and print every problem at once, one
+    /// FILE:LINE:COL: message line each; also checks that the files and
+    /// folders it names (key_files, source dir, token_file,
+    /// webhook_secret_file) exist and are readable, and warns about secret
+    /// files other users can read (exit 0 with only warnings).
     Check {
         #[command(flatten)]
         out: Output,

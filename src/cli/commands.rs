@@ -52,6 +52,12 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         } => config_check(&cli.config, out.json),
         app_command => {
             let (req, json, wait) = request(app_command)?;
+            if let Command::Backup {
+                cmd: BackupCmd::Restore { yes: false, .. },
+            } = app_command
+            {
+                confirm_restore(&cli.config, &req)?;
+            }
             operate(&cli.config, &req, json, wait)
         }
     }
@@ -304,7 +310,9 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 out.json,
                 false,
             ),
-            BackupCmd::Restore { app: a, id, common } => (
+            BackupCmd::Restore {
+                app: a, id, common, ..
+            } => (
                 Request::BackupRestore {
                     app: app(a),
                     id: id.clone(),
@@ -406,6 +414,53 @@ fn operate(config: &Path, req: &Request, json: bool, wait: bool) -> Result<(), F
     }
 }
 
+/// `backup restore` without `--yes`: replacing live data needs an operator's
+/// word. On a terminal, shows the backup and what it replaces, and asks;
+/// elsewhere (a script, a pipe) refuses, changing nothing.
+fn confirm_restore(config: &Path, req: &Request) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let Request::BackupRestore { app: name, id } = req else {
+        return Ok(());
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "backup restore replaces the data of {name}; standard input is not a terminal to ask on, so pass --yes to confirm: switchyard backup restore {name}{} --yes",
+                id.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
+            ),
+        ));
+    }
+    let cfg = Config::load(config)?;
+    let app = cfg.app(name)?;
+    let check = Request::BackupVerify {
+        app: name.clone(),
+        id: id.clone(),
+    };
+    let source = crate::source::for_app(app);
+    let caller = Caller::operator(Actor::current_user(), false);
+    let meta = match api::execute(app, source.as_ref(), &check, &caller)? {
+        api::Outcome::BackupVerified(m) => m,
+        _ => unreachable!("a backup verify answers with the backup"),
+    };
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{}", render::restore_prompt(app, &meta));
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::new(exit::FAILURE, e))?;
+    if matches!(answer.trim(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("not restored: not confirmed; nothing changed"),
+        ))
+    }
+}
+
 /// Hands the request to the running agent, if it takes such requests and
 /// one listens on the control socket (so operations are serialised through
 /// it); `Ok(None)` when the CLI should act itself. `SWITCHYARD_NO_AGENT=1`
@@ -426,7 +481,7 @@ fn agent(config: &Path) -> Result<(), Failure> {
 }
 
 fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
-    match Config::load(config) {
+    match Config::load_complete(config) {
         Ok(c) => crate::cli::out(
             &render::config_ok(
                 &c.path,
@@ -437,10 +492,14 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
             false,
         ),
         Err(ConfigError::Invalid { path, problems }) => {
-            crate::cli::out(&render::config_problems(&path, &problems, json), false)?;
+            crate::cli::out(&render::config_problems(&problems, json), false)?;
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == crate::config::Severity::Error)
+                .count();
             Err(Failure::new(
                 exit::USAGE,
-                anyhow::anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+                anyhow::anyhow!("{errors} problem(s) in {}", path.display()),
             )
             .shown(json))
         }

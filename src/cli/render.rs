@@ -228,7 +228,21 @@ fn deploy(app: &str, r: &DeployOutcome) -> String {
             h.report.elapsed.as_millis()
         ));
     }
+    if !r.pruned.is_empty() {
+        s.push_str(&format!(
+            "pruned old releases (keep_releases): {}\n",
+            join_versions(&r.pruned)
+        ));
+    }
     s
+}
+
+/// `1.0.0, 1.1.0`.
+fn join_versions(vs: &[crate::version::Version]) -> String {
+    vs.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn maintenance(app: &str, on: bool, flag: &Path) -> String {
@@ -297,6 +311,11 @@ fn history(app: &str, events: &[Event]) -> String {
                 .map(|m| format!("\n    {m}"))
                 .unwrap_or_default()
         ));
+        // A prune names no single version: list what it removed.
+        if let Some(removed) = e.details.get("removed").and_then(|v| v.as_array()) {
+            let names: Vec<&str> = removed.iter().filter_map(|v| v.as_str()).collect();
+            s.push_str(&format!("    removed {}\n", names.join(", ")));
+        }
         if let Some(sigs) = e.details.get("signatures").and_then(|v| v.as_array()) {
             for sig in sigs {
                 s.push_str(&format!(
@@ -524,16 +543,50 @@ pub(crate) fn status(st: &Status) -> String {
     s
 }
 
-/// `config check` on a valid file.
-pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
+/// What `backup restore` is about to replace, and the question.
+pub(crate) fn restore_prompt(
+    app: &crate::config::AppConfig,
+    m: &crate::ops::backup::BackupMeta,
+) -> String {
+    let mut s = format!(
+        "backup restore replaces data of {} with backup {} (taken {}, release {}, checksum ok):\n",
+        app.name,
+        m.id,
+        m.time,
+        m.app_version.as_deref().unwrap_or("none")
+    );
+    for p in &m.shared {
+        s.push_str(&format!(
+            "  {} is replaced by its copy in the backup\n",
+            app.root.join("shared").join(p).display()
+        ));
+    }
+    if m.has_hook_dump {
+        match &app.hooks.restore {
+            Some(h) => s.push_str(&format!(
+                "  the restore hook runs on the backup's dump: {}\n",
+                h.command
+            )),
+            None => {
+                s.push_str("  its hook dump cannot be restored: no restore hook is configured\n")
+            }
+        }
+    }
+    s.push_str("Restore it? Type yes to go on: ");
+    s
+}
+
+/// `config check` on a valid file: its apps, then any warnings as
+/// `FILE:LINE:COL: warning: message` lines.
+pub(crate) fn config_ok(
     path: &Path,
     apps: &[&String],
-    warnings: &[P],
+    warnings: &[crate::config::Problem],
     as_json: bool,
 ) -> String {
     if as_json {
         return json(
-            &serde_json::json!({"ok": true, "path": path, "apps": apps, "warnings": warnings}),
+            &serde_json::json!({"ok": true, "path": path, "apps": apps, "problems": warnings}),
         );
     }
     let mut s = format!(
@@ -547,24 +600,18 @@ pub(crate) fn config_ok<P: Serialize + std::fmt::Display>(
             .join(", ")
     );
     for w in warnings {
-        s.push_str(&format!("{}:{} (warning)\n", path.display(), w));
+        s.push_str(&format!("{w}\n"));
     }
     s
 }
 
-/// `config check` on an invalid file: every problem, located.
-pub(crate) fn config_problems<P: Serialize + std::fmt::Display>(
-    path: &Path,
-    problems: &[P],
-    as_json: bool,
-) -> String {
+/// `config check` on an invalid file: every problem, one
+/// `FILE:LINE:COL: message` line each.
+pub(crate) fn config_problems(problems: &[crate::config::Problem], as_json: bool) -> String {
     if as_json {
-        return json(&serde_json::json!({"ok": false, "path": path, "problems": problems}));
+        return json(&serde_json::json!({"ok": false, "problems": problems}));
     }
-    problems
-        .iter()
-        .map(|p| format!("{}:{}\n", path.display(), p))
-        .collect()
+    problems.iter().map(|p| format!("{p}\n")).collect()
 }
 
 /// What `pack` wrote.

@@ -8,24 +8,30 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::config::raw::{
-    RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawShared, RawSource, RawTrust, RawUnpack,
-};
+use crate::config::raw::{RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawShared, RawUnpack};
 use crate::config::{
-    AgentConfig, AppAgentConfig, AppConfig, Channel, Config, ConfigError, DirSourceConfig,
-    GithubSourceConfig, HealthChecks, HooksConfig, Ownership, Policy, Problem, RestorePolicy,
-    SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col,
-    lookup_group, lookup_user, policy, roots,
+    AgentConfig, AppAgentConfig, AppConfig, Config, ConfigError, HealthChecks, HooksConfig,
+    Ownership, Policy, Problem, RestorePolicy, Severity, SharedConfig, SourceConfig, UnpackLimits,
+    health, hooks, lenient, line_col, lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
+use source::check_source;
+use trust::check_trust;
+
+mod source;
+mod trust;
 
 /// The problems (and warnings) found so far, located in `text`.
 struct Checker<'a> {
     text: &'a str,
+    /// The file, named in every problem.
+    path: &'a Path,
     problems: Vec<Problem>,
     /// Each app's root as written, and where.
     roots: BTreeMap<String, (PathBuf, Range<usize>)>,
     warnings: Vec<Problem>,
+    /// Referenced files and folders missing or unreadable on this host.
+    unavailable: Vec<Problem>,
 }
 
 impl Checker<'_> {
@@ -37,8 +43,10 @@ impl Checker<'_> {
             (Some(l), Some(c))
         };
         Problem {
+            file: self.path.to_path_buf(),
             line,
             column,
+            severity: Severity::Error,
             message: message.into(),
         }
     }
@@ -51,18 +59,85 @@ impl Checker<'_> {
 
     /// Records a warning at `span`.
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let p = self.locate(span, message);
+        let mut p = self.locate(span, message);
+        p.severity = Severity::Warning;
         self.warnings.push(p);
     }
 
+    /// Records a referenced file or folder that is missing or unreadable.
+    fn unavailable(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let p = self.locate(span, message);
+        self.unavailable.push(p);
+    }
+
+    /// A file or folder the configuration names must exist here and be
+    /// readable by whoever checks (the agent runs as root; an operator
+    /// running `config check` as someone else is told who could not read
+    /// it). Returns its metadata when it can be looked at.
+    fn reference(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        path: &Path,
+        dir: bool,
+    ) -> Option<std::fs::Metadata> {
+        use nix::unistd::{AccessFlags, Uid, access};
+        let what = if dir { "folder" } else { "file" };
+        let m = match crate::fs::metadata(path) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.unavailable(
+                    span,
+                    format!(
+                        "{key}: {} does not exist; create the {what} or correct the path",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.unavailable(span, format!("{key}: {}", crate::chain::chain(&e)));
+                return None;
+            }
+        };
+        if m.is_dir() != dir {
+            let is = if m.is_dir() {
+                "a folder"
+            } else {
+                "not a folder"
+            };
+            self.unavailable(
+                span,
+                format!("{key}: {} is {is}; it must name a {what}", path.display()),
+            );
+            return None;
+        }
+        let need = if dir {
+            AccessFlags::R_OK | AccessFlags::X_OK
+        } else {
+            AccessFlags::R_OK
+        };
+        if let Err(e) = access(path, need) {
+            self.unavailable(
+                span,
+                format!(
+                    "{key}: {} is not readable by uid {} ({e}); the agent reads it as root: check its mode and owner, or run the check as the agent's user",
+                    path.display(),
+                    Uid::current()
+                ),
+            );
+            return None;
+        }
+        Some(m)
+    }
+
     /// A file whose content decides who is trusted (`secret`: and which
-    /// must stay unread): one other users can write is refused, for they
-    /// could put their own secret or key in it; a secret they can read is
-    /// warned about. A file that cannot be looked at (missing, or a user
-    /// without access running the CLI) is left to the code that reads it.
+    /// must stay unread): it must exist and be readable; one other users
+    /// can write is refused, for they could put their own secret or key in
+    /// it; a secret they can read is warned about.
     fn file_mode(&mut self, span: Range<usize>, key: &str, path: &Path, secret: bool) {
         use std::os::unix::fs::PermissionsExt;
-        let Ok(Some(m)) = crate::fs::metadata(path) else {
+        let Some(m) = self.reference(span.clone(), key, path, false) else {
             return;
         };
         let mode = m.permissions().mode() & 0o7777;
@@ -95,28 +170,26 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         problems,
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let (line, column) = match e.span() {
-                Some(s) => {
-                    let (l, c) = line_col(text, s.start);
-                    (Some(l), Some(c))
-                }
-                None => (None, None),
-            };
-            return Err(invalid(vec![Problem {
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }]));
-        }
-    };
     let mut ck = Checker {
         text,
+        path,
         problems: Vec::new(),
         roots: BTreeMap::new(),
         warnings: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    let (raw, structural) = match lenient::read::<RawConfig>(text) {
+        Ok(r) => r,
+        Err(syntax) => {
+            ck.at(syntax.span.unwrap_or(0..0), syntax.message);
+            return Err(invalid(ck.problems));
+        }
+    };
+    for f in structural {
+        ck.at(f.span.unwrap_or(0..0), f.message);
+    }
+    let Some(raw) = raw else {
+        return Err(invalid(ck.problems));
     };
     if raw.apps.is_empty() {
         ck.at(
@@ -133,13 +206,19 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     check_roots(&mut ck, &apps);
     let agent = check_agent(&mut ck, raw.agent);
     if !ck.problems.is_empty() {
-        return Err(invalid(ck.problems));
+        // Everything at once: a missing key file is worth knowing while
+        // the file is being fixed anyway.
+        let mut all = ck.problems;
+        all.append(&mut ck.unavailable);
+        all.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
+        return Err(invalid(all));
     }
     Ok(Config {
         path: path.to_path_buf(),
         apps,
         agent,
         warnings: ck.warnings,
+        unavailable: ck.unavailable,
     })
 }
 
@@ -149,9 +228,20 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
     let app_span = app.span();
     let app = app.into_inner();
     if let Err(e) = check_component("app name", name) {
-        ck.at(app_span, e.to_string());
+        ck.at(app_span.clone(), e.to_string());
     }
-    let root = check_root(ck, name, &app.root);
+    let root = match &app.root {
+        Some(r) => check_root(ck, name, r),
+        None => {
+            ck.at(
+                app_span.clone(),
+                format!(
+                    "apps.{name} has no root: add root = \"/srv/{name}\" (the app's own directory)"
+                ),
+            );
+            PathBuf::new()
+        }
+    };
     let keep = *app.keep_releases.get_ref();
     if keep < 1 {
         ck.at(
@@ -159,7 +249,16 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             format!("apps.{name}.keep_releases must be at least 1, got {keep}"),
         );
     }
-    let source = check_source(ck, name, app.source);
+    let source = match app.source {
+        Some(s) => check_source(ck, name, s),
+        None => {
+            ck.at(
+                app_span.clone(),
+                format!("apps.{name} has no source: add [apps.{name}.source] with dir = \"/path\" or github = \"owner/repo\""),
+            );
+            None
+        }
+    };
     let shared = check_shared(ck, name, app.shared);
     let ownership = check_ownership(ck, name, app.owner, app.group, app.mode);
     let unpack = check_unpack(ck, app.unpack);
@@ -578,7 +677,9 @@ fn check_roots(ck: &mut Checker<'_>, apps: &BTreeMap<String, AppConfig>) {
             };
             let (wa, wb) = (written(ck, a, &ca.root), written(ck, b, &cb.root));
             if ca.root == cb.root {
-                let span = at(ck, b);
+                // At the root written second: the first one was there before.
+                let (sa, sb) = (at(ck, a), at(ck, b));
+                let span = if sa.start > sb.start { sa } else { sb };
                 ck.at(
                     span,
                     format!(
@@ -672,243 +773,4 @@ fn check_shared_path(p: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn check_trust(ck: &mut Checker<'_>, name: &str, raw: Option<Spanned<RawTrust>>) -> TrustConfig {
-    let mut t = TrustConfig::default();
-    let Some(raw) = raw else {
-        ck.at(
-            0..0,
-            format!(
-                "apps.{name} has no [apps.{name}.trust] table: releases must be signed by default; add keys = [\"RW...\"] (the public key from `switchyard keygen` or `minisign -G`), or set require_signature = false to accept unsigned releases"
-            ),
-        );
-        return t;
-    };
-    let span = raw.span();
-    let raw = raw.into_inner();
-    for k in raw.keys {
-        let key = k.get_ref().trim();
-        // A minisign public key is 42 bytes, 56 base64 characters, "RW" first.
-        let ok = key.len() == 56
-            && key.starts_with("RW")
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
-        if !ok {
-            ck.at(
-                k.span(),
-                format!("apps.{name}.trust.keys: {key:?} is not a minisign public key (the 56-character line starting with RW in the .pub file)"),
-            );
-        } else {
-            t.keys.push(key.to_string());
-        }
-    }
-    for f in raw.key_files {
-        if !f.get_ref().is_absolute() {
-            ck.at(
-                f.span(),
-                format!(
-                    "apps.{name}.trust.key_files: {} must be an absolute path",
-                    f.get_ref().display()
-                ),
-            );
-        } else {
-            ck.file_mode(
-                f.span(),
-                &format!("apps.{name}.trust.key_files"),
-                f.get_ref(),
-                false,
-            );
-            t.key_files.push(f.into_inner());
-        }
-    }
-    for r in raw.revoked_keys {
-        let id = r.get_ref().trim();
-        // `minisign` prints key ids without leading zeros: accept and pad.
-        if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            ck.at(r.span(), format!("apps.{name}.trust.revoked_keys: {id:?} is not a key id (up to 16 hex digits, as `minisign` prints it)"));
-        } else {
-            t.revoked_keys
-                .push(format!("{:0>16}", id.to_ascii_uppercase()));
-        }
-    }
-    t.require_signature = raw.require_signature.unwrap_or(true);
-    t.allow_legacy_signatures = raw.allow_legacy_signatures.unwrap_or(false);
-    if t.require_signature && t.keys.is_empty() && t.key_files.is_empty() {
-        ck.at(
-            span,
-            format!("apps.{name}.trust: require_signature is true but no keys are configured: add keys = [\"RW...\"] or key_files = [\"/etc/switchyard/keys/{name}.pub\"]"),
-        );
-    }
-    t
-}
-
-/// Validates `[apps.<name>.source]`: exactly one of `dir` or `github`, and
-/// only the keys that source understands.
-fn check_source(ck: &mut Checker<'_>, name: &str, raw: Spanned<RawSource>) -> Option<SourceConfig> {
-    let span = raw.span();
-    let src = raw.into_inner();
-    if let Some(t) = &src.token {
-        ck.at(
-            t.span(),
-            format!(
-                "apps.{name}.source.token: a token must never be written into the configuration; put it in an environment variable and set token_env = \"NAME\", or in a root-only file and set token_file = \"/etc/switchyard/{name}.token\""
-            ),
-        );
-    }
-    let channel = match &src.channel {
-        None => Channel::Stable,
-        Some(c) => match c.get_ref().as_str() {
-            "stable" => Channel::Stable,
-            "prerelease" => Channel::Prerelease,
-            other => {
-                ck.at(
-                    c.span(),
-                    format!("apps.{name}.source.channel must be \"stable\" or \"prerelease\", got {other:?}"),
-                );
-                Channel::Stable
-            }
-        },
-    };
-    match (src.dir, src.github) {
-        (Some(d), Some(g)) => {
-            let first = d.span().start.min(g.span().start);
-            ck.at(
-                first..first + 1,
-                format!("apps.{name}.source sets both dir and github; an app has exactly one source: keep one of them"),
-            );
-            None
-        }
-        (None, None) => {
-            ck.at(
-                span,
-                format!("apps.{name}.source needs exactly one source: dir = \"/path\" or github = \"owner/repo\""),
-            );
-            None
-        }
-        (Some(d), None) => {
-            if !d.get_ref().is_absolute() {
-                ck.at(
-                    d.span(),
-                    format!(
-                        "apps.{name}.source.dir must be an absolute path, got {:?}",
-                        d.get_ref().display().to_string()
-                    ),
-                );
-            }
-            let github_only = [
-                ("asset", src.asset.as_ref().map(|s| s.span())),
-                ("token_env", src.token_env.as_ref().map(|s| s.span())),
-                ("token_file", src.token_file.as_ref().map(|s| s.span())),
-                ("api_url", src.api_url.as_ref().map(|s| s.span())),
-                (
-                    "rate_limit_max_wait_secs",
-                    src.rate_limit_max_wait_secs.as_ref().map(|s| s.span()),
-                ),
-            ];
-            for (key, at) in github_only {
-                if let Some(at) = at {
-                    ck.at(
-                        at,
-                        format!("apps.{name}.source.{key} applies only to a github source; a dir source reads <dir>/<version>/ (remove {key})"),
-                    );
-                }
-            }
-            Some(SourceConfig::Dir(DirSourceConfig {
-                dir: d.into_inner(),
-                channel,
-            }))
-        }
-        (None, Some(g)) => {
-            let mut cfg = GithubSourceConfig::new("", "");
-            cfg.channel = channel;
-            match parse_repo(g.get_ref()) {
-                Ok(repo) => cfg.repo = repo,
-                Err(m) => ck.at(g.span(), format!("apps.{name}.source.github: {m}")),
-            }
-            if let Some(a) = src.asset {
-                match github::check_asset_pattern(a.get_ref()) {
-                    Ok(()) => cfg.asset = a.into_inner(),
-                    Err(m) => ck.at(a.span(), format!("apps.{name}.source.asset: {m}")),
-                }
-            }
-            if let (Some(e), Some(_)) = (&src.token_env, &src.token_file) {
-                ck.at(
-                    e.span(),
-                    format!(
-                        "apps.{name}.source sets both token_env and token_file; keep one of them"
-                    ),
-                );
-            }
-            if let Some(e) = src.token_env {
-                let v = e.get_ref();
-                let ok = !v.is_empty()
-                    && !v.starts_with(|c: char| c.is_ascii_digit())
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if ok {
-                    cfg.token_env = Some(e.into_inner());
-                } else {
-                    ck.at(
-                        e.span(),
-                        format!("apps.{name}.source.token_env must name an environment variable (letters, digits and '_', e.g. \"GITHUB_TOKEN\"), not hold the token itself"),
-                    );
-                }
-            }
-            if let Some(f) = src.token_file {
-                if f.get_ref().is_absolute() {
-                    ck.file_mode(
-                        f.span(),
-                        &format!("apps.{name}.source.token_file"),
-                        f.get_ref(),
-                        true,
-                    );
-                    cfg.token_file = Some(f.into_inner());
-                } else {
-                    ck.at(
-                        f.span(),
-                        format!(
-                            "apps.{name}.source.token_file must be an absolute path, got {:?}",
-                            f.get_ref().display().to_string()
-                        ),
-                    );
-                }
-            }
-            if let Some(u) = src.api_url {
-                match github::check_api_url(u.get_ref()) {
-                    Ok(url) => cfg.api_url = url,
-                    Err(m) => ck.at(u.span(), format!("apps.{name}.source.api_url: {m}")),
-                }
-            }
-            if let Some(w) = src.rate_limit_max_wait_secs {
-                if *w.get_ref() < 0 {
-                    ck.at(
-                        w.span(),
-                        format!("apps.{name}.source.rate_limit_max_wait_secs must be 0 (never wait) or more"),
-                    );
-                } else {
-                    cfg.rate_limit_max_wait = Duration::from_secs(*w.get_ref() as u64);
-                }
-            }
-            Some(SourceConfig::Github(cfg))
-        }
-    }
-}
-
-/// Splits `owner/repo`, refusing anything GitHub would not accept as a name.
-fn parse_repo(s: &str) -> Result<(String, String), String> {
-    let valid = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.len() <= 100
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
-    match s.split_once('/') {
-        Some((o, r)) if valid(o) && valid(r) => Ok((o.to_string(), r.to_string())),
-        _ => Err(format!(
-            "{s:?} is not \"owner/repo\" (letters, digits, '-', '_' and '.'), e.g. github = \"acme/web\""
-        )),
-    }
 }

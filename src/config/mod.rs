@@ -6,6 +6,7 @@ mod check;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;
+mod lenient;
 pub(crate) mod policy;
 mod raw;
 mod roots;
@@ -19,23 +20,44 @@ use std::time::Duration;
 /// `SWITCHYARD_CONFIG` says otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/switchyard/switchyard.toml";
 
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The configuration is refused.
+    Error,
+    /// Allowed, but unwise (a secret other users can read).
+    Warning,
+}
+
 /// One problem in a configuration file, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The configuration file.
+    pub file: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
     /// 1-based column, when known.
     pub column: Option<usize>,
+    /// An error, or only a warning.
+    pub severity: Severity,
     /// What is wrong and what to write instead.
     pub message: String,
 }
 
+/// `FILE:LINE:COL: message` (the form editors and compilers use), with
+/// `warning: ` before the message of a warning.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
-            _ => write!(f, "{}", self.message),
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
         }
+        let level = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        write!(f, ": {level}{}", self.message)
     }
 }
 
@@ -46,7 +68,7 @@ pub enum ConfigError {
     #[error("cannot read the configuration (pass --config PATH or set SWITCHYARD_CONFIG)")]
     Read(#[from] crate::fs::FsError),
     /// The file was read but is invalid.
-    #[error("invalid configuration {}:\n{}", path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("invalid configuration {}:\n{}", path.display(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -77,6 +99,12 @@ pub struct Config {
     /// What is allowed but unwise (a secret file other users can read):
     /// shown by `config check` and logged by the agent.
     pub warnings: Vec<Problem>,
+    /// Referenced files and folders that are missing or unreadable here
+    /// (key files, a source folder, secret files). `config check` and the
+    /// agent refuse them; a single command does not, for it may run as a
+    /// user who cannot read root's secrets, or for an app that does not
+    /// use them.
+    pub unavailable: Vec<Problem>,
 }
 
 /// Default control socket of the agent.
@@ -482,6 +510,19 @@ impl Config {
         check::parse(text, path)
     }
 
+    /// [`Config::load`], also refusing referenced files and folders that
+    /// are missing or unreadable: what `config check` and the agent use.
+    pub fn load_complete(path: &Path) -> Result<Config, ConfigError> {
+        let c = Config::load(path)?;
+        if c.unavailable.is_empty() {
+            return Ok(c);
+        }
+        Err(ConfigError::Invalid {
+            path: c.path.clone(),
+            problems: c.unavailable,
+        })
+    }
+
     /// The named app, or an error listing the configured names.
     pub fn app(&self, name: &str) -> Result<&AppConfig, ConfigError> {
         self.apps.get(name).ok_or_else(|| ConfigError::UnknownApp {
@@ -526,9 +567,14 @@ mod tests {
         Config::parse(t, Path::new("test.toml"))
     }
 
+    /// The problems of `t`, without the missing files and folders the
+    /// examples name (`/d`, `/t`): those are tested on their own.
     fn problems(t: &str) -> Vec<Problem> {
         match parse(t) {
-            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .filter(|p| !p.message.contains("does not exist; create the"))
+                .collect(),
             other => panic!("expected invalid, got {other:?}"),
         }
     }
@@ -550,10 +596,33 @@ mod tests {
 
     #[test]
     fn unknown_key_is_located() {
-        let p = problems("[apps.web]\nroot = \"/srv/web\"\nrooot = 1\nsource.dir = \"/d\"\n");
+        let p = problems(
+            "[apps.web]\nroot = \"/srv/web\"\nrooot = 1\nsource.dir = \"/d\"\ntrust.require_signature = false\n",
+        );
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(3), "{p:?}");
-        assert!(p[0].message.contains("rooot"), "{p:?}");
+        assert!(p[0].message.contains("apps.web.rooot"), "{p:?}");
+    }
+
+    #[test]
+    fn missing_keys_and_nested_mistakes_are_all_reported() {
+        let p = problems(
+            "[apps.web]\ntrust.require_signature = false\nhooks.warm = { timeout = \"1m\" }\n[apps.api]\nroot = \"/srv/api\"\nsource.dir = \"/d\"\ntrust.require_signature = false\nshared.dirs = [\"a\", 2]\nunpack.max_bytes = \"lots\"\n",
+        );
+        let msgs: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+        for want in [
+            "apps.web.hooks.warm: missing field `command`",
+            "apps.api.shared.dirs[1]: invalid type",
+            "apps.api.unpack.max_bytes: invalid type",
+            "apps.web has no root",
+            "apps.web has no source",
+        ] {
+            assert!(
+                msgs.iter().any(|m| m.starts_with(want)),
+                "{want}: {msgs:#?}"
+            );
+        }
+        assert_eq!(p.len(), 5, "{msgs:#?}");
     }
 
     #[test]
@@ -573,7 +642,7 @@ mod tests {
             "[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\n[apps.web.trust]\nkeys = [\"nope\"]\nrevoked_keys = [\"xyz\"]\n",
         );
         let lines: Vec<_> = p.iter().map(|p| p.line).collect();
-        assert_eq!(lines, vec![Some(5), Some(6), Some(4)], "{p:?}");
+        assert_eq!(lines, vec![Some(4), Some(5), Some(6)], "{p:?}");
     }
 
     #[test]

@@ -33,10 +33,12 @@ pub(super) struct RawAgent {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApp {
-    pub(super) root: Spanned<PathBuf>,
+    // Optional here so that a missing root or source is one located
+    // problem among the others, not the end of reading the file.
+    pub(super) root: Option<Spanned<PathBuf>>,
     #[serde(default = "default_keep")]
     pub(super) keep_releases: Spanned<i64>,
-    pub(super) source: Spanned<RawSource>,
+    pub(super) source: Option<Spanned<RawSource>>,
     #[serde(default)]
     pub(super) shared: RawShared,
     #[serde(default)]

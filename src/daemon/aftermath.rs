@@ -47,7 +47,13 @@ pub(crate) async fn after_operation(
             for h in &o.health {
                 m.observe_health(&cfg.name, &h.phase, h.report.elapsed.as_secs_f64());
             }
-            status(&format!("{}: deployed {}", cfg.name, o.to));
+            let pruned = if o.pruned.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = o.pruned.iter().map(|v| v.to_string()).collect();
+                format!("; pruned {}", names.join(", "))
+            };
+            status(&format!("{}: deployed {}{pruned}", cfg.name, o.to));
             if !o.already_live {
                 let mut n = Notice::new("deploy_succeeded", &cfg.name, &o.to.to_string())
                     .with("deploy_id", o.id.clone())
@@ -63,8 +69,10 @@ pub(crate) async fn after_operation(
             let rolled_back = out.revert.as_ref().is_some_and(|r| r.trigger == "auto");
             m.deploy_outcome(&cfg.name, if rolled_back { "rolled_back" } else { state });
             status(&format!(
-                "{}: deploy of {} failed ({state})",
-                cfg.name, f.target
+                "{}: deploy of {} failed{}",
+                cfg.name,
+                f.target,
+                crate::ops::error::ended_in(f.state)
             ));
             notices.push(report_failure(cfg, f, "deploy_failed").await);
         }

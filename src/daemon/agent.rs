@@ -149,14 +149,16 @@ fn raise_file_limit() {
 /// What the configuration allows but should not (a secret others can read).
 fn log_warnings(cfg: &Config) {
     for w in &cfg.warnings {
-        warn!(config = %cfg.path.display(), "{w}");
+        warn!("{w}");
     }
 }
 
 /// Runs the agent until SIGTERM. Blocks; builds its own runtime.
 pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     crate::source::github::install_crypto_provider();
-    let cfg = Config::load(config_path)?;
+    // As `config check`: a key file or source folder that is missing here
+    // stops the start with the same located messages.
+    let cfg = Config::load_complete(config_path)?;
     log_warnings(&cfg);
     raise_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -258,7 +260,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
-                match Config::load(&config_path).map_err(AgentError::from).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
+                match Config::load_complete(&config_path).map_err(AgentError::from).and_then(|c| webhook_config(&c).map(|w| (c, w))) {
                     Ok((new, wh)) => {
                         log_warnings(&new);
                         let mut map = apps.lock().await;

@@ -742,7 +742,17 @@ pub(crate) fn execute(
             let _lock = AppLock::acquire(&paths, &cfg.name, &req.label(caller), caller.wait)?;
             Outcome::AuditSealed(history::seal(&paths, &cfg.name, reason, &caller.actor)?)
         }
-        Request::BackupCreate { .. } => Outcome::BackupCreated(open()?.backup_now()?),
+        Request::BackupCreate { .. } => {
+            // An empty archive would pass for a backup: refuse, and say what to set.
+            let shared = cfg.policy.backup_shared
+                && !(cfg.shared.dirs.is_empty() && cfg.shared.files.is_empty());
+            if cfg.hooks.backup.is_none() && !shared {
+                return Err(DeployError::NothingToBackUp {
+                    app: cfg.name.clone(),
+                });
+            }
+            Outcome::BackupCreated(open()?.backup_now()?)
+        }
         Request::BackupList { .. } => Outcome::Backups(backup::list(&paths)?),
         Request::BackupVerify { id, .. } => {
             let id = backup::resolve_id(&paths, id.as_deref())?;

@@ -32,8 +32,10 @@ pub(crate) enum BackupError {
     )]
     HookWroteNothing(PathBuf),
     /// No such backup.
-    #[error("no backup {id} for this app; `switchyard backup list <app>` shows them")]
+    #[error("no backup {id} in {}; `switchyard backup list` shows the app's backups", dir.display())]
     NotFound {
+        /// Where backups are kept (the app's, so the app is named).
+        dir: PathBuf,
         /// The id asked for.
         id: String,
     },
@@ -53,10 +55,12 @@ pub(crate) enum BackupError {
     },
     /// A dump exists but no restore hook is configured.
     #[error(
-        "backup {id} holds a hook dump but no restore hook is configured; add [apps.<name>.hooks] restore, or restore {} by hand",
+        "backup {id} holds a hook dump but no restore hook is configured; add hooks.restore = \"COMMAND\" to [apps.{app}] (it reads $SWITCHYARD_BACKUP_FILE), or restore {} by hand",
         file.display()
     )]
     NoRestoreHook {
+        /// The app the backup belongs to.
+        app: String,
         /// The backup.
         id: String,
         /// Where the dump was extracted.
@@ -331,11 +335,19 @@ pub(crate) fn list(paths: &AppPaths) -> Result<Vec<BackupMeta>, BackupError> {
 /// One backup's metadata.
 pub(crate) fn get(paths: &AppPaths, id: &str) -> Result<BackupMeta, BackupError> {
     if crate::version::check_component("backup id", id).is_err() {
-        return Err(BackupError::NotFound { id: id.to_string() });
+        return Err(BackupError::NotFound {
+            dir: dir(paths),
+            id: id.to_string(),
+        });
     }
-    let b = fs::read_optional(&meta_path(paths, id))?
-        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
-    serde_json::from_slice(&b).map_err(|_| BackupError::NotFound { id: id.to_string() })
+    let b = fs::read_optional(&meta_path(paths, id))?.ok_or_else(|| BackupError::NotFound {
+        dir: dir(paths),
+        id: id.to_string(),
+    })?;
+    serde_json::from_slice(&b).map_err(|_| BackupError::NotFound {
+        dir: dir(paths),
+        id: id.to_string(),
+    })
 }
 
 /// The backup `id` names, or without one the newest.
@@ -346,6 +358,7 @@ pub(crate) fn resolve_id(paths: &AppPaths, id: Option<&str>) -> Result<String, B
             .pop()
             .map(|m| m.id)
             .ok_or_else(|| BackupError::NotFound {
+                dir: dir(paths),
                 id: "(newest)".into(),
             }),
     }
@@ -436,6 +449,7 @@ pub(crate) fn stage_restore(
             })?,
             None => {
                 return Err(BackupError::NoRestoreHook {
+                    app: staged.meta.app.clone(),
                     id: id.to_string(),
                     file: dump,
                 });

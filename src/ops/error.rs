@@ -13,6 +13,15 @@ use crate::verify::VerifyError;
 use crate::verify::trust::TrustError;
 use crate::verify::unpack::UnpackError;
 
+/// How a failed deploy ended, after "deploy failed": nothing when the
+/// state says no more than that ("deploy failed (failed)" said it twice).
+pub(crate) fn ended_in(state: DeployState) -> String {
+    match state {
+        DeployState::Failed => String::new(),
+        s => format!(" ({})", s.as_str().replace('_', " ")),
+    }
+}
+
 /// Errors of an operation. Each maps to a documented exit code.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeployError {
@@ -150,7 +159,7 @@ pub(crate) enum DeployError {
         reason: String,
     },
     /// The deploy failed (and was undone where anything had changed).
-    #[error("deploy failed ({}): {reason}", state.as_str())]
+    #[error("deploy failed{}: {reason}", ended_in(*state))]
     Failed {
         /// The state it ended in.
         state: DeployState,
@@ -199,6 +208,15 @@ pub(crate) enum DeployError {
         since: String,
         /// Why.
         reason: String,
+    },
+    /// `backup create` for an app with neither a backup hook nor shared
+    /// paths to back up.
+    #[error(
+        "{app} has nothing to back up: no backup hook and no shared paths in backups; in [apps.{app}] set hooks.backup = \"COMMAND\" (it writes its dump to $SWITCHYARD_BACKUP_FILE), or backup_shared = true with the paths in [apps.{app}.shared] (dirs, files)"
+    )]
+    NothingToBackUp {
+        /// The app.
+        app: String,
     },
     /// `revert` with no rollback target.
     #[error(
@@ -308,7 +326,8 @@ impl DeployError {
             | DeployError::Held { .. }
             | DeployError::History(HistoryError::Damaged { .. })
             | DeployError::BackupFailed(_) => exit::PRECHECK,
-            DeployError::History(HistoryError::NothingToSeal { .. }) => exit::USAGE,
+            DeployError::History(HistoryError::NothingToSeal { .. })
+            | DeployError::NothingToBackUp { .. } => exit::USAGE,
             DeployError::Schedule(ScheduleError::NotFound { .. }) => exit::NOT_FOUND,
             DeployError::Schedule(ScheduleError::Corrupt { .. } | ScheduleError::Fs(_)) => {
                 exit::FAILURE

@@ -161,12 +161,14 @@ pub(crate) enum HookError {
     },
     /// The hook overran its timeout; its whole process group was killed.
     #[error(
-        "hook {name} did not finish within {} and was killed with all its processes, so it may have done only part of its work; its last output:\n{}\nfull output in {}; raise its timeout in [apps.<app>.hooks] or make it faster, and check whether it is safe to run again",
+        "hook {name} did not finish within {} and was killed with all its processes, so it may have done only part of its work; its last output:\n{}\nfull output in {}; raise its timeout (apps.{app}.hooks.{name} = {{ command = ..., timeout = \"...\" }}) or make it faster, and check whether it is safe to run again",
         show_duration(*timeout),
         show_tail(tail),
         log_file.display()
     )]
     TimedOut {
+        /// The app whose hook it is.
+        app: String,
         /// The hook.
         name: String,
         /// The timeout it overran.
@@ -390,6 +392,7 @@ pub(crate) fn run_hook(
                 "=== timed out after {secs:.3}s; killed its process group"
             ));
             Err(HookError::TimedOut {
+                app: ctx.app.clone(),
                 name: name.to_string(),
                 timeout: spec.timeout,
                 tail,

@@ -17,7 +17,7 @@ use crate::store::layout::{AppPaths, STAGING_PREFIX, link_shared};
 use crate::store::manifest::{ReleaseMeta, SignatureInfo};
 use crate::store::state::{AppState, checkpoint, new_id, now_rfc3339};
 use crate::verify::trust::{self, SigCheck, TrustPolicy, Verified};
-use crate::verify::unpack::unpack_tar_gz;
+use crate::verify::unpack::{UnpackError, unpack_tar_gz};
 use crate::verify::{HashingReader, Sha256Sums, StreamCheck, check_digest};
 use crate::version::{Version, VersionRequest};
 
@@ -275,6 +275,7 @@ impl Session<'_> {
         let v = &info.version;
         let t = &self.cfg.trust;
         let policy = TrustPolicy::new(
+            &self.cfg.name,
             &t.keys,
             &t.key_files,
             &t.revoked_keys,
@@ -396,7 +397,13 @@ impl Session<'_> {
         // One pass, two threads: this one hashes and checks the signature
         // as the bytes arrive; the caller's thread gunzips and untars them.
         let (pipe, hashing) = crate::verify::hash_on_thread(reader);
-        let unpacked = unpack_tar_gz(pipe, &tree, &self.cfg.unpack);
+        let unpacked = unpack_tar_gz(pipe, &tree, &self.cfg.unpack).map_err(|e| match e {
+            UnpackError::Limit(detail) => UnpackError::OverLimit {
+                app: self.cfg.name.clone(),
+                detail,
+            },
+            e => e,
+        });
         // Whatever unpacking said, a bad signature or checksum is the
         // more useful message: the hashing thread reads to the end anyway.
         let (drained, digest, checks, asset_bytes) = hashing.finish();
@@ -441,7 +448,12 @@ impl Session<'_> {
         }
         checkpoint("install.unpacked");
 
-        link_shared(&self.paths, &self.cfg.shared, &unpacked.content_root)?;
+        link_shared(
+            &self.cfg.name,
+            &self.paths,
+            &self.cfg.shared,
+            &unpacked.content_root,
+        )?;
         apply_ownership(
             &self.paths,
             &self.cfg.shared,

@@ -75,6 +75,9 @@ pub(crate) struct DeployOutcome {
     pub already_live: bool,
     /// Backup taken, if any.
     pub backup_id: Option<String>,
+    /// Old releases removed after the deploy (`keep_releases`).
+    #[serde(default)]
+    pub pruned: Vec<Version>,
 }
 
 impl Session<'_> {
@@ -112,6 +115,7 @@ impl Session<'_> {
                 health: Vec::new(),
                 backup_id: None,
                 already_live: true,
+                pruned: Vec::new(),
             });
         }
         let mut rec = DeployRecord::new(
@@ -137,9 +141,10 @@ impl Session<'_> {
                 {
                     warn!(error = %chain(&e), "deployed; lifting the quarantine failed");
                 }
-                if let Err(e) = self.prune() {
+                let pruned = self.prune().unwrap_or_else(|e| {
                     warn!(error = %chain(&e), "deployed; pruning old releases failed");
-                }
+                    Vec::new()
+                });
                 Ok(DeployOutcome {
                     id: rec.id,
                     state: rec.state,
@@ -148,6 +153,7 @@ impl Session<'_> {
                     health,
                     backup_id: rec.backup_id,
                     already_live: false,
+                    pruned,
                 })
             }
             Err(DeployError::Stopped) => Err(DeployError::Stopped),
@@ -178,11 +184,15 @@ impl Session<'_> {
                 if let Err(se) = self.finish_record(&mut rec, state, started) {
                     warn!(error = %chain(&se), "could not record the failed deploy; the next command does");
                 }
-                // on_failure runs in the release, or in the app root when
-                // there is no release directory.
+                // on_failure runs in the release when it was installed, or
+                // in the app root when there is none (a failure before or
+                // during the unpack, such as a checksum mismatch): a hook
+                // started in a missing or half-made directory cannot start.
                 let v = rec.to.clone();
+                let installed = self.paths.installed().unwrap_or_default();
                 let dir = v
                     .as_ref()
+                    .filter(|v| installed.contains(v))
                     .map(|v| self.paths.release(v))
                     .filter(|d| d.is_dir())
                     .unwrap_or_else(|| self.paths.root.clone());
@@ -592,10 +602,22 @@ impl Session<'_> {
     pub(super) fn resolve(&self) -> Result<Option<Attention>, DeployError> {
         let mut st = AppState::load(&self.paths)?;
         let prev = st.attention.take();
-        if let Some(rec) = st.deploy.as_mut()
-            && !rec.state.is_terminal()
-        {
-            rec.state = DeployState::Failed;
+        if let Some(rec) = st.deploy.as_mut() {
+            // The record that blocked deploys is settled now: `status` must
+            // not keep showing it as blocked or as a failed rollback.
+            let blocked_by_it = prev.as_ref().is_some_and(|a| a.deploy_id == rec.id)
+                || rec.state == DeployState::RollbackFailed;
+            if !rec.state.is_terminal() || blocked_by_it {
+                rec.state = DeployState::Failed;
+            }
+            if blocked_by_it {
+                rec.step = "resolved".into();
+                rec.last_error = Some(format!(
+                    "resolved by an operator at {}; what happened is in `switchyard history {}`",
+                    self.clock.now(),
+                    self.cfg.name
+                ));
+            }
         }
         st.save(&self.paths)?;
         maintenance::off(&self.paths)?;

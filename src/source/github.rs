@@ -69,10 +69,12 @@ use crate::version::{Version, VersionRequest, check_component};
 pub(crate) enum ReleaseError {
     /// The release has no asset matching the configured name.
     #[error(
-        "release {tag} has no asset matching {pattern:?} (assets: {}); fix `asset` in [apps.<name>.source] or publish the asset",
+        "release {tag} has no asset matching {pattern:?} (assets: {}); fix `asset` in [apps.{app}.source] or publish the asset",
         if assets.is_empty() { "none".to_string() } else { assets.join(", ") }
     )]
     AssetNotFound {
+        /// The app whose source names the asset.
+        app: String,
         /// The release.
         tag: String,
         /// The configured asset name or pattern, rendered.
@@ -346,6 +348,7 @@ impl GithubSource {
 
 /// Picks the asset the configured pattern names.
 fn select_asset<'r>(
+    app: &str,
     pattern: &str,
     rel: &'r Release,
     version: &Version,
@@ -366,6 +369,7 @@ fn select_asset<'r>(
         match matches.as_slice() {
             [one] => Ok(one),
             [] => Err(ReleaseError::AssetNotFound {
+                app: app.to_string(),
                 tag: rel.tag_name.clone(),
                 pattern: rendered,
                 assets: names(),
@@ -381,6 +385,7 @@ fn select_asset<'r>(
             .iter()
             .find(|a| a.name == rendered)
             .ok_or_else(|| ReleaseError::AssetNotFound {
+                app: app.to_string(),
                 tag: rel.tag_name.clone(),
                 pattern: rendered,
                 assets: names(),
@@ -523,7 +528,7 @@ impl ReleaseSource for GithubSource {
         if rel.draft {
             return Err(self.refused(&tag, "it is a draft; publish it first".into()));
         }
-        let asset = select_asset(&self.cfg.asset, &rel, &info.version)
+        let asset = select_asset(&self.app, &self.cfg.asset, &rel, &info.version)
             .map_err(|e| self.release_err(e, &tag))?;
         let main = self.asset_ref(&api, &rel, asset, &info.version)?;
         if !main.name.ends_with(".tar.gz") {

@@ -260,6 +260,7 @@ pub(crate) fn parse_link_target(t: &Path) -> Option<Version> {
 /// (which will be published as `root/releases/<v>`). Whatever the release
 /// ships at a shared path is replaced by the link, as Capistrano does.
 pub(crate) fn link_shared(
+    app: &str,
     paths: &AppPaths,
     shared: &SharedConfig,
     release_root: &Path,
@@ -276,7 +277,10 @@ pub(crate) fn link_shared(
                 .open_root()?
                 .create_dirs(&Path::new("shared").join(p))?;
         } else if paths.shared_entry(p, false)?.and_then(|e| e.meta).is_none() {
-            return Err(LayoutError::MissingSharedFile(paths.shared().join(p)));
+            return Err(LayoutError::MissingSharedFile {
+                app: app.to_string(),
+                path: paths.shared().join(p),
+            });
         }
         // Refuse to link through a symlink the release ships at a parent.
         let comps: Vec<_> = p.components().collect();
@@ -305,10 +309,15 @@ pub(crate) fn link_shared(
 pub enum LayoutError {
     /// A configured shared file does not exist yet.
     #[error(
-        "shared file {} does not exist; create it (for example the app's .env) before installing, or remove it from [apps.<name>.shared].files",
-        .0.display()
+        "shared file {} does not exist; create it (for example the app's .env) before installing, or remove it from [apps.{app}.shared].files",
+        path.display()
     )]
-    MissingSharedFile(PathBuf),
+    MissingSharedFile {
+        /// The app.
+        app: String,
+        /// The missing file.
+        path: PathBuf,
+    },
     /// The release ships a symlink or file where a shared path's parent should be.
     #[error(
         "cannot link shared path {}: the release has a symlink or file at {}",
@@ -389,7 +398,7 @@ mod tests {
             dirs: vec!["storage".into(), "var/log".into()],
             files: vec![".env".into()],
         };
-        link_shared(&paths, &shared, &rel).unwrap();
+        link_shared("web", &paths, &shared, &rel).unwrap();
         assert_eq!(
             fs::read_link(&rel.join("var/log")).unwrap().unwrap(),
             Path::new("../../../shared/var/log")

@@ -177,6 +177,7 @@ pub(crate) fn critical_of(
         };
         let tr = &cfg.trust;
         let policy = crate::verify::trust::TrustPolicy::new(
+            &cfg.name,
             &tr.keys,
             &tr.key_files,
             &tr.revoked_keys,

@@ -45,8 +45,11 @@ pub(crate) use crate::verify::signing::{
     SigningError, key_password_from_env_or_tty, keygen, sign_file,
 };
 
-/// Where operators configure trust; named in error messages so they say what to edit.
-const TRUST_TABLE: &str = "[apps.<name>.trust]";
+/// Where operators configure the app's trust, `[apps.web.trust]`: named in
+/// error messages so they say what to edit.
+fn trust_table(app: &str) -> String {
+    format!("[apps.{app}.trust]")
+}
 
 /// Everything that can go wrong while loading keys, checking or making signatures.
 ///
@@ -72,11 +75,13 @@ pub enum TrustError {
     /// The signature was made by a key that is not configured as trusted.
     #[error(
         "{file}: signed by key {found}, which is not trusted (trusted keys: {}): if you trust \
-         that key, add its public key to {TRUST_TABLE}.keys; otherwise re-sign the release with \
+         that key, add its public key to {table}.keys; otherwise re-sign the release with \
          a trusted key",
         list(.trusted)
     )]
     UntrustedKey {
+        /// The app's trust table, `[apps.web.trust]`.
+        table: String,
         /// The signature file's name.
         file: String,
         /// Key id of the signature, 16 hex digits.
@@ -87,11 +92,13 @@ pub enum TrustError {
 
     /// The signature was made by a revoked key.
     #[error(
-        "{file}: signed by key {found}, which is revoked in {TRUST_TABLE}.revoked (trusted keys: \
+        "{file}: signed by key {found}, which is revoked in {table}.revoked_keys (trusted keys: \
          {}): the release was signed by a revoked key: re-sign it with a current key",
         list(.trusted)
     )]
     RevokedKey {
+        /// The app's trust table, `[apps.web.trust]`.
+        table: String,
         /// The signature file's name.
         file: String,
         /// Key id of the signature, 16 hex digits.
@@ -104,9 +111,11 @@ pub enum TrustError {
     #[error(
         "{file}: legacy minisign signature (algorithm Ed, as made by `minisign -S -l`) by key \
          {found}, refused: re-sign the release without -l, or set allow_legacy_signatures = true \
-         in {TRUST_TABLE}"
+         in {table}"
     )]
     LegacyRefused {
+        /// The app's trust table, `[apps.web.trust]`.
+        table: String,
         /// The signature file's name.
         file: String,
         /// Key id of the signature, 16 hex digits.
@@ -141,10 +150,12 @@ pub enum TrustError {
     /// A signature is required (or one is being checked) but no key is trusted.
     #[error(
         "{context}: a signature is required but no trusted (unrevoked) keys are configured: add \
-         a minisign public key to {TRUST_TABLE}.keys or .key_files, or set require_signature = \
+         a minisign public key to {table}.keys or .key_files, or set require_signature = \
          false"
     )]
     NoKeys {
+        /// The app's trust table, `[apps.web.trust]`.
+        table: String,
         /// The signature file's name, or "trust policy" when the policy is built.
         context: String,
     },
@@ -204,6 +215,8 @@ struct TrustedKey {
 /// legacy-signed releases are acceptable.
 #[derive(Clone, Debug)]
 pub struct TrustPolicy {
+    /// The app's trust table, named in errors.
+    table: String,
     keys: Vec<TrustedKey>,
     revoked: Vec<KeyId>,
     require_signature: bool,
@@ -219,24 +232,27 @@ impl TrustPolicy {
     /// Fails with [`TrustError::NoKeys`] when a signature is required but no
     /// unrevoked key is configured, so a bad config is caught at load time.
     pub fn new(
+        app: &str,
         keys: &[String],
         key_files: &[PathBuf],
         revoked: &[String],
         require_signature: bool,
         allow_legacy: bool,
     ) -> Result<Self, TrustError> {
+        let table = trust_table(app);
         let mut policy = TrustPolicy {
+            table: table.clone(),
             keys: Vec::new(),
             revoked: Vec::new(),
             require_signature,
             allow_legacy,
         };
         for (i, k) in keys.iter().enumerate() {
-            let origin = || format!("{TRUST_TABLE}.keys entry {} ({:?})", i + 1, shorten(k));
+            let origin = || format!("{table}.keys entry {} ({:?})", i + 1, shorten(k));
             policy.add_key(parse_public_key(k, &origin)?, &origin)?;
         }
         for path in key_files {
-            let origin = || format!("file {} (from {TRUST_TABLE}.key_files)", path.display());
+            let origin = || format!("file {} (from {table}.key_files)", path.display());
             let bytes = sfs::read(path)?;
             let text = std::str::from_utf8(&bytes).map_err(|_| TrustError::BadPublicKey {
                 origin: origin(),
@@ -248,7 +264,7 @@ impl TrustPolicy {
         for r in revoked {
             let id: KeyId = r.parse().map_err(|e: KeyIdError| TrustError::BadKeyId {
                 value: e.value,
-                context: format!("{TRUST_TABLE}.revoked"),
+                context: format!("{table}.revoked_keys"),
                 reason: e.reason,
             })?;
             if !policy.revoked.contains(&id) {
@@ -257,6 +273,7 @@ impl TrustPolicy {
         }
         if require_signature && policy.trusted_ids().is_empty() {
             return Err(TrustError::NoKeys {
+                table,
                 context: "trust policy".to_owned(),
             });
         }
@@ -534,6 +551,7 @@ pub fn begin(
     let found = env.key_id.to_string();
     if policy.revoked.contains(&env.key_id) {
         return Err(TrustError::RevokedKey {
+            table: policy.table.clone(),
             file,
             found,
             trusted: policy.trusted_strings(),
@@ -542,16 +560,24 @@ pub fn begin(
     let Some(key) = policy.keys.iter().find(|k| k.id == env.key_id) else {
         let trusted = policy.trusted_strings();
         if trusted.is_empty() {
-            return Err(TrustError::NoKeys { context: file });
+            return Err(TrustError::NoKeys {
+                table: policy.table.clone(),
+                context: file,
+            });
         }
         return Err(TrustError::UntrustedKey {
+            table: policy.table.clone(),
             file,
             found,
             trusted,
         });
     };
     if env.legacy && !policy.allow_legacy {
-        return Err(TrustError::LegacyRefused { file, found });
+        return Err(TrustError::LegacyRefused {
+            table: policy.table.clone(),
+            file,
+            found,
+        });
     }
     if !env.global_ok(key) {
         return Err(TrustError::BadGlobalSignature { file, found });
@@ -749,14 +775,14 @@ mod tests {
 
     fn keys_policy(pub_paths: &[&PathBuf], revoked: &[&str], legacy: bool) -> TrustPolicy {
         let paths: Vec<PathBuf> = pub_paths.iter().map(|p| p.to_path_buf()).collect();
-        TrustPolicy::new(&[], &paths, &s(revoked), true, legacy).unwrap()
+        TrustPolicy::new("web", &[], &paths, &s(revoked), true, legacy).unwrap()
     }
 
     #[test]
     fn key_id_matches_minisign_notation() {
         // Public key and id printed together in minisign's own documentation.
         let k = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".to_owned();
-        let p = TrustPolicy::new(&[k], &[], &[], true, false).unwrap();
+        let p = TrustPolicy::new("web", &[k], &[], &[], true, false).unwrap();
         let id = p.trusted_ids()[0];
         assert_eq!(id.to_string(), "E7620F1842B4E81F");
         assert_eq!("e7620f1842b4e81f".parse::<KeyId>().unwrap(), id);
@@ -806,7 +832,7 @@ mod tests {
 
         for policy in [
             keys_policy(&[&pubp], &[], false),
-            TrustPolicy::new(&[pub_line(&pubp)], &[], &[], true, false).unwrap(),
+            TrustPolicy::new("web", &[pub_line(&pubp)], &[], &[], true, false).unwrap(),
         ] {
             assert_eq!(policy.trusted_ids(), vec![id]);
             let want = Verified {
@@ -886,7 +912,7 @@ mod tests {
         let e = verify_bytes(&strict, &legacy_sig, &data, "legacy.minisig").unwrap_err();
         assert!(matches!(e, TrustError::LegacyRefused { .. }), "{e}");
 
-        let lenient = TrustPolicy::new(&[pub_line(&pubp)], &[], &[], true, true).unwrap();
+        let lenient = TrustPolicy::new("web", &[pub_line(&pubp)], &[], &[], true, true).unwrap();
         // Streamed in uneven chunks, as a download arrives.
         let mut check = begin(&lenient, &legacy_sig, "legacy.minisig").unwrap();
         assert!(check.is_legacy());
@@ -1064,9 +1090,10 @@ mod tests {
         assert!(e.to_string().contains(&a_hex), "{e}");
 
         // No keys configured while required; and a policy without keys checks nothing.
-        let e = TrustPolicy::new(&[], &[], &[], true, false).unwrap_err();
+        let e = TrustPolicy::new("web", &[], &[], &[], true, false).unwrap_err();
         assert!(matches!(e, TrustError::NoKeys { .. }), "{e}");
         let e = TrustPolicy::new(
+            "web",
             &[],
             std::slice::from_ref(&fx.a_pub),
             std::slice::from_ref(&a_hex),
@@ -1075,7 +1102,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, TrustError::NoKeys { .. }), "{e}");
-        let empty = TrustPolicy::new(&[], &[], &[], false, false).unwrap();
+        let empty = TrustPolicy::new("web", &[], &[], &[], false, false).unwrap();
         assert!(!empty.require_signature());
         let e = begin(&empty, &fx.sig, "app.tar.gz.minisig").unwrap_err();
         assert!(matches!(e, TrustError::NoKeys { .. }), "{e}");
@@ -1126,24 +1153,24 @@ mod tests {
     #[test]
     fn bad_keys_name_their_origin() {
         let d = tempfile::tempdir().unwrap();
-        let e = TrustPolicy::new(&s(&["RWQnotakey"]), &[], &[], true, false).unwrap_err();
+        let e = TrustPolicy::new("web", &s(&["RWQnotakey"]), &[], &[], true, false).unwrap_err();
         assert!(matches!(e, TrustError::BadPublicKey { .. }), "{e}");
         assert!(e.to_string().contains(".keys entry 1"), "{e}");
 
         let missing = d.path().join("missing.pub");
-        let e =
-            TrustPolicy::new(&[], std::slice::from_ref(&missing), &[], true, false).unwrap_err();
+        let e = TrustPolicy::new("web", &[], std::slice::from_ref(&missing), &[], true, false)
+            .unwrap_err();
         assert!(matches!(e, TrustError::Io(_)), "{e}");
         assert!(e.to_string().contains("missing.pub"), "{e}");
 
         let junk = d.path().join("junk.pub");
         sfs::write_atomic(&junk, b"untrusted comment: x\nhello\n").unwrap();
-        let e = TrustPolicy::new(&[], &[junk], &[], true, false).unwrap_err();
+        let e = TrustPolicy::new("web", &[], &[junk], &[], true, false).unwrap_err();
         assert!(matches!(e, TrustError::BadPublicKey { .. }), "{e}");
         assert!(e.to_string().contains("junk.pub"), "{e}");
 
         let k = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".to_owned();
-        let e = TrustPolicy::new(&[k], &[], &s(&["xyz"]), true, false).unwrap_err();
+        let e = TrustPolicy::new("web", &[k], &[], &s(&["xyz"]), true, false).unwrap_err();
         assert!(matches!(e, TrustError::BadKeyId { .. }), "{e}");
         assert!(e.to_string().contains(".revoked"), "{e}");
     }

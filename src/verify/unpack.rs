@@ -34,8 +34,20 @@ pub enum UnpackError {
         rule: String,
     },
     /// The archive is larger than the configured limits.
-    #[error("archive refused: {0}; raise [apps.<name>.unpack] limits if this release is genuine")]
+    /// (The caller that knows whose limits they are says which to raise:
+    /// see `OverLimit`.)
+    #[error("archive refused: {0}")]
     Limit(String),
+    /// [`UnpackError::Limit`] for a release, naming the app's limits.
+    #[error(
+        "archive refused: {detail}; raise max_bytes or max_entries in [apps.{app}.unpack] if this release is genuine"
+    )]
+    OverLimit {
+        /// The app whose `[apps.<name>.unpack]` limits the release broke.
+        app: String,
+        /// Which limit, by how much.
+        detail: String,
+    },
     /// The stream is not a valid gzip/tar archive.
     #[error("the asset is not a valid .tar.gz archive{}", entry.as_ref().map(|e| format!(" (reading entry {e:?})")).unwrap_or_default())]
     Corrupt {

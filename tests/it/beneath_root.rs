@@ -129,7 +129,7 @@ fn a_symlink_planted_in_shared_is_refused_by_backup_restore() {
     let planted = w.root.join("shared/var").display().to_string();
     assert_refused(
         &w,
-        &["backup", "restore", "web", &id],
+        &["backup", "restore", "web", &id, "--yes"],
         &[&planted, "symlink"],
     );
     assert_eq!(
@@ -193,7 +193,7 @@ fn every_plant_is_refused_and_nothing_outside_changes() {
         for args in [
             &["deploy", "web", "1.1.0"][..],
             &["backup", "create", "web"],
-            &["backup", "restore", "web", &id],
+            &["backup", "restore", "web", &id, "--yes"],
         ] {
             let (code, out, err) = w.run(args);
             assert_ne!(code, 0, "{what}: {args:?} must be refused:\n{out}\n{err}");
@@ -231,7 +231,7 @@ fn every_plant_is_refused_and_nothing_outside_changes() {
     assert_eq!(Path::new("/log").exists(), slash_log, "/log was created");
     std::fs::rename(&real, w.root.join("shared/var")).unwrap();
     w.ok(&["deploy", "web", "1.1.0"]);
-    w.ok(&["backup", "restore", "web", &id]);
+    w.ok(&["backup", "restore", "web", &id, "--yes"]);
 }
 
 /// A backup of a shared path that is a symlink would hold the bare link and
@@ -284,7 +284,7 @@ fn config_check_refuses_system_roots() {
         );
         let out = config_problems(&w, &text);
         assert!(
-            out.contains("line 2") && out.contains("system directory"),
+            out.contains(".toml:2:8: ") && out.contains("system directory"),
             "root = {root:?}: {out}"
         );
     }

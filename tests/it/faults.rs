@@ -514,7 +514,7 @@ fn faults_in_backup_restore() {
             "backup-restore",
             &[&["deploy", "web", "1.0.0"], &["deploy", "web", "1.1.0"]],
             3,
-            &["backup", "restore", "web"],
+            &["backup", "restore", "web", "--yes"],
             &["promote", "web", "1.1.0"],
         );
     }

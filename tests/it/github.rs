@@ -656,12 +656,12 @@ fn github_source_configuration_is_checked() {
     let (code, out, _) = w.run(&["config", "check"]);
     assert_eq!(code, 2, "{out}");
     for needle in [
-        "line 6, column 10: apps.web.source.github",
-        "line 7, column 9: apps.web.source.token: a token must never",
-        "line 8, column 9: apps.web.source.asset",
-        "line 9, column 11: apps.web.source.channel",
-        "line 10, column 14: apps.web.source.token_file",
-        "line 11, column 11: apps.web.source.api_url",
+        ".toml:6:10: apps.web.source.github",
+        ".toml:7:9: apps.web.source.token: a token must never",
+        ".toml:8:9: apps.web.source.asset",
+        ".toml:9:11: apps.web.source.channel",
+        ".toml:10:14: apps.web.source.token_file",
+        ".toml:11:11: apps.web.source.api_url",
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }

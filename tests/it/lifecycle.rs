@@ -333,7 +333,13 @@ fn backups_retention_verify_restore() {
     // A manual backup, then restore it after the data changed.
     let m = f.w.json(&["backup", "create", "web"]);
     std::fs::write(f.w.root.join("shared/data/db.txt"), "garbage\n").unwrap();
-    f.w.ok(&["backup", "restore", "web", m["id"].as_str().unwrap()]);
+    f.w.ok(&[
+        "backup",
+        "restore",
+        "web",
+        m["id"].as_str().unwrap(),
+        "--yes",
+    ]);
     assert!(f.db().starts_with("users\n"), "{}", f.db());
     // Damage is detected, and a damaged backup is not restored.
     let archive = f.w.root.join(format!(".switchyard/backups/{id}.tar.gz"));
@@ -344,7 +350,7 @@ fn backups_retention_verify_restore() {
     let (code, _, err) = f.w.run(&["backup", "verify", "web", &id]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("damaged"), "{err}");
-    let (code, _, _) = f.w.run(&["backup", "restore", "web", &id]);
+    let (code, _, _) = f.w.run(&["backup", "restore", "web", &id, "--yes"]);
     assert_ne!(code, 0);
 }
 
@@ -474,7 +480,7 @@ fn restore_on_revert_ask_leaves_the_data_to_the_operator() {
             .contains("switchyard backup restore web")
     );
     assert!(f.w.root.join("shared/maintenance.json").exists());
-    f.w.ok(&["backup", "restore", "web"]);
+    f.w.ok(&["backup", "restore", "web", "--yes"]);
     assert!(!f.db().contains("migrated by 1.1.0"));
     f.w.ok(&["resolve", "web"]);
 }

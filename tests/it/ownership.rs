@@ -91,7 +91,7 @@ fn a_hook_with_a_user_runs_as_that_user() {
         .unwrap()
         .to_string();
     // And the restore hook reads the dump as nobody.
-    w.ok(&["backup", "restore", "web", &id]);
+    w.ok(&["backup", "restore", "web", &id, "--yes"]);
     assert_eq!(
         std::fs::read_to_string(storage.join("restored")).unwrap(),
         "dump-of-nobody\n"
@@ -196,7 +196,7 @@ fn an_unknown_user_or_group_is_a_located_config_check_error() {
     // The plain form says the same, with the line and column.
     let (_, text, _) = w.run(&["config", "check"]);
     assert!(
-        text.contains("line 4, column 9: apps.web.owner: no user \"no-such-user-7f3a\""),
+        text.contains(".toml:4:9: apps.web.owner: no user \"no-such-user-7f3a\""),
         "{text}"
     );
 }

@@ -144,6 +144,7 @@ proptest! {
     #[test]
     fn minisign_parser_never_panics(data in prop::collection::vec(any::<u8>(), 0..400), lines in prop::collection::vec("[ -~]{0,120}", 0..6)) {
         let policy = switchyard::testing::TrustPolicy::new(
+        "web",
             &["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".to_string()],
             &[], &[], true, true,
         ).unwrap();

@@ -302,6 +302,7 @@ fn untrusted_and_revoked_keys_are_refused() {
 
     // Trusted but revoked: revocation wins. Both keys listed, so rotation works.
     let mine = switchyard::testing::TrustPolicy::new(
+        "web",
         std::slice::from_ref(&w.public_b64),
         &[],
         &[],

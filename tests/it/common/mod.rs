@@ -484,6 +484,7 @@ pub(crate) fn require_tool(name: &str) -> Option<PathBuf> {
     if found.is_none() {
         let package = match name {
             "systemd-analyze" => "systemd",
+            "script" => "bsdutils",
             other => other,
         };
         skip(&format!(
