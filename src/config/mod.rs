@@ -163,6 +163,29 @@ pub struct AppConfig {
     pub policy: Policy,
     /// What the agent does on its own.
     pub agent: AppAgentConfig,
+    /// How much hook output and audit history is kept.
+    pub retention: Retention,
+}
+
+/// How much of the app's logs is kept under `.switchyard/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Deploys whose hook log folders (`logs/<deploy id>/`) are kept.
+    pub keep_hook_logs: usize,
+    /// `audit.jsonl` is rotated once it is larger than this.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`audit.jsonl.1` ..).
+    pub audit_keep_files: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_hook_logs: 20,
+            audit_max_bytes: 16 << 20,
+            audit_keep_files: 10,
+        }
+    }
 }
 
 /// `[apps.<name>.hooks]`, each optional.

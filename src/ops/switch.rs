@@ -111,7 +111,7 @@ impl Session<'_> {
             None,
             Default::default(),
         ))?;
-        info!(from = ?cur.as_ref().map(|v| v.to_string()), "now live");
+        info!(app = %self.cfg.name, from = cur.as_ref().map(tracing::field::display), to = %v, "now live");
         Ok(SwitchReport {
             from: cur,
             to: v.clone(),
