@@ -163,6 +163,23 @@ pub(super) enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Print the hooks' output: the latest deploy's hooks in the order they ran, each after a
+    /// `==> hook (path) <==` header line. The app's keep_hook_logs deploys are kept.
+    Logs {
+        /// App name.
+        app: String,
+        /// This deploy's logs (its id, as in `history` and `status`).
+        #[arg(long)]
+        deploy: Option<String>,
+        /// Only this hook's log (warm, backup, migrate, activate, restore, on_failure).
+        #[arg(long)]
+        hook: Option<String>,
+        /// Follow the running deploy's logs as they grow, until it ends.
+        #[arg(short, long, conflicts_with = "json")]
+        follow: bool,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Remove old releases, keeping the newest keep_releases plus current and last-good.
     Prune {
         /// App name.

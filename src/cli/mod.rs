@@ -10,6 +10,7 @@ mod commands;
 pub(crate) mod demo;
 pub(crate) mod pack;
 mod render;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -144,7 +145,9 @@ fn init_logging(verbose: u8, quiet: bool, format: args::LogFormat, agent: bool) 
         b.with_ansi(false)
             .without_time()
             .event_format(Journald(
-                tracing_subscriber::fmt::format().without_time().with_target(false),
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false),
             ))
             .init();
     } else {

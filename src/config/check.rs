@@ -13,9 +13,9 @@ use crate::config::raw::{
 };
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Channel, Config, ConfigError, DirSourceConfig,
-    GithubSourceConfig, HealthChecks, HooksConfig, Ownership, Policy, Problem, RestorePolicy, Retention,
-    SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks, line_col,
-    lookup_group, lookup_user, policy, roots,
+    GithubSourceConfig, HealthChecks, HooksConfig, Ownership, Policy, Problem, RestorePolicy,
+    Retention, SharedConfig, SourceConfig, TrustConfig, UnpackLimits, github, health, hooks,
+    line_col, lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
 
@@ -238,7 +238,10 @@ fn check_retention(
         let Some(v) = value else { continue };
         let n = *v.get_ref();
         if n < 1 {
-            ck.at(v.span(), format!("apps.{name}.{key} must be at least 1, got {n}"));
+            ck.at(
+                v.span(),
+                format!("apps.{name}.{key} must be at least 1, got {n}"),
+            );
             continue;
         }
         match key {

@@ -495,7 +495,7 @@ fn check_blocking(
         }
         Decision::Now => {}
     }
-    info!(app = %cfg.name, version = %v, actor = %actor.user, step = "deploy", "deploying on my own");
+    info!(app = %cfg.name, version = %v, actor = %actor.user, step = %"deploy", "deploying on my own");
     let req = Request::Deploy {
         app: cfg.name.clone(),
         version: VersionRequest::Exact(v),

@@ -238,6 +238,14 @@ impl Session<'_> {
         let mut st = AppState::load(&self.paths)?;
         st.deploy = Some(rec.clone());
         st.save(&self.paths)?;
+        // Old hook logs go once a deploy ended; failing to remove them
+        // fails nothing (the next deploy tries again).
+        let keep = self.cfg.retention.keep_hook_logs;
+        if let Err(e) =
+            crate::ops::watch::prune_hook_logs(&self.paths, &self.cfg.name, keep, &rec.id)
+        {
+            warn!(app = %self.cfg.name, error = %e, "could not remove old hook logs");
+        }
         Ok(())
     }
 

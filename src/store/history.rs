@@ -358,7 +358,9 @@ pub(crate) fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
         last_lines = lines;
     }
     let path = files.last().cloned().unwrap_or_else(|| paths.audit());
-    let prev = before.map(|(h, _)| h).unwrap_or_else(|| GENESIS.to_string());
+    let prev = before
+        .map(|(h, _)| h)
+        .unwrap_or_else(|| GENESIS.to_string());
     let st = AppState::load(paths)?;
     if let Some(head) = st.audit_head {
         let n = last_lines.len() as u64;
@@ -483,7 +485,11 @@ fn rotated_files(paths: &AppPaths) -> Result<Vec<(u32, PathBuf)>, HistoryError> 
     let mut v: Vec<(u32, PathBuf)> = fs::list_dir(&paths.state_dir())?
         .into_iter()
         .filter_map(|n| {
-            let n = n.to_str()?.strip_prefix("audit.jsonl.")?.parse::<u32>().ok()?;
+            let n = n
+                .to_str()?
+                .strip_prefix("audit.jsonl.")?
+                .parse::<u32>()
+                .ok()?;
             (n > 0).then(|| (n, rotated_path(paths, n)))
         })
         .collect();
