@@ -66,7 +66,9 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         ),
         app_command => {
             let (req, json, wait) = request(app_command)?;
-            operate(&cli.config, &req, json, wait, !cli.quiet)
+            // Progress lines are text: a JSON log stream gets none.
+            let progress = !cli.quiet && cli.log_format == crate::cli::args::LogFormat::Text;
+            operate(&cli.config, &req, json, wait, progress)
         }
     }
 }

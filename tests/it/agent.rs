@@ -27,9 +27,12 @@ impl Agent {
     /// Starts `cmd` (the binary, or a wrapper that runs it) as the agent.
     pub(crate) fn start_cmd(w: &World, mut cmd: Command) -> Agent {
         let log = w.tmp.path().join("agent.log");
+        // A caller that set or removed RUST_LOG on `cmd` keeps its choice.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "switchyard=info,warn");
+        }
         let child = cmd
             .args(["--config", w.config.to_str().unwrap(), "agent"])
-            .env("RUST_LOG", "switchyard=info,warn")
             .env("SWITCHYARD_FAKE_CLOCK_FILE", w.tmp.path().join("clock"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -168,7 +171,7 @@ fn agent_port(w: &World) -> u16 {
 }
 
 /// Config: the mock as the source, `app_extra` inside [apps.web], and an [agent] table.
-fn configure(w: &World, m: &MockGithub, app_extra: &str) {
+pub(crate) fn configure(w: &World, m: &MockGithub, app_extra: &str) {
     std::fs::write(w.tmp.path().join("secret"), format!("{SECRET}\n")).unwrap();
     let source = format!(
         "github = \"acme/web\"\napi_url = \"{}\"\nasset = \"web-{{version}}.tar.gz\"\n",
@@ -190,7 +193,7 @@ fn configure(w: &World, m: &MockGithub, app_extra: &str) {
     std::fs::write(&w.config, cfg).unwrap();
 }
 
-fn publish(w: &World, m: &MockGithub, tag: &str) {
+pub(crate) fn publish(w: &World, m: &MockGithub, tag: &str) {
     let dir = w.simple_release(tag);
     let r = m.release_from_dir(tag, &dir);
     m.push(r);

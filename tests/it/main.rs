@@ -23,4 +23,5 @@ mod lifecycle;
 mod ownership;
 mod properties;
 mod trust;
+mod watch;
 mod zero_downtime;
