@@ -858,6 +858,56 @@ mod tests {
     }
 
     #[test]
+    fn rotation_continues_the_chain_and_each_step_verifies() {
+        let (_d, p) = setup();
+        let actor = Actor {
+            user: "ops".into(),
+            uid: Some(0),
+        };
+        assert!(!rotate_if_needed(&p, "web", 1 << 20, 2, &actor).unwrap());
+        for i in 0..4 {
+            assert!(rotate_if_needed(&p, "web", 1, 2, &actor).unwrap());
+            append(&p, &ev(10 + i)).unwrap();
+            ensure_intact(&p, "web").unwrap();
+        }
+        assert_eq!(rotated_files(&p).unwrap().len(), 2);
+        let lines = check_chain(&p).unwrap();
+        assert_eq!(read_all(&p).unwrap().len() as u64, lines);
+
+        // Killed after the link: audit.jsonl and .1 are one file, counted once.
+        fs::remove_file(&rotated_path(&p, 2)).unwrap();
+        fs::rename(&rotated_path(&p, 1), &rotated_path(&p, 2)).unwrap();
+        fs::hard_link(&p.audit(), &rotated_path(&p, 1)).unwrap();
+        let n = check_chain(&p).unwrap();
+        ensure_intact(&p, "web").unwrap();
+        append(&p, &ev(20)).unwrap();
+        assert_eq!(check_chain(&p).unwrap(), n + 1);
+        // The next rotation finishes it whatever the size.
+        assert!(rotate_if_needed(&p, "web", 1 << 20, 2, &actor).unwrap());
+        assert_eq!(check_chain(&p).unwrap(), n + 2);
+
+        // Killed after the rename, before the head moved.
+        let head = AppState::load(&p).unwrap().audit_head;
+        assert!(rotate_if_needed(&p, "web", 1, 2, &actor).unwrap());
+        let mut st = AppState::load(&p).unwrap();
+        st.audit_head = head;
+        st.save(&p).unwrap();
+        ensure_intact(&p, "web").unwrap();
+        check_chain(&p).unwrap();
+        append(&p, &ev(21)).unwrap();
+        check_chain(&p).unwrap();
+
+        // An edit in a rotated file is found there.
+        let one = rotated_path(&p, 1);
+        let t = fs::read_to_string(&one).unwrap();
+        fs::write_atomic(&one, t.replacen("\"ok\"", "\"OK\"", 1).as_bytes()).unwrap();
+        match check_chain(&p) {
+            Err(HistoryError::Broken { path, .. }) => assert_eq!(path, one),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn partial_tail_is_dropped_before_append() {
         let (_d, p) = setup();
         let mut t = fs::read_to_string(&p.audit()).unwrap();
