@@ -511,3 +511,34 @@ fn a_rotation_killed_at_any_step_leaves_a_log_that_verifies() {
         assert_eq!(h.as_array().unwrap().len(), audit_lines(&w), "{cp}");
     }
 }
+
+#[test]
+fn on_a_terminal_a_spinner_shows_the_step_and_the_hook_output() {
+    let Some(script) = crate::common::require_tool("script") else {
+        return;
+    };
+    let w = World::new();
+    w.simple_release("v1.0.0");
+    set_hooks(&w, SLOW_WARM);
+    let line = format!(
+        "{} --config {} deploy web 1.0.0",
+        assert_cmd::cargo::cargo_bin("switchyard").display(),
+        w.config.display()
+    );
+    // script(1) runs it on a pseudo-terminal: stderr is a TTY.
+    let out = Command::new(script)
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // The spinner's message: the step and the hook's latest output.
+    assert!(text.contains("applying (warm)"), "{text}");
+    assert!(text.contains("warm | warming 1.0.0"), "{text}");
+    // Each finished step stays in the scrollback with its duration (the
+    // spinner's way; plain lines have no such line).
+    assert!(text.contains("done in"), "{text}");
+    assert!(text.contains("deployed 1.0.0"), "{text}");
+}
