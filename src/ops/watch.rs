@@ -256,10 +256,7 @@ mod tests {
         for (i, id) in ["d1", "d2", "d3", "d4"].iter().enumerate() {
             fs::create_dir_all(&logs.join(id)).unwrap();
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
-            std::fs::File::open(logs.join(id))
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
+            fs::open(&logs.join(id)).unwrap().set_modified(t).unwrap();
         }
         // A symlink is not a deploy folder: never followed, never counted.
         fs::symlink(d.path(), &logs.join("evil")).unwrap();

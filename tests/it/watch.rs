@@ -478,10 +478,7 @@ fn the_audit_log_rotates_and_its_chain_holds_across_files() {
 
 #[test]
 fn a_rotation_killed_at_any_step_leaves_a_log_that_verifies() {
-    #[cfg(not(feature = "test-seams"))]
-    panic!(
-        "SWITCHYARD_CRASH_AT needs a build with the test seams: cargo test --features test-seams"
-    );
+    require_test_seams();
     for cp in ["audit.rotate.linked", "audit.rotate.renamed"] {
         let w = World::new();
         w.simple_release("v1.0.0");
@@ -541,4 +538,13 @@ fn on_a_terminal_a_spinner_shows_the_step_and_the_hook_output() {
     // spinner's way; plain lines have no such line).
     assert!(text.contains("done in"), "{text}");
     assert!(text.contains("deployed 1.0.0"), "{text}");
+}
+
+/// Crash checkpoints exist only in a build with the test seams: without
+/// them this test would see no crash, so it says why it fails.
+fn require_test_seams() {
+    #[cfg(not(feature = "test-seams"))]
+    panic!(
+        "SWITCHYARD_CRASH_AT is obeyed only by a build with the test seams: run cargo test --features test-seams"
+    );
 }
