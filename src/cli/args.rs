@@ -28,10 +28,12 @@ pub(super) struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
-    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    /// More log output on stderr (-v info, -vv debug; the agent logs info by default).
+    /// RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors on stderr: no progress, no warnings.
+    /// Only errors on stderr: no warnings, and no progress (deploy, promote and revert
+    /// otherwise show each step and the running hook's output on stderr as they run).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Log lines as `text` (for people; with syslog priority prefixes under
