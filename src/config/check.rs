@@ -191,8 +191,7 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             notify_url: app.notify_url,
         },
     );
-    let retention = check_retention(
-        ck,
+    let (retention, problems) = Retention::check(
         name,
         [
             ("keep_hook_logs", app.keep_hook_logs),
@@ -200,6 +199,9 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             ("audit_keep_files", app.audit_keep_files),
         ],
     );
+    for (span, message) in problems {
+        ck.at(span, message);
+    }
     if agent.report_issues && !matches!(source, Some(SourceConfig::Github(_))) {
         ck.at(0..0, format!("apps.{name}.report_issues needs a github source (the issue is opened in its repository)"));
     }
@@ -224,33 +226,6 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
         agent,
         retention,
     })
-}
-
-/// `keep_hook_logs`, `audit_max_bytes`, `audit_keep_files`: each at least 1
-/// (the running deploy's logs and the live audit file are always kept).
-fn check_retention(
-    ck: &mut Checker<'_>,
-    name: &str,
-    keys: [(&str, Option<Spanned<i64>>); 3],
-) -> Retention {
-    let mut r = Retention::default();
-    for (key, value) in keys {
-        let Some(v) = value else { continue };
-        let n = *v.get_ref();
-        if n < 1 {
-            ck.at(
-                v.span(),
-                format!("apps.{name}.{key} must be at least 1, got {n}"),
-            );
-            continue;
-        }
-        match key {
-            "keep_hook_logs" => r.keep_hook_logs = n as usize,
-            "audit_max_bytes" => r.audit_max_bytes = n as u64,
-            _ => r.audit_keep_files = n as usize,
-        }
-    }
-    r
 }
 
 /// `[apps.<name>.shared]`: relative, UTF-8, non-overlapping paths.

@@ -8,12 +8,15 @@ pub(crate) mod health;
 pub(crate) mod hooks;
 pub(crate) mod policy;
 mod raw;
+mod retention;
 mod roots;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub(crate) use retention::Retention;
 
 /// Where the configuration is read from when neither `--config` nor
 /// `SWITCHYARD_CONFIG` says otherwise.
@@ -165,27 +168,6 @@ pub struct AppConfig {
     pub agent: AppAgentConfig,
     /// How much hook output and audit history is kept.
     pub retention: Retention,
-}
-
-/// How much of the app's logs is kept under `.switchyard/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Deploys whose hook log folders (`logs/<deploy id>/`) are kept.
-    pub keep_hook_logs: usize,
-    /// `audit.jsonl` is rotated once it is larger than this.
-    pub audit_max_bytes: u64,
-    /// Rotated audit files kept (`audit.jsonl.1` ..).
-    pub audit_keep_files: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            keep_hook_logs: 20,
-            audit_max_bytes: 16 << 20,
-            audit_keep_files: 10,
-        }
-    }
 }
 
 /// `[apps.<name>.hooks]`, each optional.
