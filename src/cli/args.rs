@@ -28,12 +28,30 @@ pub(super) struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
-    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    /// More log output on stderr (-v info, -vv debug; the agent logs info by default).
+    /// RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Only errors on stderr: no warnings, and no progress (deploy, promote and revert
+    /// otherwise show each step and the running hook's output on stderr as they run).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log lines as `text` (for people; with syslog priority prefixes under
+    /// journald) or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum LogFormat {
+    /// For people.
+    Text,
+    /// JSON lines.
+    Json,
 }
 
 /// Options of commands that install.
@@ -182,6 +200,23 @@ pub(super) enum Command {
         /// Show only the last N events.
         #[arg(long)]
         limit: Option<usize>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print the hooks' output: the latest deploy's hooks in the order they ran, each after a
+    /// `==> hook (path) <==` header line. The app's keep_hook_logs deploys are kept.
+    Logs {
+        /// App name.
+        app: String,
+        /// This deploy's logs (its id, as in `history` and `status`).
+        #[arg(long)]
+        deploy: Option<String>,
+        /// Only this hook's log (warm, backup, migrate, activate, restore, on_failure).
+        #[arg(long)]
+        hook: Option<String>,
+        /// Follow the running deploy's logs as they grow, until it ends.
+        #[arg(short, long, conflicts_with = "json")]
+        follow: bool,
         #[command(flatten)]
         out: Output,
     },

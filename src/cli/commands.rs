@@ -50,6 +50,20 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Config {
             cmd: ConfigCmd::Check { out },
         } => config_check(&cli.config, out.json),
+        Command::Logs {
+            app,
+            deploy,
+            hook,
+            follow,
+            out,
+        } => logs(
+            &cli.config,
+            app,
+            deploy.as_deref(),
+            hook.as_deref(),
+            *follow,
+            out.json,
+        ),
         app_command => {
             let (req, json, wait) = request(app_command)?;
             if let Command::Backup {
@@ -58,7 +72,9 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             {
                 confirm_restore(&cli.config, &req)?;
             }
-            operate(&cli.config, &req, json, wait)
+            // Progress lines are text: a JSON log stream gets none.
+            let progress = !cli.quiet && cli.log_format == crate::cli::args::LogFormat::Text;
+            operate(&cli.config, &req, json, wait, progress)
         }
     }
 }
@@ -88,6 +104,7 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         | Command::Verify { out, .. }
         | Command::List { out, .. }
         | Command::History { out, .. }
+        | Command::Logs { out, .. }
         | Command::Check { out, .. } => out.json,
         Command::Config {
             cmd: ConfigCmd::Check { out },
@@ -375,6 +392,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         | Command::Pack { .. }
         | Command::Keygen { .. }
         | Command::Sign { .. }
+        | Command::Logs { .. }
         | Command::Config { .. } => unreachable!("not an app command"),
     })
 }
@@ -389,21 +407,31 @@ fn parse_version(s: &str) -> Result<Version, Failure> {
 }
 
 /// Runs an app request (through the agent when it takes it) and prints
-/// the outcome.
-fn operate(config: &Path, req: &Request, json: bool, wait: bool) -> Result<(), Failure> {
+/// the outcome; with `progress`, a deploy, promote or revert shows its
+/// steps on stderr as they run.
+fn operate(
+    config: &Path,
+    req: &Request,
+    json: bool,
+    wait: bool,
+    progress: bool,
+) -> Result<(), Failure> {
     let cfg = Config::load(config)?;
     let app = cfg.app(req.app())?;
     // What the operator sees live now: if the command waits for the lock
     // (here or queued in the agent) and someone switches meanwhile, it refuses.
     let req = &api::observed(app, req.clone());
-    let outcome = match through_agent(&cfg, req)? {
-        Some(reply) => reply.map_err(Failure::from_agent)?,
-        None => {
-            let source = crate::source::for_app(app);
-            let caller = Caller::operator(Actor::current_user(), wait);
-            api::execute(app, source.as_ref(), req, &caller)?
-        }
-    };
+    let watcher = (progress
+        && matches!(
+            req,
+            Request::Deploy { .. } | Request::Promote { .. } | Request::Revert { .. }
+        ))
+    .then(|| crate::cli::watch::Watcher::start(app));
+    let result = run_request(&cfg, app, req, wait);
+    if let Some(w) = watcher {
+        w.finish();
+    }
+    let outcome = result?;
     crate::cli::out(
         &render::outcome(req.app(), &outcome, json),
         outcome.changed(),
@@ -458,6 +486,97 @@ fn confirm_restore(config: &Path, req: &Request) -> Result<(), Failure> {
             exit::USAGE,
             anyhow::anyhow!("not restored: not confirmed; nothing changed"),
         ))
+    }
+}
+
+/// The request's outcome, from the agent when it takes it, else run here.
+fn run_request(
+    cfg: &Config,
+    app: &crate::config::AppConfig,
+    req: &Request,
+    wait: bool,
+) -> Result<api::Outcome, Failure> {
+    Ok(match through_agent(cfg, req)? {
+        Some(reply) => reply.map_err(Failure::from_agent)?,
+        None => {
+            let source = crate::source::for_app(app);
+            let caller = Caller::operator(Actor::current_user(), wait);
+            api::execute(app, source.as_ref(), req, &caller)?
+        }
+    })
+}
+
+/// `switchyard logs`: prints the hook logs, or follows them with `-f`.
+fn logs(
+    config: &Path,
+    app: &str,
+    deploy: Option<&str>,
+    hook: Option<&str>,
+    follow: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::ops::watch;
+    let cfg = Config::load(config)?;
+    let app = cfg.app(app)?;
+    let not_found = |e: watch::WatchError| match e {
+        e @ (watch::WatchError::NoDeploy { .. }
+        | watch::WatchError::Empty { .. }
+        | watch::WatchError::NoHook { .. }) => Failure::new(exit::NOT_FOUND, e),
+        e => Failure::new(exit::FAILURE, e),
+    };
+    let running = watch::deploy_view(app).filter(|v| !v.terminal);
+    // -f without --deploy follows the running deploy, even before its
+    // first hook wrote anything.
+    let id = match (deploy, &running, follow) {
+        (Some(id), _, _) => id.to_string(),
+        (None, Some(v), true) => v.id.clone(),
+        (None, _, _) => watch::hook_logs(app, None).map_err(not_found)?.0,
+    };
+    if !follow {
+        let (id, mut list) = watch::hook_logs(app, Some(&id)).map_err(not_found)?;
+        if let Some(h) = hook {
+            list = watch::only_hook(&id, list, h).map_err(not_found)?;
+        }
+        let mut texts = Vec::new();
+        for l in list {
+            let text = crate::fs::read(&l.path).map_err(|e| Failure::new(exit::FAILURE, e))?;
+            texts.push((l.hook, l.path, String::from_utf8_lossy(&text).into_owned()));
+        }
+        return crate::cli::out(
+            &render::hook_logs(app.name.as_str(), &id, &texts, json),
+            false,
+        );
+    }
+    let mut offsets: std::collections::HashMap<PathBuf, u64> = Default::default();
+    let mut last_hook: Option<String> = None;
+    loop {
+        // The state first: output written before it ended is then read below.
+        let ended = watch::deploy_view(app).is_none_or(|v| v.id != id || v.terminal);
+        let list = watch::logs_in(&watch::deploy_log_dir(app, &id))
+            .map_err(|e| Failure::new(exit::FAILURE, e))?;
+        for l in list
+            .into_iter()
+            .filter(|l| hook.is_none_or(|h| h == l.hook))
+        {
+            let off = offsets.get(&l.path).copied().unwrap_or(0);
+            let (bytes, next) =
+                watch::read_from(&l.path, off).map_err(|e| Failure::new(exit::FAILURE, e))?;
+            offsets.insert(l.path.clone(), next);
+            if bytes.is_empty() {
+                continue;
+            }
+            let mut text = String::new();
+            if last_hook.as_deref() != Some(l.hook.as_str()) {
+                text.push_str(&render::hook_log_header(&l.hook, &l.path));
+                last_hook = Some(l.hook.clone());
+            }
+            text.push_str(&String::from_utf8_lossy(&bytes));
+            crate::cli::out(&text, false)?;
+        }
+        if ended {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150));
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod demo;
 pub(crate) mod pack;
 mod render;
 mod render_plan;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -116,25 +117,86 @@ pub(crate) fn err_line(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-fn init_logging(verbose: u8) {
+/// Sets up `tracing` on stderr. The CLI is quiet by default (warnings);
+/// the agent, a service whose log is all an operator sees, logs at info.
+fn init_logging(verbose: u8, quiet: bool, format: args::LogFormat, agent: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "switchyard=info,warn",
+    let default = match (quiet, verbose, agent) {
+        (true, _, _) => "error",
+        (_, 0, false) => "warn",
+        (_, 0, true) | (_, 1, _) => "switchyard=info,warn",
         _ => "switchyard=debug,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Under systemd, journald adds its own timestamps and strips colour.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    if journald {
-        b.without_time().init();
+    if format == args::LogFormat::Json {
+        b.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+        return;
+    }
+    // Under systemd, journald adds its own timestamps, strips colour, and
+    // takes each line's priority from its `<N>` prefix.
+    if under_journald() {
+        b.with_ansi(false)
+            .without_time()
+            .event_format(Journald(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false),
+            ))
+            .init();
     } else {
-        b.init();
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// Whether stderr goes to journald: `JOURNAL_STREAM` (`<dev>:<inode>`, set
+/// by systemd) names stderr's own stream, or cannot be checked.
+fn under_journald() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return true;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => dev == st.st_dev.to_string() && ino == st.st_ino.to_string(),
+        Err(_) => true,
+    }
+}
+
+/// A text line prefixed with its syslog priority (`<3>` error, `<4>`
+/// warning, `<6>` info, `<7>` debug), which journald reads off stderr.
+struct Journald<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journald<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing::Level;
+        let p = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        write!(w, "<{p}>")?;
+        self.0.format_event(ctx, w, event)
     }
 }
 
@@ -151,7 +213,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    init_logging(
+        cli.verbose,
+        cli.quiet,
+        cli.log_format,
+        matches!(cli.command, args::Command::Agent),
+    );
     let json = commands::wants_json(&cli.command);
     match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,39 @@ pub(crate) fn json<T: Serialize>(v: &T) -> String {
     s
 }
 
+/// The line before a hook's log in `switchyard logs`.
+pub(crate) fn hook_log_header(hook: &str, path: &Path) -> String {
+    format!("==> {hook} ({}) <==\n", path.display())
+}
+
+/// `switchyard logs`: each hook's log after its header, or as JSON.
+pub(crate) fn hook_logs(
+    app: &str,
+    deploy: &str,
+    logs: &[(String, std::path::PathBuf, String)],
+    as_json: bool,
+) -> String {
+    if as_json {
+        let hooks: Vec<_> = logs
+            .iter()
+            .map(|(h, p, t)| serde_json::json!({"hook": h, "path": p, "log": t}))
+            .collect();
+        return json(&serde_json::json!({"app": app, "deploy": deploy, "hooks": hooks}));
+    }
+    let mut s = String::new();
+    for (h, p, t) in logs {
+        s.push_str(&hook_log_header(h, p));
+        s.push_str(t);
+        if !t.ends_with('\n') && !t.is_empty() {
+            s.push('\n');
+        }
+    }
+    if logs.is_empty() {
+        s.push_str(&format!("deploy {deploy} of {app} has no hook logs\n"));
+    }
+    s
+}
+
 /// The one-line JSON a failed `--json` command prints on stdout.
 pub(crate) fn error_json(message: &str, exit_code: i32) -> String {
     format!(

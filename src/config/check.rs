@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::config::raw::{RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawShared, RawUnpack};
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Config, ConfigError, HealthChecks, HooksConfig,
-    Ownership, Policy, Problem, RestorePolicy, Severity, SharedConfig, SourceConfig, UnpackLimits,
-    health, hooks, lenient, line_col, lookup_group, lookup_user, policy, roots,
+    Ownership, Policy, Problem, RestorePolicy, Retention, Severity, SharedConfig, SourceConfig,
+    UnpackLimits, health, hooks, lenient, line_col, lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
 use source::check_source;
@@ -292,6 +292,17 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             notify_escalate: app.notify_escalate,
         },
     );
+    let (retention, problems) = Retention::check(
+        name,
+        [
+            ("keep_hook_logs", app.keep_hook_logs),
+            ("audit_max_bytes", app.audit_max_bytes),
+            ("audit_keep_files", app.audit_keep_files),
+        ],
+    );
+    for (span, message) in problems {
+        ck.at(span, message);
+    }
     if agent.report_issues && !matches!(source, Some(SourceConfig::Github(_))) {
         ck.at(0..0, format!("apps.{name}.report_issues needs a github source (the issue is opened in its repository)"));
     }
@@ -314,6 +325,7 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
         health,
         policy,
         agent,
+        retention,
     })
 }
 

@@ -9,12 +9,15 @@ pub(crate) mod hooks;
 mod lenient;
 pub(crate) mod policy;
 mod raw;
+mod retention;
 mod roots;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub(crate) use retention::Retention;
 
 /// Where the configuration is read from when neither `--config` nor
 /// `SWITCHYARD_CONFIG` says otherwise.
@@ -208,6 +211,8 @@ pub struct AppConfig {
     pub policy: Policy,
     /// What the agent does on its own.
     pub agent: AppAgentConfig,
+    /// How much hook output and audit history is kept.
+    pub retention: Retention,
 }
 
 /// `[apps.<name>.hooks]`, each optional.

@@ -66,6 +66,9 @@ pub(super) struct RawApp {
     pub(super) owner: Option<Spanned<String>>,
     pub(super) group: Option<Spanned<String>>,
     pub(super) mode: Option<Spanned<String>>,
+    pub(super) keep_hook_logs: Option<Spanned<i64>>,
+    pub(super) audit_max_bytes: Option<Spanned<i64>>,
+    pub(super) audit_keep_files: Option<Spanned<i64>>,
 }
 
 /// `[apps.<name>.hooks]`.

@@ -333,7 +333,7 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         .is_err()
     {
         let killed = crate::process::kill_running();
-        warn!(timeout = ?cfg.agent.shutdown_timeout, killed_hooks = killed, "operations still running at the shutdown timeout; exiting now (the next start finishes or undoes them)");
+        warn!(timeout = %humantime::format_duration(cfg.agent.shutdown_timeout), killed_hooks = killed, "operations still running at the shutdown timeout; exiting now (the next start finishes or undoes them)");
         let _ = crate::fs::remove_file(&ctl_path);
         // Leave now: dropping the runtime would wait for the operations'
         // threads, and nothing may happen after "exiting".
@@ -573,7 +573,7 @@ fn check_blocking(
         }
         Decision::Now => {}
     }
-    info!(app = %cfg.name, version = %v, actor = %actor.user, step = "deploy", "deploying on my own");
+    info!(app = %cfg.name, version = %v, actor = %actor.user, step = %"deploy", "deploying on my own");
     let req = Request::Deploy {
         app: cfg.name.clone(),
         version: VersionRequest::Exact(v.clone()),

@@ -267,7 +267,7 @@ async fn handle(
     let reply: Reply = match serde_json::from_str::<Request>(&line) {
         Err(e) => Err(ControlError::BadRequest(e).to_remote()),
         Ok(req) => {
-            info!(user = %actor.user, uid, op = ?req, "control request");
+            info!(user = %actor.user, uid, op = %serde_json::to_string(&req).unwrap_or_default(), "control request");
             let (rtx, mut rrx) = oneshot::channel();
             let gone = || Err(ControlError::ShuttingDown.to_remote());
             if tx.send((req, actor, rtx)).is_err() {

@@ -80,11 +80,17 @@ pub(crate) fn operator_acted(paths: &AppPaths, audit_count: u64) -> Result<bool,
         .ok()
         .and_then(|s| s.audit_head)
         .map_or(0, |h| h.count);
-    if now <= audit_count {
+    if now == audit_count {
         return Ok(false);
     }
     let events = history::read(paths)?;
-    let from = usize::try_from(audit_count).unwrap_or(usize::MAX);
+    // Fewer lines than then: the log rotated since (the live file starts
+    // again at one line), so every event in it came after the failure.
+    let from = if now < audit_count {
+        0
+    } else {
+        usize::try_from(audit_count).unwrap_or(usize::MAX)
+    };
     Ok(events
         .iter()
         .skip(from)

@@ -79,6 +79,11 @@ pub(crate) fn run_op(
     let paths = AppPaths::new(&cfg.root);
     let before = recorded_deploy(&paths);
     let res = api::execute(cfg, source, req, caller);
+    if let Err(e) = &res {
+        // The full chain: the agent's log is where an operator looks first.
+        tracing::warn!(app = %cfg.name, actor = %caller.actor.user,
+            error = %crate::ops::error::chain(e), "operation failed");
+    }
     out.record(&paths, req, &res, before, caller.automatic);
     res
 }

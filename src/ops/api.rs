@@ -678,7 +678,7 @@ pub(crate) fn execute(
         Request::Status { .. } => Outcome::Status(Box::new(status::status(cfg, source)?)),
         Request::List { .. } => Outcome::Listed(status::list(cfg)?),
         Request::History { limit, .. } => {
-            let mut events: Vec<Event> = history::read(&paths)?
+            let mut events: Vec<Event> = history::read_all(&paths)?
                 .into_iter()
                 .map(|s| s.event)
                 .collect();

@@ -327,7 +327,7 @@ pub(crate) fn run_hook(
         // hook at some other deploy's backup.
         cmd.env_remove("SWITCHYARD_BACKUP_FILE");
     }
-    info!(hook = name, app = %ctx.app, version = %ctx.version, command = %spec.command,
+    info!(hook = %name, app = %ctx.app, version = %ctx.version, command = %spec.command,
         timeout = %show_duration(spec.timeout), "running hook");
 
     let fin = match supervise(&mut cmd, spec.timeout, ctx.clock.as_ref(), &mut log) {
@@ -352,7 +352,7 @@ pub(crate) fn run_hook(
         }
     };
     if fin.left_running {
-        warn!(hook = name, app = %ctx.app, version = %ctx.version,
+        warn!(hook = %name, app = %ctx.app, version = %ctx.version,
             "the hook exited but processes it started still held its output open; killed them");
     }
     let secs = fin.duration.as_secs_f64();
@@ -360,7 +360,7 @@ pub(crate) fn run_hook(
     let result = match fin.ending {
         Ending::Exited(0) => {
             log.note(&format!("=== exited with code 0 after {secs:.3}s"));
-            info!(hook = name, app = %ctx.app, version = %ctx.version, duration_ms = fin.duration.as_millis() as u64, "hook succeeded");
+            info!(hook = %name, app = %ctx.app, version = %ctx.version, duration_ms = fin.duration.as_millis() as u64, "hook succeeded");
             Ok(HookOutcome {
                 name: name.to_string(),
                 exit_code: 0,
@@ -402,7 +402,7 @@ pub(crate) fn run_hook(
     };
     log.finish();
     if let Err(e) = &result {
-        warn!(hook = name, app = %ctx.app, version = %ctx.version, outcome_unknown = e.outcome_unknown(), error = %e, "hook failed");
+        warn!(hook = %name, app = %ctx.app, version = %ctx.version, outcome_unknown = e.outcome_unknown(), error = %e, "hook failed");
     }
     result
 }
@@ -461,7 +461,7 @@ impl HookLog<'_> {
 
     fn give_up(&mut self, e: io::Error) {
         let e = FsError::new("append", self.path, e);
-        warn!(hook = self.name, app = self.app, version = self.version, error = %e,
+        warn!(hook = %self.name, app = %self.app, version = %self.version, error = %e,
             "cannot write the hook log; its output goes on to the agent log only");
         self.out = None;
     }
@@ -476,7 +476,7 @@ impl HookLog<'_> {
         if let Ok(f) = w.into_inner()
             && let Err(e) = fs::fsync_file(&f, self.path)
         {
-            warn!(hook = self.name, app = self.app, version = self.version, error = %e, "cannot sync the hook log");
+            warn!(hook = %self.name, app = %self.app, version = %self.version, error = %e, "cannot sync the hook log");
         }
     }
 }
@@ -486,17 +486,17 @@ impl LineSink for HookLog<'_> {
         match stream {
             Stream::Out => {
                 info!(
-                    hook = self.name,
-                    app = self.app,
-                    version = self.version,
+                    hook = %self.name,
+                    app = %self.app,
+                    version = %self.version,
                     "{text}"
                 )
             }
             Stream::Err => {
                 warn!(
-                    hook = self.name,
-                    app = self.app,
-                    version = self.version,
+                    hook = %self.name,
+                    app = %self.app,
+                    version = %self.version,
                     "{text}"
                 )
             }

@@ -233,7 +233,7 @@ impl Session<'_> {
             return Err(e);
         }
         if self.paths.is_installed(&v)? {
-            info!(step = "install", "already installed; nothing to do");
+            info!(step = %"install", "already installed; nothing to do");
             return Ok(InstallReport {
                 path: self.paths.release(&v),
                 version: v,
@@ -282,7 +282,7 @@ impl Session<'_> {
             t.require_signature,
             t.allow_legacy_signatures,
         )?;
-        info!(step = "fetch", source = %source.describe(), "fetching");
+        info!(step = %"fetch", source = %source.describe(), "fetching");
         let fetched = source.fetch(info)?;
         if let Some(size) = fetched.asset_size {
             let need = self
@@ -310,7 +310,7 @@ impl Session<'_> {
                 if let Some(sig) = fetched.sidecars.get(&sums_sig_name) {
                     let ver = trust::verify_bytes(&policy, sig, text, SUMS_NAME)?;
                     check_comment(&sums_sig_name, SUMS_NAME, info, &ver)?;
-                    info!(step = "verify", file = SUMS_NAME, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                    info!(step = %"verify", file = SUMS_NAME, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
                     signatures.push(SignatureInfo::new(SUMS_NAME, ver));
                 }
                 Some(Sha256Sums::parse(
@@ -367,7 +367,7 @@ impl Session<'_> {
         let staging = Staging::new(&self.paths, v)?;
         let tree = staging.dir.join("tree");
         fs::create_dir(&tree, 0o755)?;
-        info!(step = "unpack", asset = %asset, "streaming: hashing, verifying and unpacking in one pass");
+        info!(step = %"unpack", asset = %asset, "streaming: hashing, verifying and unpacking in one pass");
         let shared_sig = asset_sig.map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
         // A verified copy from an earlier download is used instead of the
         // network; it is verified again as it streams, like any input.
@@ -376,7 +376,7 @@ impl Session<'_> {
             source.is_remote() && fs::symlink_metadata(&cache_entry)?.is_some_and(|m| m.is_file());
         let mut cache_tmp = None;
         let input: Box<dyn std::io::Read + Send> = if cached {
-            info!(step = "fetch", path = %cache_entry.display(), "using the verified copy in the download cache");
+            info!(step = %"fetch", path = %cache_entry.display(), "using the verified copy in the download cache");
             drop(fetched.asset);
             Box::new(fs::open(&cache_entry)?)
         } else if source.is_remote() {
@@ -417,7 +417,7 @@ impl Session<'_> {
                 if drained.is_ok() {
                     let ver = check.finish()?;
                     check_comment(&asset_sig_name, &asset, info, &ver)?;
-                    info!(step = "verify", file = %asset, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                    info!(step = %"verify", file = %asset, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
                     signatures.push(SignatureInfo::new(&asset, ver));
                 }
             }
@@ -515,7 +515,7 @@ impl Session<'_> {
             details,
         ))?;
         drop(staging);
-        info!(step = "install", sha256 = %meta.sha256, bytes = meta.content_bytes, "installed");
+        info!(step = %"install", sha256 = %meta.sha256, bytes = meta.content_bytes, "installed");
         Ok(InstallReport {
             version: v.clone(),
             installed: true,

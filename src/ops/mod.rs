@@ -27,5 +27,6 @@ mod session;
 mod status;
 mod steps;
 mod switch;
+pub(crate) mod watch;
 
 pub(crate) use error::{DeployError, exit};

@@ -211,7 +211,7 @@ impl Session<'_> {
             }
             return Ok(());
         }
-        warn!(app = %self.cfg.name, deploy_id = %rec.id, op = %rec.op, state = ?rec.state, step = %rec.step, "resuming an interrupted operation");
+        warn!(app = %self.cfg.name, deploy_id = %rec.id, op = %rec.op, state = %rec.state.as_str(), step = %rec.step, "resuming an interrupted operation");
         let reason = format!(
             "interrupted in {}/{} (the process died); undone by the next command",
             rec.state.as_str(),

@@ -61,6 +61,17 @@ impl<'a> Session<'a> {
             _lock: lock,
         };
         s.repair()?;
+        // After the repair, so no committed event is pending.
+        let r = &cfg.retention;
+        if history::rotate_if_needed(
+            &s.paths,
+            &cfg.name,
+            r.audit_max_bytes,
+            r.audit_keep_files,
+            &s.actor,
+        )? {
+            info!(app = %cfg.name, "audit log rotated: audit.jsonl is now audit.jsonl.1");
+        }
         Ok(s)
     }
 

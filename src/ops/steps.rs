@@ -153,7 +153,22 @@ impl Session<'_> {
         let mut st = AppState::load(&self.paths)?;
         st.deploy = Some(rec.clone());
         st.save(&self.paths)?;
-        info!(app = %self.cfg.name, deploy_id = %rec.id, state = ?state, step, "deploy state");
+        let version = rec.to.as_ref().map(tracing::field::display);
+        match (&rec.last_error, state) {
+            // The reason goes with the failure: a bare "state=failed" tells nobody anything.
+            (
+                Some(e),
+                DeployState::Failed
+                | DeployState::PrecheckFailed
+                | DeployState::BackupFailed
+                | DeployState::RollbackFailed,
+            ) => {
+                warn!(app = %self.cfg.name, version, deploy_id = %rec.id, state = %state.as_str(), step = %step, error = %e, "deploy failed")
+            }
+            _ => {
+                info!(app = %self.cfg.name, version, deploy_id = %rec.id, state = %state.as_str(), step = %step, "deploy state")
+            }
+        }
         // e.g. SWITCHYARD_CRASH_AT=deploy.migrating.migrate
         crate::store::state::checkpoint(&format!("deploy.{}.{step}", state.as_str()));
         // Told to stop: the record says where this stopped (with what the
@@ -223,6 +238,14 @@ impl Session<'_> {
         let mut st = AppState::load(&self.paths)?;
         st.deploy = Some(rec.clone());
         st.save(&self.paths)?;
+        // Old hook logs go once a deploy ended; failing to remove them
+        // fails nothing (the next deploy tries again).
+        let keep = self.cfg.retention.keep_hook_logs;
+        if let Err(e) =
+            crate::ops::watch::prune_hook_logs(&self.paths, &self.cfg.name, keep, &rec.id)
+        {
+            warn!(app = %self.cfg.name, error = %e, "could not remove old hook logs");
+        }
         Ok(())
     }
 
@@ -257,7 +280,7 @@ impl Session<'_> {
     ) -> Result<(), HookError> {
         if let Some(spec) = spec {
             // run_hook logs the start with the command and timeout.
-            tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = name, "hook");
+            tracing::debug!(app = %self.cfg.name, version = %ctx.version, step = %name, "hook");
             run_hook(name, spec, ctx)?;
         }
         Ok(())
@@ -278,7 +301,7 @@ impl Session<'_> {
         let passed = report.passed;
         let err = report.last_error.clone();
         let host = report.host_failed();
-        info!(app = %self.cfg.name, version = %v, step = which, passed, attempts = report.attempts, "health check");
+        info!(app = %self.cfg.name, version = %v, step = %which, passed, attempts = report.attempts, "health check");
         out.push(NamedReport {
             phase: which.to_string(),
             report,

@@ -75,7 +75,7 @@ impl Session<'_> {
     /// to the release it went to (or pushes it, when it is not below).
     pub(super) fn live_history(&self) -> Result<Vec<Version>, DeployError> {
         let mut stack: Vec<Version> = Vec::new();
-        for e in history::read(&self.paths)?.into_iter().map(|s| s.event) {
+        for e in history::read_all(&self.paths)?.into_iter().map(|s| s.event) {
             if e.outcome != "ok" {
                 continue;
             }
@@ -195,7 +195,7 @@ impl Session<'_> {
             None,
             Default::default(),
         ))?;
-        info!(from = %cur.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "nothing".into()), "now live");
+        info!(app = %self.cfg.name, from = cur.as_ref().map(tracing::field::display), to = %v, "now live");
         Ok(SwitchReport {
             from: cur,
             to: v.clone(),

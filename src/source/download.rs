@@ -84,7 +84,7 @@ impl AssetReader {
                 match resp.chunk().await {
                     Ok(Some(b)) => {
                         if tx.send(Chunk::Data(b)).await.is_err() {
-                            debug!(app = %app, version = %asset.version, step = "download", "reader dropped; download stopped");
+                            debug!(app = %app, version = %asset.version, step = %"download", "reader dropped; download stopped");
                             return;
                         }
                     }
@@ -209,7 +209,7 @@ impl Progress {
             bar.set_message(a.name.clone());
             return Progress::Bar(bar);
         }
-        info!(app = %app, version = %a.version, step = "download", asset = %a.name,
+        info!(app = %app, version = %a.version, step = %"download", asset = %a.name,
             bytes = a.size.unwrap_or(0), "downloading");
         Progress::Lines {
             app: app.to_string(),
@@ -258,7 +258,7 @@ impl Progress {
                             format!(", about {} s left", (t.saturating_sub(*done)) / rate.max(1))
                         })
                         .unwrap_or_default();
-                    info!(app = %app, version = %version, step = "download", asset = %name,
+                    info!(app = %app, version = %version, step = %"download", asset = %name,
                         "downloaded {}{of} at {}/s{eta}", indicatif::HumanBytes(*done), indicatif::HumanBytes(rate));
                     *next_report = *done + Self::step(*total);
                 }
@@ -278,7 +278,7 @@ impl Progress {
                 ..
             } => {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
-                info!(app = %app, version = %version, step = "download", asset = %name,
+                info!(app = %app, version = %version, step = %"download", asset = %name,
                     bytes = *done, "downloaded {} in {:.1} s ({}/s)",
                     indicatif::HumanBytes(*done), secs, indicatif::HumanBytes((*done as f64 / secs) as u64));
             }

@@ -272,7 +272,7 @@ impl GithubSource {
                 format!("{name} is larger than 1 MiB, which no checksum or signature file is; remove it from the release"),
             ));
         }
-        debug!(app = %self.app, version = %version, step = "fetch", file = %name, "downloading sidecar");
+        debug!(app = %self.app, version = %version, step = %"fetch", file = %name, "downloading sidecar");
         let bytes = self.run(tag, async |api| {
             api.download_small(&r, MAX_SIDECAR_BYTES).await
         })?;
@@ -419,7 +419,7 @@ impl ReleaseSource for GithubSource {
         let mut known = BTreeMap::new();
         for r in list {
             if r.draft {
-                debug!(app = %self.app, step = "list", tag = %r.tag_name, "skipping a draft release");
+                debug!(app = %self.app, step = %"list", tag = %r.tag_name, "skipping a draft release");
                 continue;
             }
             let version = match Version::parse(&r.tag_name) {
@@ -432,7 +432,7 @@ impl ReleaseSource for GithubSource {
                         .map(|mut s| s.insert(r.tag_name.clone()))
                         .unwrap_or(true);
                     if first {
-                        warn!(app = %self.app, step = "list", tag = %r.tag_name, "ignoring release {:?}: {e}", r.tag_name);
+                        warn!(app = %self.app, step = %"list", tag = %r.tag_name, "ignoring release {:?}: {e}", r.tag_name);
                     }
                     continue;
                 }
@@ -476,7 +476,7 @@ impl ReleaseSource for GithubSource {
         };
         match chosen.as_slice() {
             [one] => {
-                info!(app = %self.app, step = "resolve", version = %one.version, tag = %one.tag, "chose release");
+                info!(app = %self.app, step = %"resolve", version = %one.version, tag = %one.tag, "chose release");
                 Ok((*one).clone())
             }
             [] => Err(SourceError::NotFound {
@@ -566,7 +566,7 @@ impl ReleaseSource for GithubSource {
             let bytes = self.small_asset(&api, &rel, a, &info.version)?;
             sidecars.insert(name, bytes);
         }
-        info!(app = %self.app, version = %info.version, step = "fetch", asset = %main.name, sidecars = sidecars.len(), "release opened; the asset streams on first read");
+        info!(app = %self.app, version = %info.version, step = %"fetch", asset = %main.name, sidecars = sidecars.len(), "release opened; the asset streams on first read");
         let handle = bridge::handle().map_err(|e| self.err(e.into(), &tag))?;
         Ok(FetchedRelease {
             info: info.clone(),

@@ -498,7 +498,7 @@ impl GithubApi {
         if resp.status() == StatusCode::NOT_MODIFIED
             && let Some(c) = cached
         {
-            debug!(app = %self.app, step = "list", url = %shown, "unchanged (304); no rate limit spent");
+            debug!(app = %self.app, step = %"list", url = %shown, "unchanged (304); no rate limit spent");
             return Ok(c.page);
         }
         let etag = EntityTag::extract_from_response(&resp);
@@ -656,7 +656,7 @@ impl GithubApi {
                     });
                 }
                 debug!(
-                    app = %self.app, version = %asset.version, step = "download",
+                    app = %self.app, version = %asset.version, step = %"download",
                     to = %next.origin().ascii_serialization(),
                     token = self.same_origin(&next) && self.token.is_some(),
                     "following a redirect"

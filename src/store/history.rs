@@ -8,6 +8,8 @@
 //! name, hash and line count.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +226,12 @@ fn last_link(paths: &AppPaths) -> Result<(u64, String), HistoryError> {
 }
 
 fn read_raw(paths: &AppPaths) -> Result<Vec<String>, HistoryError> {
-    let Some(data) = fs::read_optional(&paths.audit())? else {
+    read_lines(&paths.audit())
+}
+
+/// The complete lines of one audit file (none when it is missing).
+fn read_lines(path: &Path) -> Result<Vec<String>, HistoryError> {
+    let Some(data) = fs::read_optional(path)? else {
         return Ok(Vec::new());
     };
     let text = String::from_utf8_lossy(&data);
@@ -236,13 +243,27 @@ fn read_raw(paths: &AppPaths) -> Result<Vec<String>, HistoryError> {
     Ok(complete.split('\n').map(String::from).collect())
 }
 
-/// Every event, oldest first (lines that do not parse are skipped;
-/// [`check_chain`] reports them).
+/// Every event of the live file (`audit.jsonl`), oldest first (lines that
+/// do not parse are skipped; [`check_chain`] reports them). Enough to find
+/// the last event; [`read_all`] reads the rotated files too.
 pub(crate) fn read(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
     Ok(read_raw(paths)?
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// Every event of every kept file (rotated ones first), oldest first.
+pub(crate) fn read_all(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
+    let mut out = Vec::new();
+    for f in chain_files(paths)? {
+        out.extend(
+            read_lines(&f)?
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Stored>(l).ok()),
+        );
+    }
+    Ok(out)
 }
 
 /// Why one line does not continue the chain after `prev`.
@@ -278,36 +299,78 @@ fn check_line(line: &str, prev: &str) -> Result<String, LineFault> {
     Ok(h.to_string())
 }
 
-/// Checks the whole chain and the head recorded in the state file. Returns
-/// the number of lines verified.
+/// Checks the whole chain, across the rotated files (oldest first) and the
+/// links between them, and the head recorded in the state file. Returns
+/// the number of lines verified; an error names the file and its line.
 pub(crate) fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
-    let path = paths.audit();
-    let lines = read_raw(paths)?;
-    let mut prev = GENESIS.to_string();
-    for (i, line) in lines.iter().enumerate() {
-        let n = i as u64 + 1;
-        prev = match check_line(line, &prev) {
-            Ok(h) => h,
-            Err(LineFault::NotJson(source)) => {
-                return Err(HistoryError::NotJson {
-                    path,
-                    line: n,
-                    source,
-                });
-            }
-            Err(LineFault::Broken(reason)) => {
-                return Err(HistoryError::Broken {
-                    path,
-                    line: n,
-                    reason,
-                });
-            }
+    let files = chain_files(paths)?;
+    let mut before: Option<(String, String)> = None;
+    let mut total = 0;
+    let mut last_lines = Vec::new();
+    let mut last_prev = GENESIS.to_string();
+    for path in &files {
+        let lines = read_lines(path)?;
+        let Some(first) = lines.first() else { continue };
+        let kind = first_event(first);
+        let mut prev = match (&before, kind.as_deref()) {
+            // A seal starts a new chain.
+            (_, Some(SEALED)) => GENESIS.to_string(),
+            (Some((hash, _)), _) => hash.clone(),
+            // The oldest kept file continues one that retention deleted.
+            (None, Some(ROTATED)) => line_prev(first).unwrap_or_default(),
+            (None, _) => GENESIS.to_string(),
         };
+        if let Some((hash, name)) = &before
+            && line_prev(first).as_deref() != Some(prev.as_str())
+            && prev == *hash
+        {
+            return Err(HistoryError::Broken {
+                path: path.clone(),
+                line: 1,
+                reason: format!(
+                    "it does not continue {name} (a file was removed, replaced or reordered)"
+                ),
+            });
+        }
+        last_prev = prev.clone();
+        for (i, line) in lines.iter().enumerate() {
+            let n = i as u64 + 1;
+            prev = match check_line(line, &prev) {
+                Ok(h) => h,
+                Err(LineFault::NotJson(source)) => {
+                    return Err(HistoryError::NotJson {
+                        path: path.clone(),
+                        line: n,
+                        source,
+                    });
+                }
+                Err(LineFault::Broken(reason)) => {
+                    return Err(HistoryError::Broken {
+                        path: path.clone(),
+                        line: n,
+                        reason,
+                    });
+                }
+            };
+        }
+        total += lines.len() as u64;
+        before = Some((prev, file_name(path)));
+        last_lines = lines;
     }
+    let path = files.last().cloned().unwrap_or_else(|| paths.audit());
+    let prev = before
+        .map(|(h, _)| h)
+        .unwrap_or_else(|| GENESIS.to_string());
     let st = AppState::load(paths)?;
     if let Some(head) = st.audit_head {
-        let n = lines.len() as u64;
-        if head.count > n {
+        let n = last_lines.len() as u64;
+        // A rotation stopped before the head moved to the new file: the head
+        // still names the line the new file's first line continues.
+        let rotated_past = last_lines
+            .first()
+            .is_some_and(|l| first_event(l).as_deref() == Some(ROTATED))
+            && last_prev == head.hash;
+        if !rotated_past && head.count > n {
             return Err(HistoryError::Broken {
                 path,
                 line: n,
@@ -317,7 +380,7 @@ pub(crate) fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
                 ),
             });
         }
-        if head.count == n && head.hash != prev {
+        if !rotated_past && head.count == n && head.hash != prev {
             return Err(HistoryError::Broken {
                 path,
                 line: n,
@@ -325,7 +388,7 @@ pub(crate) fn check_chain(paths: &AppPaths) -> Result<u64, HistoryError> {
             });
         }
     }
-    Ok(lines.len() as u64)
+    Ok(total)
 }
 
 /// Refuses a damaged log before anything changes, naming the line and how
@@ -359,13 +422,20 @@ fn tail_is_sound(paths: &AppPaths) -> Result<bool, HistoryError> {
     let Some(head) = AppState::load(paths)?.audit_head else {
         return Ok(lines.is_empty());
     };
-    let from = head.count as usize;
-    if from == 0 || from > lines.len() {
+    let rotated_past = lines.first().is_some_and(|l| {
+        first_event(l).as_deref() == Some(ROTATED) && line_prev(l).as_ref() == Some(&head.hash)
+    });
+    let from = if rotated_past { 0 } else { head.count as usize };
+    if !rotated_past && (from == 0 || from > lines.len()) {
         return Ok(from == 0 && lines.is_empty());
     }
-    let mut prev = match check_line_hash(&lines[from - 1]) {
-        Some(h) if h == head.hash => h,
-        _ => return Ok(false),
+    let mut prev = if rotated_past {
+        head.hash
+    } else {
+        match check_line_hash(&lines[from - 1]) {
+            Some(h) if h == head.hash => h,
+            _ => return Ok(false),
+        }
     };
     for line in &lines[from..] {
         match check_line(line, &prev) {
@@ -380,6 +450,152 @@ fn tail_is_sound(paths: &AppPaths) -> Result<bool, HistoryError> {
 fn check_line_hash(line: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     v.get("hash")?.as_str().map(String::from)
+}
+
+/// The `prev` a line claims.
+fn line_prev(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get("prev")?.as_str().map(String::from)
+}
+
+/// The `event` name of a line.
+fn first_event(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get("event")?.as_str().map(String::from)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Event name of the first line of a file started by rotation; its `prev`
+/// is the last hash of the file before it, so the chain goes on.
+pub(crate) const ROTATED: &str = "audit.rotated";
+
+/// `audit.jsonl.<n>`: the n-th newest rotated file.
+fn rotated_path(paths: &AppPaths, n: u32) -> PathBuf {
+    paths.state_dir().join(format!("audit.jsonl.{n}"))
+}
+
+/// The rotated files that exist, by number (1 is the newest). Gaps (a
+/// rotation killed while shifting) are harmless: only the order counts.
+fn rotated_files(paths: &AppPaths) -> Result<Vec<(u32, PathBuf)>, HistoryError> {
+    let mut v: Vec<(u32, PathBuf)> = fs::list_dir(&paths.state_dir())?
+        .into_iter()
+        .filter_map(|n| {
+            let n = n
+                .to_str()?
+                .strip_prefix("audit.jsonl.")?
+                .parse::<u32>()
+                .ok()?;
+            (n > 0).then(|| (n, rotated_path(paths, n)))
+        })
+        .collect();
+    v.sort_by_key(|(n, _)| *n);
+    Ok(v)
+}
+
+/// Whether two paths name the same file (a hard link).
+fn same_file(a: &Path, b: &Path) -> Result<bool, HistoryError> {
+    Ok(match (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?) {
+        (Some(x), Some(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    })
+}
+
+/// Every file of the log, oldest first: the rotated ones, then
+/// `audit.jsonl`, unless that is still the same file as `audit.jsonl.1` (a
+/// rotation stopped after linking it; the next session finishes it).
+fn chain_files(paths: &AppPaths) -> Result<Vec<PathBuf>, HistoryError> {
+    let rotated = rotated_files(paths)?;
+    let linked = match rotated.first() {
+        Some((1, p)) => same_file(&paths.audit(), p)?,
+        _ => false,
+    };
+    let mut files: Vec<PathBuf> = rotated.into_iter().rev().map(|(_, p)| p).collect();
+    if !linked {
+        files.push(paths.audit());
+    }
+    Ok(files)
+}
+
+/// Rotates `audit.jsonl` when it is larger than `max_bytes` (or finishes a
+/// rotation a kill interrupted), keeping `keep` rotated files. Call under
+/// the app lock. Returns whether it rotated.
+///
+/// Each step leaves a log that verifies: the rotated files shift up one
+/// number (the oldest beyond `keep` is deleted); `audit.jsonl` is
+/// hard-linked as `audit.jsonl.1` (while both names are the same file it
+/// counts once); the new file, whose one line is the `audit.rotated` event
+/// chained to the old file's last hash, is written under a temporary name,
+/// fsynced and renamed over `audit.jsonl`; last the state's head moves to
+/// it (until then the head names the line the new file continues).
+pub(crate) fn rotate_if_needed(
+    paths: &AppPaths,
+    app: &str,
+    max_bytes: u64,
+    keep: usize,
+    actor: &Actor,
+) -> Result<bool, HistoryError> {
+    let path = paths.audit();
+    let first = rotated_path(paths, 1);
+    if !same_file(&path, &first)? {
+        let Some(meta) = fs::symlink_metadata(&path)? else {
+            return Ok(false);
+        };
+        if meta.len() <= max_bytes || read_raw(paths)?.is_empty() {
+            return Ok(false);
+        }
+        if !fs::read(&path)?.ends_with(b"\n") {
+            truncate_partial_tail(&path)?;
+        }
+        for (n, p) in rotated_files(paths)?.into_iter().rev() {
+            if n as usize >= keep {
+                fs::remove_file(&p)?;
+            } else {
+                fs::rename(&p, &rotated_path(paths, n + 1))?;
+            }
+        }
+        fs::hard_link(&path, &first)?;
+        fs::fsync_dir(&paths.state_dir())?;
+        crate::store::state::checkpoint("audit.rotate.linked");
+    }
+    let lines = read_lines(&first)?;
+    let prev = match lines.last() {
+        Some(l) => check_line_hash(l).unwrap_or_else(|| GENESIS.to_string()),
+        None => GENESIS.to_string(),
+    };
+    let mut details = serde_json::Map::new();
+    details.insert("previous_file".into(), serde_json::json!(file_name(&first)));
+    details.insert("previous_lines".into(), serde_json::json!(lines.len()));
+    details.insert("previous_hash".into(), serde_json::json!(prev));
+    let event = Event {
+        time: crate::store::state::now_rfc3339(),
+        app: app.to_string(),
+        event: ROTATED.into(),
+        id: crate::store::state::new_id(),
+        from: None,
+        to: None,
+        actor: actor.clone(),
+        outcome: "ok".into(),
+        duration_ms: 0,
+        error: None,
+        details,
+    };
+    let body = serde_json::to_string(&event).expect("events serialize");
+    let hash = chain_hash(&prev, &body);
+    let line = format!(
+        "{},\"prev\":\"{prev}\",\"hash\":\"{hash}\"}}\n",
+        &body[..body.len() - 1]
+    );
+    fs::write_atomic_private(&path, line.as_bytes())?;
+    crate::store::state::checkpoint("audit.rotate.renamed");
+    let mut st = AppState::load(paths)?;
+    st.audit_head = Some(AuditHead { count: 1, hash });
+    st.save(paths)?;
+    Ok(true)
 }
 
 /// Event name of a seal: the first line of a chain started after damage.
@@ -639,6 +855,56 @@ mod tests {
         ));
         fs::remove_file(&p.state_dir().join(&info.damaged_file)).unwrap();
         assert_eq!(seal_of_chain(&p).unwrap().unwrap().file_now, "missing");
+    }
+
+    #[test]
+    fn rotation_continues_the_chain_and_each_step_verifies() {
+        let (_d, p) = setup();
+        let actor = Actor {
+            user: "ops".into(),
+            uid: Some(0),
+        };
+        assert!(!rotate_if_needed(&p, "web", 1 << 20, 2, &actor).unwrap());
+        for i in 0..4 {
+            assert!(rotate_if_needed(&p, "web", 1, 2, &actor).unwrap());
+            append(&p, &ev(10 + i)).unwrap();
+            ensure_intact(&p, "web").unwrap();
+        }
+        assert_eq!(rotated_files(&p).unwrap().len(), 2);
+        let lines = check_chain(&p).unwrap();
+        assert_eq!(read_all(&p).unwrap().len() as u64, lines);
+
+        // Killed after the link: audit.jsonl and .1 are one file, counted once.
+        fs::remove_file(&rotated_path(&p, 2)).unwrap();
+        fs::rename(&rotated_path(&p, 1), &rotated_path(&p, 2)).unwrap();
+        fs::hard_link(&p.audit(), &rotated_path(&p, 1)).unwrap();
+        let n = check_chain(&p).unwrap();
+        ensure_intact(&p, "web").unwrap();
+        append(&p, &ev(20)).unwrap();
+        assert_eq!(check_chain(&p).unwrap(), n + 1);
+        // The next rotation finishes it whatever the size.
+        assert!(rotate_if_needed(&p, "web", 1 << 20, 2, &actor).unwrap());
+        assert_eq!(check_chain(&p).unwrap(), n + 2);
+
+        // Killed after the rename, before the head moved.
+        let head = AppState::load(&p).unwrap().audit_head;
+        assert!(rotate_if_needed(&p, "web", 1, 2, &actor).unwrap());
+        let mut st = AppState::load(&p).unwrap();
+        st.audit_head = head;
+        st.save(&p).unwrap();
+        ensure_intact(&p, "web").unwrap();
+        check_chain(&p).unwrap();
+        append(&p, &ev(21)).unwrap();
+        check_chain(&p).unwrap();
+
+        // An edit in a rotated file is found there.
+        let one = rotated_path(&p, 1);
+        let t = fs::read_to_string(&one).unwrap();
+        fs::write_atomic(&one, t.replacen("\"ok\"", "\"OK\"", 1).as_bytes()).unwrap();
+        match check_chain(&p) {
+            Err(HistoryError::Broken { path, .. }) => assert_eq!(path, one),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -27,9 +27,12 @@ impl Agent {
     /// Starts `cmd` (the binary, or a wrapper that runs it) as the agent.
     pub(crate) fn start_cmd(w: &World, mut cmd: Command) -> Agent {
         let log = w.tmp.path().join("agent.log");
+        // A caller that set or removed RUST_LOG on `cmd` keeps its choice.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "switchyard=info,warn");
+        }
         let child = cmd
             .args(["--config", w.config.to_str().unwrap(), "agent"])
-            .env("RUST_LOG", "switchyard=info,warn")
             .env("SWITCHYARD_FAKE_CLOCK_FILE", w.tmp.path().join("clock"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -174,6 +174,15 @@ impl Scenario {
         std::fs::write(
             &config,
             APP_CONFIG
+                // The rotation sweep rotates the audit log at every command.
+                .replace(
+                    "keep_releases = 3\n",
+                    if name == "rotate" {
+                        "keep_releases = 3\naudit_max_bytes = 1\naudit_keep_files = 2\n"
+                    } else {
+                        "keep_releases = 3\n"
+                    },
+                )
                 .replace("@ROOT@", &root.display().to_string())
                 .replace("@DROP@", &base.join("drop").display().to_string()),
         )
@@ -442,6 +451,25 @@ fn faults_in_deploy() {
             3,
             &["deploy", "web", "1.1.0"],
             &["deploy", "web", "1.1.0"],
+        );
+    }
+}
+
+/// Audit log rotation (at the start of every command here): shifting the
+/// rotated files, dropping the oldest, linking, writing the new file.
+#[test]
+fn faults_in_rotate() {
+    if wanted("rotate") {
+        sweep(
+            "rotate",
+            &[
+                &["deploy", "web", "1.0.0"],
+                &["deploy", "web", "1.1.0"],
+                &["install", "web", "1.2.0"],
+            ],
+            3,
+            &["prune", "web"],
+            &["deploy", "web", "1.2.0"],
         );
     }
 }

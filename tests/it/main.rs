@@ -28,4 +28,5 @@ mod ownership;
 mod properties;
 mod schedule;
 mod trust;
+mod watch;
 mod zero_downtime;
