@@ -8,12 +8,13 @@
 mod args;
 mod commands;
 pub(crate) mod demo;
+mod generate;
 pub(crate) mod pack;
 mod render;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::config::ConfigError;
 use crate::ops::api::RemoteError;
@@ -139,8 +140,7 @@ fn init_logging(verbose: u8) {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
-    let parsed = args::Cli::command()
-        .after_help(args::after_help())
+    let parsed = args::command()
         .try_get_matches()
         .and_then(|m| args::Cli::from_arg_matches(&m));
     let cli = match parsed {
