@@ -22,6 +22,7 @@ mod layers;
 mod lifecycle;
 mod operator;
 mod ownership;
+mod packaging;
 mod properties;
 mod trust;
 mod zero_downtime;
