@@ -323,8 +323,7 @@ pub(super) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Print a shell completion script on stdout (the Debian package installs
-    /// all three; by hand: `switchyard completions bash > /etc/bash_completion.d/switchyard`).
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
