@@ -4,9 +4,25 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The git commit this binary was built from (short hash), or `unknown`
-/// (see `build.rs`).
-pub(crate) const BUILD_COMMIT: &str = env!("SWITCHYARD_BUILD_COMMIT");
+/// The git commit this binary was built from (`git rev-parse --short HEAD`
+/// at build time, see build.rs), or "unknown" for a build outside a git
+/// checkout without `SWITCHYARD_GIT_COMMIT` set.
+pub(crate) const BUILD_COMMIT: &str = env!("SWITCHYARD_GIT_COMMIT");
+
+/// The cargo features this binary was built with, comma-separated, or
+/// "none" (build.rs).
+pub(crate) const BUILD_FEATURES: &str = env!("SWITCHYARD_FEATURES");
+
+/// What `--version` prints after the program name: the version, the commit
+/// and the features, so a bug report says exactly which build it was.
+pub(crate) const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SWITCHYARD_GIT_COMMIT"),
+    ", features: ",
+    env!("SWITCHYARD_FEATURES"),
+    ")"
+);
 
 /// Why a version or name was refused.
 #[derive(Debug, thiserror::Error)]

@@ -20,10 +20,17 @@ temporary folder, with no network, and prints every step.",
     s
 }
 
+/// The whole grammar as clap sees it, with the after-help text: what parses
+/// the command line, and what completions and man pages are made from.
+pub(super) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().after_help(after_help())
+}
+
 /// Switchyard: blue/green deployments of verified releases, with atomic
 /// promote and instant revert.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about, long_about = None)]
+#[command(name = "switchyard", version = crate::version::LONG_VERSION, about, long_about = None)]
 pub(super) struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG", default_value = DEFAULT_PATH)]
@@ -378,6 +385,19 @@ pub(super) enum Command {
         /// Work in this directory (kept afterwards) instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (switchyard.1 and one per subcommand) into a
+    /// directory; the Debian package build uses it.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

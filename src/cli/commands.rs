@@ -20,6 +20,8 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Agent => agent(&cli.config),
         Command::Demo { dir } => crate::cli::demo::run(dir.as_deref()).map_err(Failure::from),
+        Command::Completions { shell } => crate::cli::generate::completions(*shell),
+        Command::Man { out } => crate::cli::generate::man_pages(out),
         Command::Pack {
             dir,
             version,
@@ -115,6 +117,8 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
         Command::Sign { .. }
         | Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Maintenance { .. }
         | Command::Agent => false,
         Command::Backup { cmd } => match cmd {
@@ -393,6 +397,8 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         | Command::Keygen { .. }
         | Command::Sign { .. }
         | Command::Logs { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Config { .. } => unreachable!("not an app command"),
     })
 }
@@ -593,6 +599,13 @@ fn through_agent(cfg: &Config, req: &Request) -> Result<Option<Reply>, Failure> 
 }
 
 fn agent(config: &Path) -> Result<(), Failure> {
+    // The journal then says which build runs (the same line as `--version`).
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = crate::version::BUILD_COMMIT,
+        features = crate::version::BUILD_FEATURES,
+        "switchyard agent starting"
+    );
     crate::daemon::agent::run(config).map_err(|e| match e {
         AgentError::Config(ce) => Failure::from(ce),
         e => Failure::new(exit::FAILURE, e),

@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 pub(crate) mod demo;
+mod generate;
 pub(crate) mod pack;
 mod render;
 mod render_plan;
@@ -15,7 +16,7 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::config::ConfigError;
 use crate::ops::api::RemoteError;
@@ -202,8 +203,7 @@ where
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
-    let parsed = args::Cli::command()
-        .after_help(args::after_help())
+    let parsed = args::command()
         .try_get_matches()
         .and_then(|m| args::Cli::from_arg_matches(&m));
     let cli = match parsed {

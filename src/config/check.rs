@@ -192,7 +192,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid(ck.problems));
     };
     if raw.apps.is_empty() {
-        ck.at(
+        // A warning: the packaged sample ships with its app commented out,
+        // and is a valid file; the agent refuses to start without an app.
+        ck.warn(
             0..0,
             "no apps configured: add an [apps.<name>] table with root and source",
         );

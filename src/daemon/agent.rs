@@ -51,6 +51,12 @@ pub(crate) enum AgentError {
         #[source]
         source: FsError,
     },
+    /// Nothing to watch.
+    #[error(
+        "{} configures no app: add an [apps.<name>] table with root and source (see the commented example in the file), then start the agent",
+        .0.display()
+    )]
+    NoApps(PathBuf),
     /// The webhook secret file is empty.
     #[error("{} is empty", .0.display())]
     EmptySecret(PathBuf),
@@ -159,6 +165,9 @@ pub(crate) fn run(config_path: &Path) -> Result<(), AgentError> {
     // As `config check`: a key file or source folder that is missing here
     // stops the start with the same located messages.
     let cfg = Config::load_complete(config_path)?;
+    if cfg.apps.is_empty() {
+        return Err(AgentError::NoApps(config_path.to_path_buf()));
+    }
     log_warnings(&cfg);
     raise_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()

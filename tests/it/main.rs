@@ -25,6 +25,7 @@ mod messages;
 mod notify;
 mod operator;
 mod ownership;
+mod packaging;
 mod properties;
 mod schedule;
 mod trust;
