@@ -15,6 +15,7 @@ mod beneath_root;
 mod cli;
 mod crash;
 mod faults;
+mod formats;
 mod github;
 mod hardening;
 mod hostile;
