@@ -559,15 +559,18 @@ impl<'a> Unpacker<'a> {
                 if declared > budget {
                     return Err(over());
                 }
-                let (size, sha256) = match self.files.write(&target_path, mode, mtime, data, budget)
-                {
-                    Ok(done) => done,
-                    Err(writer::WriteError::Read(e)) => {
-                        return Err(self.stream_error(e, Some(raw)));
-                    }
-                    Err(writer::WriteError::Budget) => return Err(over()),
-                    Err(writer::WriteError::Fs(e)) => return Err(e.into()),
-                };
+                let (size, sha256) =
+                    match self
+                        .files
+                        .write(&target_path, mode, mtime, declared, data, budget)
+                    {
+                        Ok(done) => done,
+                        Err(writer::WriteError::Read(e)) => {
+                            return Err(self.stream_error(e, Some(raw)));
+                        }
+                        Err(writer::WriteError::Budget) => return Err(over()),
+                        Err(writer::WriteError::Fs(e)) => return Err(e.into()),
+                    };
                 self.content_bytes += size;
                 self.insert(key, Node::File { size, sha256, mode });
                 Ok(())
@@ -611,7 +614,7 @@ impl<'a> Unpacker<'a> {
                     ));
                 };
                 // The target's data may still be on its way to the disk.
-                self.files.wait_for(&self.dest.join(&tkey))?;
+                self.files.barrier()?;
                 fs::hard_link(&self.dest.join(&tkey), &target_path)?;
                 self.insert(key, Node::File { size, sha256, mode });
                 Ok(())
