@@ -114,7 +114,11 @@ fn build_tree(dir: &Path, mib: u64, seed: u64, change_pct: u64) -> u64 {
         let mut s = String::with_capacity(size);
         while s.len() < size {
             s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
-            s.push(if rng.next() % 9 == 0 { '\n' } else { ' ' });
+            s.push(if rng.next().is_multiple_of(9) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         if changed.next() % 100 < change_pct {
             s.push_str(&format!("\n// changed in {seed}\n"));
@@ -302,6 +306,11 @@ fn main() {
     std::fs::create_dir_all(shell_root.join("releases/a")).unwrap();
     std::fs::create_dir_all(shell_root.join("releases/b")).unwrap();
     for i in 0..21 {
+        // Revert walks back through the live history: go forward again
+        // (not measured) so every measured revert has somewhere to go.
+        if i > 0 {
+            let _ = measured(&mut sy(&["promote", "app", "1.0.1"]));
+        }
         ours.push(measured(&mut sy(&["revert", "app"])).0);
         let target = if i % 2 == 0 {
             "releases/a"

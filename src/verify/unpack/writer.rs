@@ -208,7 +208,7 @@ impl Files {
                         mtime,
                         sha,
                         whole,
-                        &self.buf[..k].to_vec(),
+                        &self.buf[..k],
                         data,
                         budget,
                     );
