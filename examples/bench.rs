@@ -8,6 +8,9 @@
 //! 2. A second release with 5% of the files changed, installed with
 //!    `dedup = "hardlink"`: the extra disk it uses against a full copy.
 //! 3. `switchyard revert` against `ln -sfn X tmp && mv -T tmp current`.
+//! 4. Formats on releases of many small files: `.tar.gz` and `.tar.zst`
+//!    installs of a ~2,000-file and a ~12,000-file release against
+//!    `sha256sum -c && tar -xzf` and `sha256sum -c && tar --zstd -xf`.
 //!
 //! Targets: install no slower than the baseline (one pass instead of two),
 //! peak memory under 64 MiB, the second release under 10% of a full copy,
@@ -111,7 +114,11 @@ fn build_tree(dir: &Path, mib: u64, seed: u64, change_pct: u64) -> u64 {
         let mut s = String::with_capacity(size);
         while s.len() < size {
             s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
-            s.push(if rng.next() % 9 == 0 { '\n' } else { ' ' });
+            s.push(if rng.next().is_multiple_of(9) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         if changed.next() % 100 < change_pct {
             s.push_str(&format!("\n// changed in {seed}\n"));
@@ -299,6 +306,11 @@ fn main() {
     std::fs::create_dir_all(shell_root.join("releases/a")).unwrap();
     std::fs::create_dir_all(shell_root.join("releases/b")).unwrap();
     for i in 0..21 {
+        // Revert walks back through the live history: go forward again
+        // (not measured) so every measured revert has somewhere to go.
+        if i > 0 {
+            let _ = measured(&mut sy(&["promote", "app", "1.0.1"]));
+        }
         ours.push(measured(&mut sy(&["revert", "app"])).0);
         let target = if i % 2 == 0 {
             "releases/a"
@@ -327,6 +339,73 @@ fn main() {
     );
     println!("   ratio: {:.2}x", o.as_secs_f64() / s.as_secs_f64());
 
+    // 4. formats: tar.gz and tar.zst, a small and a large release
+    println!("\n4. formats, many small files (install / shell, peak memory)");
+    let small = base.join("build-small");
+    let small_files = build_tree(&small, (mib / 6).max(8), 3, 0);
+    let big_files = build_tree(&base.join("build-big"), mib, 1, 0);
+    let mut worst: f64 = 0.0;
+    let mut worst_rss: u64 = 0;
+    for (label, src, files) in [
+        ("small", small.clone(), small_files),
+        ("large", base.join("build-big"), big_files),
+    ] {
+        for (fmt, untar) in [
+            (switchyard::testing::PackFormat::TarGz, "tar -xzf"),
+            (switchyard::testing::PackFormat::TarZst, "tar --zstd -xf"),
+        ] {
+            let tag = format!("{fmt:?}-{label}").to_lowercase();
+            let fdrop = base.join(format!("drop-{tag}"));
+            let p = switchyard::testing::pack_as(&src, "v2.0.0", &fdrop, None, Some(&signing), fmt)
+                .unwrap();
+            let froot = base.join(format!("root-{tag}"));
+            let fcfg = base.join(format!("cfg-{tag}.toml"));
+            std::fs::write(
+                &fcfg,
+                format!(
+                    "[apps.app]\nroot = \"{}\"\n[apps.app.source]\ndir = \"{}\"\n[apps.app.trust]\nkeys = [\"{public}\"]\n",
+                    froot.display(),
+                    fdrop.display()
+                ),
+            )
+            .unwrap();
+            let out = base.join(format!("shell-{tag}"));
+            std::fs::create_dir_all(&out).unwrap();
+            warm(&p.asset);
+            let (bw, brss) = measured(Command::new("sh").arg("-c").arg(format!(
+                "cd {} && sha256sum -c SHA256SUMS >/dev/null && {untar} {} -C {}",
+                p.dir.display(),
+                p.asset.display(),
+                out.display()
+            )));
+            warm(&p.asset);
+            let (sw, srss) = measured(
+                Command::new(&bin)
+                    .arg("--config")
+                    .arg(&fcfg)
+                    .args(["install", "app", "2.0.0"])
+                    .env("SWITCHYARD_NO_AGENT", "1"),
+            );
+            let ratio = sw.as_secs_f64() / bw.as_secs_f64();
+            worst = worst.max(ratio);
+            worst_rss = worst_rss.max(srss);
+            println!(
+                "   {label:>5} {files:>6} files {:<7}: shell {:>6.2} s {:>6.1} MiB | switchyard {:>6.2} s {:>6.1} MiB | {ratio:.2}x",
+                p.asset
+                    .to_string_lossy()
+                    .rsplit_once("-2.0.0.")
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default(),
+                bw.as_secs_f64(),
+                brss as f64 / 1024.0,
+                sw.as_secs_f64(),
+                srss as f64 / 1024.0,
+            );
+            let _ = std::fs::remove_dir_all(&out);
+            let _ = std::fs::remove_dir_all(&froot);
+        }
+    }
+
     println!("\nsummary:");
     println!(
         "  install time ratio {:.2} (target <= 1.00) | peak memory {:.1} MiB (target < 64) | second release {:.1}% of a full copy (target < 10) | revert ratio {:.2} (target <= 3)",
@@ -334,5 +413,9 @@ fn main() {
         sy_rss as f64 / 1024.0,
         100.0 * unique as f64 / full.max(1) as f64,
         o.as_secs_f64() / s.as_secs_f64()
+    );
+    println!(
+        "  formats: worst install/shell ratio {worst:.2} (goal <= 0.60) | worst peak memory {:.1} MiB (target < 64)",
+        worst_rss as f64 / 1024.0
     );
 }

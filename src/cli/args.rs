@@ -327,6 +327,10 @@ pub(super) enum Command {
         cmd: AuditCmd,
     },
     /// Pack a build directory as a release folder: <out>/<version>/{<name>-<version>.tar.gz,SHA256SUMS}.
+    ///
+    /// The directory's contents become the release root. When it holds a single directory,
+    /// install strips it only if its name carries the version (web-1.2.0/) or the app's name;
+    /// a lone public/ stays releases/<v>/public/. pack says which.
     Pack {
         /// The directory to pack (its contents become the release root).
         dir: PathBuf,
@@ -336,9 +340,13 @@ pub(super) enum Command {
         /// The release folder to write into.
         #[arg(long)]
         out: PathBuf,
-        /// Asset file name; {version} and {tag} are replaced. Default: <dir name>-<version>.tar.gz.
+        /// Asset file name; {version} and {tag} are replaced. Default: <dir name>-<version>.<format>.
         #[arg(long)]
         asset: Option<String>,
+        /// Compression: tar.gz (read everywhere) or tar.zst (zstd level 6: smaller, and
+        /// several times faster to unpack).
+        #[arg(long, value_enum, default_value = "tar.gz")]
+        format: crate::cli::pack::PackFormat,
         /// Sign the asset and SHA256SUMS with this minisign secret key (password from
         /// SWITCHYARD_KEY_PASSWORD or the terminal if the key is encrypted).
         #[arg(long)]

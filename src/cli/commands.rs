@@ -27,6 +27,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             version,
             out,
             asset,
+            format,
             key,
             repo,
             out_fmt,
@@ -35,6 +36,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             version,
             out,
             asset.as_deref(),
+            *format,
             key.as_deref(),
             repo,
             out_fmt.json,
@@ -639,16 +641,19 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
     }
 }
 
+// One argument per `pack` option, as clap hands them over.
+#[allow(clippy::too_many_arguments)]
 fn pack(
     dir: &Path,
     version: &str,
     out: &Path,
     asset: Option<&str>,
+    format: crate::cli::pack::PackFormat,
     key: Option<&Path>,
     repo: &Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
-    use crate::cli::pack::{PackError, Signing, pack_signed};
+    use crate::cli::pack::{PackError, Signing, pack_as};
     let signing = key.map(|k| Signing {
         key: k.to_path_buf(),
         password: crate::verify::trust::key_password_from_env_or_tty(
@@ -656,7 +661,7 @@ fn pack(
         ),
         repo: repo.clone(),
     });
-    let p = pack_signed(dir, version, out, asset, signing.as_ref()).map_err(|e| match e {
+    let p = pack_as(dir, version, out, asset, signing.as_ref(), format).map_err(|e| match e {
         PackError::Version(_) | PackError::Exists(_) => Failure::new(exit::USAGE, e),
         e => Failure::new(exit::FAILURE, e),
     })?;

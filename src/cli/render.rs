@@ -212,7 +212,11 @@ fn or_none(v: &Option<Version>) -> String {
 
 fn install(app: &str, r: &InstallReport) -> String {
     if r.installed {
-        format!("installed {app} {} at {}\n", r.version, r.path.display())
+        let mut s = format!("installed {app} {} at {}\n", r.version, r.path.display());
+        if let Some(top) = &r.stripped_top_dir {
+            s.push_str(&stripped_line(top));
+        }
+        s
     } else {
         format!(
             "{app} {} is already installed at {}\n",
@@ -220,6 +224,13 @@ fn install(app: &str, r: &InstallReport) -> String {
             r.path.display()
         )
     }
+}
+
+/// Says that an archive's single top directory was stripped, and how to keep it.
+pub(crate) fn stripped_line(top: &str) -> String {
+    format!(
+        "stripped the top directory {top}/: every entry was under it, so its contents are the release root (set unpack.strip_top_dir = false to keep it)\n"
+    )
 }
 
 fn switch(app: &str, r: &SwitchReport) -> String {
@@ -656,6 +667,17 @@ pub(crate) fn packed(p: &crate::cli::pack::Packed, as_json: bool) -> String {
     s.push_str(&format!("wrote  {}\n", p.sums.display()));
     for sig in &p.signatures {
         s.push_str(&format!("signed {}\n", sig.display()));
+    }
+    if let Some(top) = &p.single_top_dir {
+        if p.stripped_on_install {
+            s.push_str(&format!(
+                "note: everything is under {top}/, whose name carries the version: install strips it, so its contents are the release root (unpack.strip_top_dir = false keeps it)\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "note: everything is under {top}/: install keeps it, so files land in releases/<version>/{top}/ (point the web server there, or set unpack.strip_top_dir = true)\n"
+            ));
+        }
     }
     s
 }

@@ -416,8 +416,16 @@ fn check_unpack(ck: &mut Checker<'_>, raw: RawUnpack) -> UnpackLimits {
             unpack.max_bytes = *mb.get_ref() as u64;
         }
     }
-    if let Some(st) = raw.strip_top_dir {
-        unpack.strip_top_dir = st;
+    unpack.strip_top_dir = raw.strip_top_dir;
+    if let Some(r) = raw.max_compression_ratio {
+        if *r.get_ref() < 2 {
+            ck.at(
+                r.span(),
+                "unpack.max_compression_ratio must be at least 2 (default 200: a release may unpack to 200 times its compressed size)",
+            );
+        } else {
+            unpack.max_compression_ratio = *r.get_ref() as u64;
+        }
     }
     if let Some(me) = raw.max_entries {
         if *me.get_ref() < 1 {

@@ -7,11 +7,13 @@ use reqwest::Url;
 use crate::version::check_component;
 
 /// Checks an `asset` setting: a file name with `{version}`, `{tag}` and
-/// `{target}` placeholders, optionally with `*`/`?` wildcards. Without
-/// wildcards it must end in `.tar.gz`.
+/// `{target}` placeholders, optionally with `*`/`?` wildcards. Any
+/// extension: the install tells the format by content.
 pub(crate) fn check_asset_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
-        return Err("the asset name must not be empty (default \"*.tar.gz\")".into());
+        return Err(
+            "the asset name must not be empty (default \"*\": the release's one archive)".into(),
+        );
     }
     let mut rest = pattern;
     while let Some(open) = rest.find(['{', '}']) {
@@ -33,11 +35,6 @@ pub(crate) fn check_asset_pattern(pattern: &str) -> Result<(), String> {
     check_component("asset name", &sample).map_err(|e| {
         format!("{pattern:?} is not a file name: {e}; name one asset, like \"myapp-{{version}}-{{target}}.tar.gz\"")
     })?;
-    if !has_wildcard(pattern) && !pattern.ends_with(".tar.gz") {
-        return Err(format!(
-            "{pattern:?} must name a .tar.gz asset (the only archive format installed)"
-        ));
-    }
     Ok(())
 }
 

@@ -379,7 +379,7 @@ pub struct GithubSourceConfig {
     pub repo: (String, String),
     /// The asset to install: a template with `{version}`, `{tag}` and
     /// `{target}`, optionally with `*`/`?` wildcards (see `crate::source::github`).
-    /// Default `*.tar.gz`: the release's only `.tar.gz` asset.
+    /// Default `*`: the release's one asset with an archive's name.
     pub asset: String,
     /// Which releases `latest` may pick.
     pub channel: Channel,
@@ -400,7 +400,7 @@ impl GithubSourceConfig {
     pub fn new(owner: &str, repo: &str) -> Self {
         GithubSourceConfig {
             repo: (owner.to_string(), repo.to_string()),
-            asset: "*.tar.gz".to_string(),
+            asset: "*".to_string(),
             channel: Channel::Stable,
             token_env: None,
             token_file: None,
@@ -473,10 +473,14 @@ pub struct UnpackLimits {
     pub max_bytes: u64,
     /// Most entries the archive may hold.
     pub max_entries: u64,
-    /// Strip a single top-level directory shared by every entry
-    /// (`myapp-1.2.3/...`). Turn off for releases whose only top-level
-    /// directory is content, such as a bare `public/`.
-    pub strip_top_dir: bool,
+    /// Most times the unpacked bytes may exceed the compressed bytes read
+    /// (judged past the first few MiB): a decompression bomb stops there.
+    pub max_compression_ratio: u64,
+    /// Whether a single top-level directory shared by every entry is
+    /// stripped: `Some` forces it either way; `None` (the default) strips
+    /// it only when its name carries the version, the app's name or a
+    /// commit (`myapp-1.2.3/`, `repo-<sha>/`), never a bare `public/`.
+    pub strip_top_dir: Option<bool>,
 }
 
 impl Default for UnpackLimits {
@@ -484,7 +488,8 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_bytes: 4 << 30,
             max_entries: 200_000,
-            strip_top_dir: true,
+            max_compression_ratio: 200,
+            strip_top_dir: None,
         }
     }
 }
@@ -690,7 +695,7 @@ mod tests {
             panic!("not a github source");
         };
         assert_eq!(g.repo, ("acme".to_string(), "web".to_string()));
-        assert_eq!(g.asset, "*.tar.gz");
+        assert_eq!(g.asset, "*");
         assert_eq!(g.channel, Channel::Stable);
         assert_eq!(g.api_url, "https://ghe.example/api/v3");
         assert_eq!(g.token_env.as_deref(), Some("GH_TOKEN"));

@@ -143,5 +143,6 @@ pub(super) struct RawShared {
 pub(super) struct RawUnpack {
     pub(super) max_bytes: Option<Spanned<i64>>,
     pub(super) max_entries: Option<Spanned<i64>>,
+    pub(super) max_compression_ratio: Option<Spanned<i64>>,
     pub(super) strip_top_dir: Option<bool>,
 }

@@ -358,6 +358,7 @@ mod tests {
         assert_eq!(classify(&checksum), FailureClass::Deterministic);
         let trans = [
             DeployError::Unpack(crate::verify::unpack::UnpackError::Corrupt {
+                format: "tar.gz",
                 entry: None,
                 source: std::io::Error::other("the download broke off"),
             }),

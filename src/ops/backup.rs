@@ -431,7 +431,9 @@ pub(crate) fn stage_restore(
     let limits = UnpackLimits {
         max_bytes: u64::MAX / 4,
         max_entries: u64::MAX / 4,
-        strip_top_dir: false,
+        // Written by `backup`: what it holds is as compressible as it is.
+        max_compression_ratio: u64::MAX,
+        strip_top_dir: Some(false),
     };
     let un = crate::verify::unpack::unpack_tar_gz(f, &staged.work, &limits).map_err(|e| {
         BackupError::Unpack {

@@ -11,13 +11,15 @@ use crate::config::{Ownership, SharedConfig};
 use crate::fs::{self, FsError};
 use crate::ops::error::{DeployError, chain};
 use crate::ops::session::{Session, Txn, remove_release};
-use crate::source::{ReleaseSource, SUMS_NAME};
+use crate::source::{ReleaseSource, sums_candidates};
 use crate::store::journal::Journal;
 use crate::store::layout::{AppPaths, STAGING_PREFIX, link_shared};
 use crate::store::manifest::{ReleaseMeta, SignatureInfo};
 use crate::store::state::{AppState, checkpoint, new_id, now_rfc3339};
 use crate::verify::trust::{self, SigCheck, TrustPolicy, Verified};
-use crate::verify::unpack::{UnpackError, unpack_tar_gz};
+use crate::verify::unpack::{
+    ArchiveFormat, Sniffed, StripHints, UnpackError, Unpacked, unpack_tar, unpack_zip,
+};
 use crate::verify::{HashingReader, Sha256Sums, StreamCheck, check_digest};
 use crate::version::{Version, VersionRequest};
 
@@ -55,6 +57,16 @@ impl<R: std::io::Read> std::io::Read for Tee<R> {
         }
         Ok(n)
     }
+}
+
+/// Writes the rest of `r` to the new private file `path`.
+fn spool(mut r: impl std::io::Read, path: &Path) -> Result<(), UnpackError> {
+    let f = fs::create_new(path, 0o600)?;
+    let mut w = std::io::BufWriter::new(f);
+    std::io::copy(&mut r, &mut w)
+        .and_then(|_| std::io::Write::flush(&mut w))
+        .map_err(|e| UnpackError::Fs(FsError::new("write", path, e)))?;
+    Ok(())
 }
 
 /// `.switchyard/cache/<version>/<asset>`: verified downloads.
@@ -144,6 +156,13 @@ pub(crate) struct InstallReport {
     pub sha256: Option<String>,
     /// Where it is.
     pub path: PathBuf,
+    /// The archive's single top directory, when it was stripped (its
+    /// contents became the release root).
+    #[serde(default)]
+    pub stripped_top_dir: Option<String>,
+    /// The archive's format, as its first bytes said, when installed now.
+    #[serde(default)]
+    pub format: Option<ArchiveFormat>,
 }
 
 /// A staging directory under `releases/`, removed on drop.
@@ -239,6 +258,8 @@ impl Session<'_> {
                 version: v,
                 installed: false,
                 sha256: None,
+                stripped_top_dir: None,
+                format: None,
             });
         }
         let id = new_id();
@@ -303,19 +324,26 @@ impl Session<'_> {
         let mut signatures = Vec::new();
 
         // The checksum manifest, and its signature, are checked before a
-        // byte of the asset is read.
-        let sums_sig_name = format!("{SUMS_NAME}.minisig");
-        let sums = match fetched.sidecars.get(SUMS_NAME) {
+        // byte of the asset is read. The first of the usual names wins
+        // (`SHA256SUMS`, `sha256sums.txt`, `<asset>.sha256`, ...).
+        let sums_file = sums_candidates(&asset)
+            .into_iter()
+            .find(|n| fetched.sidecars.contains_key(n))
+            .unwrap_or_else(|| crate::source::SUMS_NAME.to_string());
+        let sums_name = sums_file.as_str();
+        let sums_sig_name = format!("{sums_name}.minisig");
+        let sums = match fetched.sidecars.get(sums_name) {
             Some(text) => {
                 if let Some(sig) = fetched.sidecars.get(&sums_sig_name) {
-                    let ver = trust::verify_bytes(&policy, sig, text, SUMS_NAME)?;
-                    check_comment(&sums_sig_name, SUMS_NAME, info, &ver)?;
-                    info!(step = %"verify", file = SUMS_NAME, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
-                    signatures.push(SignatureInfo::new(SUMS_NAME, ver));
+                    let ver = trust::verify_bytes(&policy, sig, text, sums_name)?;
+                    check_comment(&sums_sig_name, sums_name, info, &ver)?;
+                    info!(step = %"verify", file = %sums_name, key_id = %ver.key_id, trusted_comment = %ver.trusted_comment, "signature verified");
+                    signatures.push(SignatureInfo::new(sums_name, ver));
                 }
-                Some(Sha256Sums::parse(
+                Some(Sha256Sums::parse_for(
                     &String::from_utf8_lossy(text),
-                    SUMS_NAME,
+                    sums_name,
+                    &asset,
                 )?)
             }
             None => None,
@@ -335,12 +363,12 @@ impl Session<'_> {
             });
         }
         let expected = match &sums {
-            Some(s) => Some(s.expect(&asset, SUMS_NAME)?),
+            Some(s) => Some(s.expect(&asset, sums_name)?),
             None if asset_sig.is_some() => None,
             None => {
                 return Err(DeployError::MissingSidecar {
                     version: v.to_string(),
-                    file: SUMS_NAME.into(),
+                    file: sums_name.into(),
                     hint:
                         "publish one with `sha256sum <asset> > SHA256SUMS` (or `switchyard pack`)"
                             .into(),
@@ -367,7 +395,7 @@ impl Session<'_> {
         let staging = Staging::new(&self.paths, v)?;
         let tree = staging.dir.join("tree");
         fs::create_dir(&tree, 0o755)?;
-        info!(step = %"unpack", asset = %asset, "streaming: hashing, verifying and unpacking in one pass");
+        let hints = self.strip_hints(v);
         let shared_sig = asset_sig.map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
         // A verified copy from an earlier download is used instead of the
         // network; it is verified again as it streams, like any input.
@@ -394,16 +422,43 @@ impl Session<'_> {
         if let Some(c) = &shared_sig {
             reader = reader.with_check(Box::new(SharedSig(c.clone())));
         }
-        // One pass, two threads: this one hashes and checks the signature
-        // as the bytes arrive; the caller's thread gunzips and untars them.
+        // One pass, two threads: the hashing thread hashes and checks the
+        // signature as the bytes arrive; this one decompresses and untars
+        // them. The format is told by the first bytes, never by the name.
         let (pipe, hashing) = crate::verify::hash_on_thread(reader);
-        let unpacked = unpack_tar_gz(pipe, &tree, &self.cfg.unpack).map_err(|e| match e {
+        // Over a limit: say whose limits, and which keys raise them.
+        let app_limits = |e: UnpackError| match e {
             UnpackError::Limit(detail) => UnpackError::OverLimit {
                 app: self.cfg.name.clone(),
                 detail,
             },
             e => e,
-        });
+        };
+        let (unpacked, zip_file) = match Sniffed::new(pipe) {
+            Err(e) => (
+                Err(UnpackError::Fs(FsError::new("read asset", &asset, e))),
+                None,
+            ),
+            Ok(sniffed) => match sniffed.format() {
+                Err(e) => (Err(e), None),
+                Ok(ArchiveFormat::Zip) => {
+                    // A ZIP's directory is at its end: it is kept in a
+                    // private file while it is hashed and checked, and
+                    // unpacked from there once verified (two passes).
+                    info!(step = "unpack", asset = %asset, format = "zip", "ZIP package: verifying while writing it to the staging folder, then unpacking it");
+                    let path = staging.dir.join("asset.zip");
+                    (spool(sniffed, &path).map(|_| None), Some(path))
+                }
+                Ok(format) => {
+                    info!(step = "unpack", asset = %asset, format = format.extension(), "streaming: hashing, verifying and unpacking in one pass");
+                    (
+                        unpack_tar(format, sniffed, &tree, &self.cfg.unpack, &hints).map(Some),
+                        None,
+                    )
+                }
+            },
+        };
+        let unpacked = unpacked.map_err(app_limits);
         // Whatever unpacking said, a bad signature or checksum is the
         // more useful message: the hashing thread reads to the end anyway.
         let (drained, digest, checks, asset_bytes) = hashing.finish();
@@ -422,7 +477,7 @@ impl Session<'_> {
                 }
             }
             if let (Some(exp), Ok(_)) = (&expected, &drained) {
-                check_digest(&asset, SUMS_NAME, exp, &digest)?;
+                check_digest(&asset, sums_name, exp, &digest)?;
             }
             if let (Some(api), Ok(_)) = (&fetched.asset_digest, &drained) {
                 check_digest(&asset, "the digest the release API gives", api, &digest)?;
@@ -437,6 +492,18 @@ impl Session<'_> {
         checked?;
         let unpacked = unpacked?;
         drained.map_err(|e| FsError::new("read asset", &asset, e))?;
+        let unpacked: Unpacked = match (unpacked, zip_file) {
+            (Some(u), _) => u,
+            (None, Some(path)) => {
+                let u = unpack_zip(&path, &tree, &self.cfg.unpack, &hints);
+                let _ = fs::remove_file(&path);
+                u.map_err(app_limits)?
+            }
+            (None, None) => unreachable!("a tar stream is unpacked, a ZIP is spooled"),
+        };
+        if let Some(top) = &unpacked.stripped_top_dir {
+            info!(step = %"unpack", stripped_top_dir = %top, "every entry was under {top}/: its contents are the release root (strip_top_dir = false keeps it)");
+        }
         if let Some(tmp) = cache_tmp {
             // Verified: keep it, so a reinstall never downloads it again.
             let dir = fs::parent_of(&cache_entry).to_path_buf();
@@ -474,6 +541,8 @@ impl Session<'_> {
             install_id: id.to_string(),
             signatures,
             downgrade,
+            format: Some(unpacked.format),
+            stripped_top_dir: unpacked.stripped_top_dir.clone(),
             entries: unpacked.manifest,
         };
         fs::write_atomic(
@@ -521,7 +590,22 @@ impl Session<'_> {
             installed: true,
             sha256: Some(meta.sha256),
             path: dest,
+            stripped_top_dir: meta.stripped_top_dir,
+            format: meta.format,
         })
+    }
+
+    /// What the release's top directory may be called when it is packaging
+    /// (see [`StripHints`]): the version, the app's name, the repository's.
+    fn strip_hints(&self, v: &Version) -> StripHints {
+        let mut names = vec![self.cfg.name.clone()];
+        if let crate::config::SourceConfig::Github(g) = &self.cfg.source {
+            names.push(g.repo.1.clone());
+        }
+        StripHints {
+            version: Some(v.to_string()),
+            names,
+        }
     }
 
     /// Removes old releases, keeping the newest `keep_releases` plus

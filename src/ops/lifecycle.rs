@@ -401,10 +401,11 @@ impl Session<'_> {
         fault: &Fault,
     ) -> DeployError {
         let why = fault.why();
-        if installed_now && !self.cfg.policy.keep_failed {
-            if let Err(e) = remove_release(&self.paths, v) {
-                warn!(error = %e, "could not remove the failed release");
-            }
+        if installed_now
+            && !self.cfg.policy.keep_failed
+            && let Err(e) = remove_release(&self.paths, v)
+        {
+            warn!(error = %e, "could not remove the failed release");
         }
         let quarantined = fault.blames_release()
             && self

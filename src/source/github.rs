@@ -23,7 +23,13 @@
 //! The asset name is a template: `{version}` (semver without the `v`),
 //! `{tag}` (as published) and `{target}` (`<arch>-<os>` as Rust names them,
 //! e.g. `x86_64-linux`, `aarch64-linux`), optionally with `*` and `?`
-//! wildcards, in which case exactly one matching `.tar.gz` asset must exist.
+//! wildcards, in which case exactly one matching asset must exist. Checksum
+//! and signature files never match a wildcard; a pattern that ends in a
+//! wildcard (the default `*`, `myapp-{version}-*`) matches only the usual
+//! archive names (`.tar.gz`, `.tgz`, `.crate`, `.tar.zst`, `.tar.xz`,
+//! `.tar.bz2`, `.tar`, `.zip`, ...), while one that spells its extension
+//! (`*.crate`) or a name without wildcards takes any: the install tells the
+//! format by content.
 //!
 //! Network behaviour (retries, rate limits, conditional listings, the
 //! redirect that must not carry the token) is the shared client's, in
@@ -53,15 +59,14 @@ use tracing::{debug, info, warn};
 
 pub(crate) use crate::config::github::{glob_match, has_wildcard, render_asset};
 use crate::config::{Channel, GithubSourceConfig};
-use crate::source::bridge;
 use crate::source::download::AssetReader;
 use crate::source::github_api::{AssetRef, GithubApi, Purpose, Repo, load_token};
 pub(crate) use crate::source::github_api::{GithubError, GithubOptions, read_token};
 pub(crate) use crate::source::http::install_crypto_provider;
 use crate::source::{
-    FetchedRelease, MAX_SIDECAR_BYTES, ReleaseInfo, ReleaseSource, ReleaseToml, SUMS_NAME,
-    SourceError,
+    FetchedRelease, MAX_SIDECAR_BYTES, ReleaseInfo, ReleaseSource, ReleaseToml, SourceError,
 };
+use crate::source::{bridge, has_archive_extension, is_sidecar_name, sums_candidates};
 use crate::version::{Version, VersionRequest, check_component};
 
 /// What a release offers that the configuration does not match.
@@ -84,7 +89,7 @@ pub(crate) enum ReleaseError {
     },
     /// Several assets match the wildcard pattern.
     #[error(
-        "release {tag} has {} .tar.gz assets matching {pattern:?} ({}); exactly one must match: make `asset` more precise, e.g. \"myapp-{{version}}-{{target}}.tar.gz\"",
+        "release {tag} has {} assets matching {pattern:?} ({}); exactly one must match: make `asset` more precise, e.g. \"myapp-{{version}}-{{target}}.tar.gz\"",
         matches.len(), matches.join(", ")
     )]
     AmbiguousAsset {
@@ -346,6 +351,15 @@ impl GithubSource {
     }
 }
 
+/// Whether a wildcard pattern names its own extension (`*.crate`): a dot
+/// after its last wildcard.
+fn spells_extension(pattern: &str) -> bool {
+    pattern
+        .rsplit(['*', '?'])
+        .next()
+        .is_some_and(|tail| tail.contains('.'))
+}
+
 /// Picks the asset the configured pattern names.
 fn select_asset<'r>(
     app: &str,
@@ -364,7 +378,11 @@ fn select_asset<'r>(
         let matches: Vec<&Asset> = rel
             .assets
             .iter()
-            .filter(|a| a.name.ends_with(".tar.gz") && glob_match(&rendered, &a.name))
+            .filter(|a| {
+                glob_match(&rendered, &a.name)
+                    && !is_sidecar_name(&a.name)
+                    && (spells_extension(&rendered) || has_archive_extension(&a.name))
+            })
             .collect();
         match matches.as_slice() {
             [one] => Ok(one),
@@ -531,15 +549,6 @@ impl ReleaseSource for GithubSource {
         let asset = select_asset(&self.app, &self.cfg.asset, &rel, &info.version)
             .map_err(|e| self.release_err(e, &tag))?;
         let main = self.asset_ref(&api, &rel, asset, &info.version)?;
-        if !main.name.ends_with(".tar.gz") {
-            return Err(self.refused(
-                &tag,
-                format!(
-                    "asset {} is not a .tar.gz; set `asset` to the release's .tar.gz",
-                    main.name
-                ),
-            ));
-        }
         let asset_digest = match asset.digest.as_deref() {
             None => None,
             Some(d) => parse_digest(d).map_err(|e| {
@@ -553,12 +562,11 @@ impl ReleaseSource for GithubSource {
         // Sidecars are small and read whole, before the asset, so the install
         // can check the checksum list and signatures first.
         let mut sidecars = BTreeMap::new();
-        let wanted = [
-            format!("{}.minisig", main.name),
-            SUMS_NAME.to_string(),
-            format!("{SUMS_NAME}.minisig"),
-            "release.toml".to_string(),
-        ];
+        let mut wanted = vec![format!("{}.minisig", main.name), "release.toml".to_string()];
+        for s in sums_candidates(&main.name) {
+            wanted.push(format!("{s}.minisig"));
+            wanted.push(s);
+        }
         for name in wanted {
             let Some(a) = rel.assets.iter().find(|a| a.name == name) else {
                 continue;
@@ -635,11 +643,12 @@ mod tests {
         );
         assert!(check_asset_pattern("../x.tar.gz").is_err());
         assert!(check_asset_pattern("dist/x.tar.gz").is_err());
-        assert!(
-            check_asset_pattern("x.zip")
-                .unwrap_err()
-                .contains(".tar.gz")
-        );
+        // Any extension: the install tells the format by content.
+        assert!(check_asset_pattern("x.zip").is_ok());
+        assert!(check_asset_pattern("*.crate").is_ok());
+        assert!(spells_extension("*.crate"));
+        assert!(!spells_extension("*"));
+        assert!(!spells_extension("myapp-1.0.0-*"));
         assert!(check_asset_pattern("x-{version.tar.gz").is_err());
         assert_eq!(
             render_asset("a-{version}-{tag}-{target}.tar.gz", "v1.2.3", "1.2.3"),

@@ -24,6 +24,41 @@ pub(crate) const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 /// Name of the checksum manifest in a release.
 pub(crate) const SUMS_NAME: &str = "SHA256SUMS";
 
+/// The checksum files a release may carry for `asset`, in the order they
+/// are looked for: the names GitHub projects publish them under.
+pub(crate) fn sums_candidates(asset: &str) -> Vec<String> {
+    vec![
+        SUMS_NAME.to_string(),
+        "SHA256SUMS.txt".to_string(),
+        "sha256sums.txt".to_string(),
+        format!("{asset}.sha256"),
+    ]
+}
+
+/// The usual names of every archive format the install reads (it tells
+/// them apart by content): what the default asset pattern takes.
+pub(crate) const ARCHIVE_EXTENSIONS: &[&str] = &[
+    ".tar.gz", ".tgz", ".crate", ".tar.zst", ".tzst", ".tar.xz", ".txz", ".tar.bz2", ".tbz2",
+    ".tbz", ".tar", ".zip",
+];
+
+/// Whether `name` ends in one of [`ARCHIVE_EXTENSIONS`].
+pub(crate) fn has_archive_extension(name: &str) -> bool {
+    ARCHIVE_EXTENSIONS.iter().any(|e| name.ends_with(e))
+}
+
+/// Whether `name` is a file that travels beside an asset rather than an
+/// asset: a checksum list, a signature, release metadata.
+pub(crate) fn is_sidecar_name(name: &str) -> bool {
+    let low = name.to_lowercase();
+    low.starts_with("sha256sums")
+        || low.ends_with(".sha256")
+        || low.ends_with(".minisig")
+        || low.ends_with(".sig")
+        || low.ends_with(".asc")
+        || low == "release.toml"
+}
+
 /// Errors from a release source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -164,8 +199,9 @@ pub trait ReleaseSource: Send + Sync {
     }
 }
 
-/// A local folder of `<version>/` directories, each with one `.tar.gz` and a
-/// `SHA256SUMS` (plus optional signatures).
+/// A local folder of `<version>/` directories, each with one release
+/// archive (any of the formats `verify::unpack` reads, told apart by
+/// content) and a `SHA256SUMS` (plus optional signatures).
 #[derive(Debug, Clone)]
 pub(crate) struct LocalDirSource {
     dir: PathBuf,
@@ -342,18 +378,30 @@ impl ReleaseSource for LocalDirSource {
             .filter_map(|n| n.into_string().ok())
             .collect();
         names.sort();
-        let assets: Vec<&String> = names.iter().filter(|n| n.ends_with(".tar.gz")).collect();
+        // The archive: the one file with an archive's name, or else the
+        // one file that is not a sidecar (its content says what it is).
+        let mut assets: Vec<&String> = names
+            .iter()
+            .filter(|n| has_archive_extension(n) && !is_sidecar_name(n))
+            .collect();
+        if assets.is_empty() {
+            assets = names
+                .iter()
+                .filter(|n| !n.starts_with('.') && !is_sidecar_name(n))
+                .collect();
+        }
         let asset_name = match assets.as_slice() {
             [one] => (*one).clone(),
             [] => {
                 return Err(malformed(format!(
-                    "{} holds no .tar.gz asset",
-                    rdir.display()
+                    "{} holds no release archive ({})",
+                    rdir.display(),
+                    ARCHIVE_EXTENSIONS.join(" ")
                 )));
             }
             many => {
                 return Err(malformed(format!(
-                    "{} holds {} .tar.gz assets ({}); a release folder holds exactly one",
+                    "{} holds {} release archives ({}); a release folder holds exactly one",
                     rdir.display(),
                     many.len(),
                     many.iter()
@@ -366,7 +414,9 @@ impl ReleaseSource for LocalDirSource {
         check_component("asset name", &asset_name)?;
         let mut sidecars = BTreeMap::new();
         for n in &names {
-            let wanted = n == SUMS_NAME || n.ends_with(".minisig") || n == "release.toml";
+            let sums = sums_candidates(&asset_name);
+            let wanted =
+                sums.iter().any(|s| s == n) || n.ends_with(".minisig") || n == "release.toml";
             if wanted {
                 check_component("sidecar name", n)?;
                 sidecars.insert(n.clone(), self.read_sidecar(&info.tag, &rdir.join(n))?);

@@ -36,6 +36,14 @@ pub(crate) struct ReleaseMeta {
     /// Installed with --allow-downgrade below the highest verified version.
     #[serde(default)]
     pub downgrade: bool,
+    /// The archive's format, as its first bytes said (absent in manifests
+    /// written before formats were told apart: those were `tar-gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::verify::unpack::ArchiveFormat>,
+    /// The single top directory stripped from every entry (`myapp-1.2.3`),
+    /// or null when the archive's root is the release root.
+    #[serde(default)]
+    pub stripped_top_dir: Option<String>,
     /// Every entry of the release as unpacked.
     pub entries: Vec<ManifestEntry>,
 }

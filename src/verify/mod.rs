@@ -97,6 +97,24 @@ impl Sha256Sums {
         Ok(Sha256Sums { entries })
     }
 
+    /// As [`Self::parse`], and also a file holding only a digest (as
+    /// `<asset>.sha256` often does), taken as the digest of `asset`.
+    pub fn parse_for(text: &str, file: &str, asset: &str) -> Result<Self, VerifyError> {
+        let t = text.trim();
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut sum = [0u8; 32];
+            hex::decode_to_slice(t, &mut sum).map_err(|_| VerifyError::BadManifestLine {
+                file: file.to_string(),
+                line: 1,
+                text: t.to_string(),
+            })?;
+            let mut s = Sha256Sums::default();
+            s.insert(asset, sum);
+            return Ok(s);
+        }
+        Self::parse(text, file)
+    }
+
     /// The expected digest of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8; 32]> {
         self.entries.get(name)

@@ -453,17 +453,18 @@ fn hardlink_dedup_shares_identical_files_read_only() {
 }
 
 #[test]
-fn a_release_of_only_public_keeps_its_directory_when_asked() {
-    // Every entry under public/: by default that single top directory is
-    // stripped (as for myapp-1.2.3/); strip_top_dir = false keeps it.
-    let w = World::with_extra("unpack.strip_top_dir = false");
+fn a_release_of_only_public_keeps_its_directory_unless_asked() {
+    // Every entry under public/: a name that carries neither the version
+    // nor the app's, so by default it is content and stays;
+    // strip_top_dir = true strips it anyway.
+    let w = World::with_extra("unpack.strip_top_dir = true");
     w.release(
         "v1.0.0",
         &[("public/index.html", "hi\n"), ("public/app.css", "x\n")],
     );
     w.ok(&["deploy", "web", "1.0.0"]);
     assert_eq!(
-        std::fs::read_to_string(w.root.join("current/public/index.html")).unwrap(),
+        std::fs::read_to_string(w.root.join("current/index.html")).unwrap(),
         "hi\n"
     );
     let w = World::new();
@@ -473,8 +474,8 @@ fn a_release_of_only_public_keeps_its_directory_when_asked() {
     );
     w.ok(&["deploy", "web", "1.0.0"]);
     assert!(
-        w.root.join("current/index.html").exists(),
-        "stripped by default"
+        w.root.join("current/public/index.html").exists(),
+        "kept by default"
     );
 }
 

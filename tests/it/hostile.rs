@@ -509,14 +509,16 @@ fn third_party_archives_match_gnu_tar() {
             continue;
         }
         let ours = w.root.join("releases/1.0.0");
-        let mut theirs = gnu.clone();
-        let top: Vec<_> = std::fs::read_dir(&gnu)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        if top.len() == 1 && top[0].is_dir() && !top[0].is_symlink() {
-            theirs = top[0].clone();
-        }
+        // A lone top directory is stripped only when its name says it is
+        // packaging (formats.rs tests the rule); the manifest says which.
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(w.root.join(".switchyard/manifests/1.0.0.json")).unwrap(),
+        )
+        .unwrap();
+        let theirs = match meta["stripped_top_dir"].as_str() {
+            Some(top) => gnu.join(top),
+            None => gnu.clone(),
+        };
         compare_trees(&theirs, &ours, &name);
         compared += 1;
     }

@@ -115,7 +115,7 @@ proptest! {
         let dest = base.join("box/dest");
         std::fs::create_dir_all(&dest).unwrap();
         let targz = build(&entries);
-        let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 100, strip_top_dir: true };
+        let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 100, strip_top_dir: Some(true), ..UnpackLimits::default() };
         let res = switchyard::testing::unpack_tar_gz(&targz[..], &dest, &limits);
         // Whatever happened, nothing appeared beside the destination...
         prop_assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);

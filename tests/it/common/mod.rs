@@ -292,10 +292,10 @@ impl RawTar {
         if name.len() > 100 {
             self = self.long_name(name);
         }
-        if let Kind::Symlink(t) | Kind::Hardlink(t) = kind {
-            if t.len() > 100 {
-                self = self.meta(b'K', b"././@LongLink", &[t.as_bytes(), b"\0"].concat());
-            }
+        if let Kind::Symlink(t) | Kind::Hardlink(t) = kind
+            && t.len() > 100
+        {
+            self = self.meta(b'K', b"././@LongLink", &[t.as_bytes(), b"\0"].concat());
         }
         let mut h = tar::Header::new_gnu();
         {
