@@ -633,16 +633,20 @@ pub(crate) fn config_ok(
             &serde_json::json!({"ok": true, "path": path, "apps": apps, "problems": warnings}),
         );
     }
-    let mut s = format!(
-        "{}: ok ({} app{}: {})\n",
-        path.display(),
-        apps.len(),
-        if apps.len() == 1 { "" } else { "s" },
-        apps.iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let mut s = if apps.is_empty() {
+        format!("{}: ok (no app yet)\n", path.display())
+    } else {
+        format!(
+            "{}: ok ({} app{}: {})\n",
+            path.display(),
+            apps.len(),
+            if apps.len() == 1 { "" } else { "s" },
+            apps.iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     for w in warnings {
         s.push_str(&format!("{w}\n"));
     }
