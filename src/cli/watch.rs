@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,9 @@ const MAX_LINES_PER_POLL: usize = 5;
 
 /// A running watcher; [`Watcher::finish`] stops it.
 pub(crate) struct Watcher {
-    stop: Arc<AtomicBool>,
+    /// Dropped (or sent on) to stop: wakes the thread at once, so a quick
+    /// command does not wait out a poll interval.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -34,19 +35,21 @@ impl Watcher {
     /// the past: only a deploy with another id is shown.
     pub(crate) fn start(cfg: &AppConfig) -> Watcher {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, rx) = mpsc::channel();
         let cfg = cfg.clone();
-        let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || watch(&cfg, tty, &flag))
+            .spawn(move || watch(&cfg, tty, &rx))
             .ok();
-        Watcher { stop, thread }
+        Watcher {
+            stop: Some(stop),
+            thread,
+        }
     }
 
     /// Shows what happened since the last poll, then stops.
     pub(crate) fn finish(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -99,7 +102,7 @@ pub(crate) fn output_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn watch(cfg: &AppConfig, tty: bool, stop: &AtomicBool) {
+fn watch(cfg: &AppConfig, tty: bool, stop: &mpsc::Receiver<()>) {
     let before = deploy_view(cfg).map(|v| v.id);
     let started = Instant::now();
     let show = if tty {
@@ -118,9 +121,9 @@ fn watch(cfg: &AppConfig, tty: bool, stop: &AtomicBool) {
     let mut step_started = Instant::now();
     let mut offsets: HashMap<PathBuf, u64> = HashMap::new();
     let mut tail: Vec<String> = Vec::new();
+    // Set once the command ended: one more poll then sees the final state.
+    let mut last = false;
     loop {
-        // Read the stop flag first: the poll after it sees the final state.
-        let last = stop.load(Ordering::SeqCst);
         if let Some(v) = deploy_view(cfg).filter(|v| Some(&v.id) != before.as_ref()) {
             let key = (v.id.clone(), v.state, v.step.clone());
             let changed = shown.as_ref() != Some(&key);
@@ -164,7 +167,10 @@ fn watch(cfg: &AppConfig, tty: bool, stop: &AtomicBool) {
         if last {
             break;
         }
-        std::thread::sleep(POLL);
+        last = !matches!(
+            stop.recv_timeout(POLL),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
     }
     if let Show::Spinner(pb) = show {
         pb.finish_and_clear();
