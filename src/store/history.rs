@@ -185,12 +185,7 @@ pub(crate) fn append(paths: &AppPaths, event: &Event) -> Result<(), HistoryError
         }
     }
     let (count, prev) = last_link(paths)?;
-    let body = serde_json::to_string(event).expect("events serialize");
-    let hash = chain_hash(&prev, &body);
-    let line = format!(
-        "{},\"prev\":\"{prev}\",\"hash\":\"{hash}\"}}",
-        &body[..body.len() - 1]
-    );
+    let (line, hash) = chained_line(event, &prev);
     fs::append_line_durable(&path, &line)?;
     let mut st = AppState::load(paths)?;
     st.audit_head = Some(AuditHead {
@@ -264,6 +259,18 @@ pub(crate) fn read_all(paths: &AppPaths) -> Result<Vec<Stored>, HistoryError> {
         );
     }
     Ok(out)
+}
+
+/// `event` as a stored line (without its newline) that continues the chain
+/// after `prev`, and the line's hash.
+fn chained_line(event: &Event, prev: &str) -> (String, String) {
+    let body = serde_json::to_string(event).expect("events serialize");
+    let hash = chain_hash(prev, &body);
+    let line = format!(
+        "{},\"prev\":\"{prev}\",\"hash\":\"{hash}\"}}",
+        &body[..body.len() - 1]
+    );
+    (line, hash)
 }
 
 /// Why one line does not continue the chain after `prev`.
@@ -584,12 +591,8 @@ pub(crate) fn rotate_if_needed(
         error: None,
         details,
     };
-    let body = serde_json::to_string(&event).expect("events serialize");
-    let hash = chain_hash(&prev, &body);
-    let line = format!(
-        "{},\"prev\":\"{prev}\",\"hash\":\"{hash}\"}}\n",
-        &body[..body.len() - 1]
-    );
+    let (line, hash) = chained_line(&event, &prev);
+    let line = format!("{line}\n");
     fs::write_atomic_private(&path, line.as_bytes())?;
     crate::store::state::checkpoint("audit.rotate.renamed");
     let mut st = AppState::load(paths)?;
@@ -694,12 +697,8 @@ pub(crate) fn seal(
         error: None,
         details,
     };
-    let body = serde_json::to_string(&event).expect("events serialize");
-    let hash = chain_hash(GENESIS, &body);
-    let line = format!(
-        "{},\"prev\":\"{GENESIS}\",\"hash\":\"{hash}\"}}\n",
-        &body[..body.len() - 1]
-    );
+    let (line, hash) = chained_line(&event, GENESIS);
+    let line = format!("{line}\n");
     let mut st = AppState::load(paths)?;
     st.audit_head = Some(AuditHead { count: 1, hash });
     st.save(paths)?;
