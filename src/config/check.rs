@@ -18,6 +18,7 @@ use crate::version::check_component;
 use source::check_source;
 use trust::check_trust;
 
+mod email;
 mod source;
 mod trust;
 
@@ -32,6 +33,8 @@ struct Checker<'a> {
     warnings: Vec<Problem>,
     /// Referenced files and folders missing or unreadable on this host.
     unavailable: Vec<Problem>,
+    /// `[notify.email]`, read before the apps that use it.
+    email: email::EmailState,
 }
 
 impl Checker<'_> {
@@ -177,6 +180,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         roots: BTreeMap::new(),
         warnings: Vec::new(),
         unavailable: Vec::new(),
+        email: Default::default(),
     };
     let (raw, structural) = match lenient::read::<RawConfig>(text) {
         Ok(r) => r,
@@ -199,6 +203,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "no apps configured: add an [apps.<name>] table with root and source",
         );
     }
+    email::check_notify(&mut ck, raw.notify);
     let mut apps = BTreeMap::new();
     for (name, app) in raw.apps {
         if let Some(a) = check_app(&mut ck, &name, app) {
@@ -206,6 +211,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
     check_roots(&mut ck, &apps);
+    email::check_recipients(&mut ck);
     let agent = check_agent(&mut ck, raw.agent);
     if !ck.problems.is_empty() {
         // Everything at once: a missing key file is worth knowing while
@@ -294,6 +300,10 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             notify_escalate: app.notify_escalate,
         },
     );
+    let agent = AppAgentConfig {
+        email: email::check_app_email(ck, name, app.email),
+        ..agent
+    };
     let (retention, problems) = Retention::check(
         name,
         [

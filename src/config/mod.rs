@@ -3,6 +3,7 @@
 //! reported with its line and column.
 
 mod check;
+pub(crate) mod email;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;
@@ -158,6 +159,9 @@ pub struct AppAgentConfig {
     /// How long the app may stay behind an available update before the
     /// notice is repeated (each once), shortest first.
     pub notify_escalate: Vec<std::time::Duration>,
+    /// Who gets e-mail about the app, and which events (`[notify.email]`,
+    /// `[apps.<name>.email]`); `None`: no e-mail.
+    pub email: Option<email::AppEmail>,
 }
 
 /// The body of a notification (`notify_format`).
@@ -180,6 +184,7 @@ impl Default for AppAgentConfig {
             notify_url: None,
             notify_format: NotifyFormat::Json,
             notify_escalate: Vec::new(),
+            email: None,
         }
     }
 }

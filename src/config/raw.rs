@@ -16,6 +16,37 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) apps: BTreeMap<String, Spanned<RawApp>>,
     pub(super) agent: Option<Spanned<RawAgent>>,
+    pub(super) notify: Option<Spanned<RawNotify>>,
+}
+
+/// `[notify]`: notification channels shared by every app.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) email: Option<Spanned<RawEmail>>,
+}
+
+/// `[notify.email]`: the SMTP server, the sender and the default routing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) server: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) security: Option<Spanned<String>>,
+    pub(super) credentials_file: Option<Spanned<PathBuf>>,
+    pub(super) from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) to: Vec<Spanned<String>>,
+    pub(super) events: Option<Vec<Spanned<String>>>,
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
+}
+
+/// `[apps.<name>.email]`: the app's own recipients and events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAppEmail {
+    pub(super) to: Option<Vec<Spanned<String>>>,
+    pub(super) events: Option<Vec<Spanned<String>>>,
 }
 
 /// `[agent]`.
@@ -63,6 +94,7 @@ pub(super) struct RawApp {
     pub(super) notify_url: Option<Spanned<String>>,
     pub(super) notify_format: Option<Spanned<String>>,
     pub(super) notify_escalate: Option<Vec<Spanned<String>>>,
+    pub(super) email: Option<Spanned<RawAppEmail>>,
     pub(super) owner: Option<Spanned<String>>,
     pub(super) group: Option<Spanned<String>>,
     pub(super) mode: Option<Spanned<String>>,

@@ -131,8 +131,9 @@ pub(crate) fn verdict(
     let acted = operator_acted(paths, f.audit_count).unwrap_or(true);
     if f.release != fingerprint(info) || acted {
         mem.failures.remove(&key);
-        // The next failure is a new one: report it again.
+        // The next failure is a new one: report it again, on every channel.
         mem.notified.remove(&format!("deploy_failed:{key}"));
+        mem.notified.remove(&format!("email:deploy_failed:{key}"));
         return (Verdict::Try, true);
     }
     match f.class {
@@ -252,6 +253,8 @@ mod tests {
         );
         mem.notified
             .insert("deploy_failed:1.0.1".into(), "t".into());
+        mem.notified
+            .insert("email:deploy_failed:1.0.1".into(), "t".into());
         let later = now + jiff::SignedDuration::from_hours(100);
         assert!(matches!(
             verdict(&mut mem, &paths, &info, later).0,

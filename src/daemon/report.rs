@@ -31,6 +31,7 @@
 //! (`source::github_api`); the chat webhook is in [`notify`], redaction in
 //! [`redact`](fn@redact).
 
+pub(crate) mod email;
 mod notify;
 mod redact;
 
@@ -235,6 +236,18 @@ pub(crate) enum ReportError {
         what: String,
         /// How it stopped.
         reason: String,
+    },
+    /// An e-mail notification could not be sent.
+    #[error("cannot send the e-mail notification through {server} ({step}): {reason}; {hint}")]
+    Email {
+        /// `server:port`.
+        server: String,
+        /// The SMTP step that failed.
+        step: email::Step,
+        /// The underlying error, redacted.
+        reason: String,
+        /// What to do.
+        hint: &'static str,
     },
 }
 

@@ -69,8 +69,8 @@ pub(crate) struct AgentMemory {
     /// Failed automatic deploys, by version.
     #[serde(default)]
     pub failures: BTreeMap<String, RememberedFailure>,
-    /// Notifications sent, by key (`<event>:<version>[:<escalation>]`), with
-    /// when (RFC 3339).
+    /// Notifications sent, by key (`<event>:<version>[:<escalation>]` for
+    /// `notify_url`, the same after `email:` for e-mail), with when (RFC 3339).
     #[serde(default)]
     pub notified: BTreeMap<String, String>,
     /// When a version was first seen available, RFC 3339 (for `days_behind`
