@@ -230,8 +230,13 @@ impl Notice {
             .collect::<Vec<_>>()
             .join(" ");
         let subject = format!("[switchyard] {what} on {host}").replace(['\n', '\r'], " ");
-        let summary = n.text();
-        let summary = summary.strip_prefix("switchyard: ").unwrap_or(&summary);
+        let command = n.get("command");
+        // The command has its own line below.
+        let line = n.text();
+        let summary = line.strip_prefix("switchyard: ").unwrap_or(&line);
+        let summary = summary
+            .strip_suffix(&format!(" — run `{command}`"))
+            .unwrap_or(summary);
         let mut rows: Vec<(&'static str, String)> = Vec::new();
         for (label, key) in [
             ("App", "app"),
@@ -239,8 +244,8 @@ impl Notice {
             ("Host", "host"),
             ("Event", "event"),
             ("Running", "current_version"),
-            ("From", "from_version"),
-            ("To", "to_version"),
+            ("From version", "from_version"),
+            ("To version", "to_version"),
             ("Step", "step"),
             ("State", "state"),
             ("Trigger", "trigger"),
@@ -258,11 +263,10 @@ impl Notice {
                 rows.push((label, v));
             }
         }
-        let command = n.get("command");
         let logs = n.get("logs_tail").trim_end();
         let mut text = format!("{summary}\n\n");
         for (k, v) in &rows {
-            text.push_str(&format!("{:<10} {v}\n", format!("{k}:")));
+            text.push_str(&format!("{:<14} {v}\n", format!("{k}:")));
         }
         if !command.is_empty() {
             text.push_str(&format!("\nNext: run `{command}` on {host}.\n"));

@@ -15,6 +15,7 @@ mod beneath_root;
 mod cli;
 mod config_check;
 mod crash;
+mod email;
 mod faults;
 mod formats;
 mod github;
