@@ -385,8 +385,8 @@ pub(super) enum Command {
     /// serve /metrics and /healthz, and take CLI commands on the control socket.
     /// A failed automatic deploy is remembered (.switchyard/agent.json): a refused
     /// release waits for a new release or an operator, an outage backs off up to 1 h.
-    /// Events go once each to notify_url. This is what systemd runs
-    /// (systemd/switchyard.service).
+    /// Events go once each to notify_url and by e-mail ([notify.email]). This
+    /// is what systemd runs (systemd/switchyard.service).
     Agent,
     /// Run a local demo: deploy, promote and revert a tiny app, with no network.
     Demo {
@@ -461,11 +461,20 @@ pub(super) enum ConfigCmd {
     /// Validate the file and print every problem at once, one
     /// FILE:LINE:COL: message line each; also checks that the files and
     /// folders it names (key_files, source dir, token_file,
-    /// webhook_secret_file) exist and are readable, and warns about secret
-    /// files other users can read (exit 0 with only warnings).
+    /// webhook_secret_file, [notify.email]'s credentials_file and ca_file)
+    /// exist and are readable, and warns about secret files other users
+    /// can read (exit 0 with only warnings).
     Check {
         #[command(flatten)]
         out: Output,
+    },
+    /// Send a test e-mail about an app now, through [notify.email] to the
+    /// app's recipients, from this process (run it as root, as the agent
+    /// runs, to read credentials_file). Exit 1 when it is not sent, naming
+    /// the server and the SMTP step that failed.
+    TestEmail {
+        /// App name.
+        app: String,
     },
 }
 

@@ -54,6 +54,9 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Config {
             cmd: ConfigCmd::Check { out },
         } => config_check(&cli.config, out.json),
+        Command::Config {
+            cmd: ConfigCmd::TestEmail { app },
+        } => test_email(&cli.config, app),
         Command::Logs {
             app,
             deploy,
@@ -118,6 +121,9 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         } => out.json,
         Command::Pack { out_fmt, .. } | Command::Keygen { out_fmt, .. } => out_fmt.json,
         Command::Sign { .. }
+        | Command::Config {
+            cmd: ConfigCmd::TestEmail { .. },
+        }
         | Command::Demo { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
@@ -639,6 +645,35 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `config test-email APP`: one message through the app's e-mail route.
+fn test_email(config: &Path, app: &str) -> Result<(), Failure> {
+    let cfg = Config::load(config)?;
+    let a = cfg.app(app)?;
+    let Some(route) = &a.agent.email else {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "apps.{app} gets no e-mail: add a [notify.email] table with server, from and to (or to in [apps.{app}.email]) to {}",
+                cfg.path.display()
+            ),
+        ));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::FAILURE, e))?;
+    rt.block_on(crate::daemon::notice::test_email(a))
+        .map_err(|e| Failure::new(exit::FAILURE, e))?;
+    crate::cli::out(
+        &format!(
+            "sent a test e-mail about {app} to {} through {}\n",
+            route.to.join(", "),
+            route.server.address()
+        ),
+        false,
+    )
 }
 
 // One argument per `pack` option, as clap hands them over.

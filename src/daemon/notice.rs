@@ -129,6 +129,9 @@ impl Notice {
                     .and_then(Value::as_str)
                     .unwrap_or("the next window")
             ),
+            "test_email" => {
+                format!("a test e-mail about {app} from {host}: e-mail notifications reach you")
+            }
             other => format!("{app} {v} on {host}: {other}"),
         };
         let line = if cmd.is_empty() {
@@ -180,6 +183,7 @@ fn subject_words(event: &str) -> &str {
         "reverted" => "reverted",
         "needs_attention" => "needs attention",
         "critical_pending" => "critical release pending",
+        "test_email" => "test e-mail",
         other => other,
     }
 }
@@ -374,6 +378,24 @@ pub(crate) async fn send(cfg: &AppConfig, notices: Vec<Notice>) {
     if changed && let Err(e) = mem.save(&paths) {
         warn!(app = %cfg.name, error = %crate::chain::chain(&e), "cannot remember the notifications sent; a restart may send them again");
     }
+}
+
+/// `switchyard config test-email`: one message through the app's e-mail
+/// route now, whatever its events, remembered nowhere.
+pub(crate) async fn test_email(cfg: &AppConfig) -> Result<(), report::ReportError> {
+    let Some(m) = &cfg.agent.email else {
+        return Ok(());
+    };
+    let current = AppPaths::new(&cfg.root)
+        .current_version()
+        .ok()
+        .flatten()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let n = Notice::new("test_email", &cfg.name, &current)
+        .with("reason", "sent by `switchyard config test-email`")
+        .with("command", format!("switchyard status {}", cfg.name));
+    report::email::send(&m.server, &m.to, &n.mail()).await
 }
 
 /// Marks `n` (and the keys it covers) as delivered on the channel whose

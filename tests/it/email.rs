@@ -532,12 +532,13 @@ fn a_wrong_ca_fails_the_send_with_a_clear_error_and_the_agent_keeps_running() {
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains(&format!(
-            "cannot send the e-mail notification through 127.0.0.1:{} (connecting)",
+            "cannot send the e-mail notification through 127.0.0.1:{} (connecting and the TLS handshake)",
             smtp.port
         )),
         "{line}"
     );
-    assert!(line.to_lowercase().contains("certificate"), "{line}");
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(!line.contains("REDACTED"), "{line}");
     assert!(line.contains("ca_file"), "says what to check: {line}");
     assert!(!log.contains(PASSWORD), "{log}");
     assert!(smtp.messages().is_empty(), "{:#?}", smtp.messages());
@@ -578,4 +579,48 @@ fn a_wrong_ca_fails_the_send_with_a_clear_error_and_the_agent_keeps_running() {
         header(&mail.data, "Subject").unwrap(),
         format!("[switchyard] web 1.1.0 update available on {}", hostname())
     );
+}
+
+#[test]
+fn config_test_email_sends_one_message_and_names_the_step_that_failed() {
+    let w = World::new();
+    let smtp = Smtp::start(false);
+    let cfg = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        cfg + &email_table(&w, &smtp, "starttls", &smtp.ca_pem),
+    )
+    .unwrap();
+    let out = w.ok(&["config", "test-email", "web"]);
+    assert_eq!(
+        out,
+        format!(
+            "sent a test e-mail about web to ops@example.com through 127.0.0.1:{}\n",
+            smtp.port
+        )
+    );
+    let sent = smtp.messages();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].tls && sent[0].user.as_deref() == Some(USER));
+    assert_eq!(
+        header(&sent[0].data, "Subject").unwrap(),
+        format!("[switchyard] web test e-mail on {}", hostname())
+    );
+    // A wrong password: refused at AUTH, said so, the password not shown.
+    std::fs::write(
+        w.tmp.path().join("smtp-credentials"),
+        format!("{USER}\nnot-the-password\n"),
+    )
+    .unwrap();
+    let (code, out, err) = w.run(&["config", "test-email", "web"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot send the e-mail notification through 127.0.0.1:{} (AUTH)",
+            smtp.port
+        )) && err.contains("credentials_file"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert_eq!(smtp.messages().len(), 1);
 }

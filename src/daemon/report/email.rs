@@ -2,7 +2,7 @@
 //! must succeed) or implicit TLS on rustls, the system's roots plus
 //! `ca_file`, AUTH with the `credentials_file`, 30 s for the whole
 //! exchange. Each SMTP step is taken on its own, so an error names the one
-//! that failed. The caller redacts the content.
+//! that failed. The caller redacts the message's content.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::extension::ClientId;
 use tracing::debug;
 
-use super::{ReportError, redact};
+use super::ReportError;
 use crate::chain::chain;
 use crate::config::email::{EmailServer, SEND_TIMEOUT, Security, credentials};
 
@@ -34,8 +34,10 @@ pub(crate) enum Step {
     Setup,
     /// Building the message from the configured addresses.
     Message,
-    /// TCP connection, the implicit-TLS handshake and EHLO.
+    /// TCP connection and EHLO.
     Connect,
+    /// TCP connection, the TLS handshake (`security = "tls"`) and EHLO.
+    TlsConnect,
     /// STARTTLS and its handshake.
     StartTls,
     /// AUTH.
@@ -50,6 +52,7 @@ impl std::fmt::Display for Step {
             Step::Setup => "reading credentials_file and ca_file",
             Step::Message => "building the message",
             Step::Connect => "connecting",
+            Step::TlsConnect => "connecting and the TLS handshake",
             Step::StartTls => "STARTTLS",
             Step::Auth => "AUTH",
             Step::Send => "MAIL FROM/RCPT TO/DATA",
@@ -65,7 +68,7 @@ impl Step {
                 "check notify.email.credentials_file (user on the first line, password on the second) and ca_file (PEM); `switchyard config check` names the problem"
             }
             (Step::Message, _) => "check notify.email.from and the to addresses",
-            (Step::Connect, Security::Tls) => {
+            (Step::TlsConnect, _) => {
                 "check server and port (465 for security = \"tls\"), the firewall, and that the server's certificate chains to the system's roots or to ca_file and names the server"
             }
             (Step::Connect, _) => "check server, port and the firewall",
@@ -101,10 +104,13 @@ pub(crate) async fn send(
 }
 
 async fn exchange(server: &EmailServer, to: &[String], mail: &Mail) -> Result<(), ReportError> {
+    // lettre's errors name no secret (not the credentials; the server's
+    // own replies at most), and their Display already carries their
+    // source: shown once, as they are.
     let fail = |step: Step, reason: String| ReportError::Email {
         server: server.address(),
         step,
-        reason: redact(&reason),
+        reason,
         hint: step.hint(server),
     };
     let login = match &server.credentials_file {
@@ -134,9 +140,9 @@ async fn exchange(server: &EmailServer, to: &[String], mail: &Mail) -> Result<()
     };
     let hello = ClientId::Domain(super::hostname());
     let timeout = Some(Duration::from_secs(15));
-    let (implicit, upgrade) = match server.security {
-        Security::Tls => (tls, None),
-        _ => (None, tls),
+    let (implicit, upgrade, connect) = match server.security {
+        Security::Tls => (tls, None, Step::TlsConnect),
+        _ => (None, tls, Step::Connect),
     };
     let mut conn = AsyncSmtpConnection::connect_tokio1(
         (server.server.as_str(), server.port),
@@ -146,23 +152,23 @@ async fn exchange(server: &EmailServer, to: &[String], mail: &Mail) -> Result<()
         None,
     )
     .await
-    .map_err(|e| fail(Step::Connect, chain(&e)))?;
+    .map_err(|e| fail(connect, e.to_string()))?;
     if let Some(tls) = upgrade {
         conn.starttls(tls, &hello)
             .await
-            .map_err(|e| fail(Step::StartTls, chain(&e)))?;
+            .map_err(|e| fail(Step::StartTls, e.to_string()))?;
     }
     if let Some(c) = &login {
         conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
             .await
-            .map_err(|e| fail(Step::Auth, chain(&e)))?;
+            .map_err(|e| fail(Step::Auth, e.to_string()))?;
     }
     conn.send(&envelope, &message.formatted())
         .await
-        .map_err(|e| fail(Step::Send, chain(&e)))?;
+        .map_err(|e| fail(Step::Send, e.to_string()))?;
     // The message is accepted; a failed QUIT changes nothing.
     if let Err(e) = conn.quit().await {
-        debug!(server = %server.address(), error = %chain(&e), "QUIT failed after the message was accepted");
+        debug!(server = %server.address(), error = %e, "QUIT failed after the message was accepted");
     }
     Ok(())
 }
@@ -184,7 +190,7 @@ fn build(server: &EmailServer, to: &[String], mail: &Mail) -> Result<Message, St
         mail.text.clone(),
         mail.html.clone(),
     ))
-    .map_err(|e| chain(&e))
+    .map_err(|e| e.to_string())
 }
 
 /// TLS for `server`: its name checked against its certificate, which must
@@ -193,11 +199,10 @@ fn tls_parameters(server: &EmailServer) -> Result<TlsParameters, String> {
     let mut b = TlsParameters::builder(server.server.clone());
     if let Some(ca) = &server.ca_file {
         let pem = crate::fs::read(ca).map_err(|e| chain(&e))?;
-        let cert =
-            Certificate::from_pem(&pem).map_err(|e| format!("{}: {}", ca.display(), chain(&e)))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
         b = b.add_root_certificate(cert);
     }
-    b.build_rustls().map_err(|e| chain(&e))
+    b.build_rustls().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
