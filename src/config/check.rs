@@ -3,22 +3,24 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::config::raw::{RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawShared, RawUnpack};
+use crate::config::raw::{RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawUnpack};
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Config, ConfigError, HealthChecks, HooksConfig,
-    Ownership, Policy, Problem, RestorePolicy, Retention, Severity, SharedConfig, SourceConfig,
-    UnpackLimits, health, hooks, lenient, line_col, lookup_group, lookup_user, policy, roots,
+    Ownership, Policy, Problem, RestorePolicy, Retention, Severity, SourceConfig, UnpackLimits,
+    health, hooks, lenient, line_col, lookup_group, lookup_user, policy, roots,
 };
 use crate::version::check_component;
+use shared::check_shared;
 use source::check_source;
 use trust::check_trust;
 
 mod email;
+mod shared;
 mod source;
 mod trust;
 
@@ -339,39 +341,6 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
         agent,
         retention,
     })
-}
-
-/// `[apps.<name>.shared]`: relative, UTF-8, non-overlapping paths.
-fn check_shared(ck: &mut Checker<'_>, name: &str, raw: RawShared) -> SharedConfig {
-    let mut shared = SharedConfig::default();
-    let mut seen: Vec<PathBuf> = Vec::new();
-    for (list, out) in [(raw.dirs, &mut shared.dirs), (raw.files, &mut shared.files)] {
-        for p in list {
-            let span = p.span();
-            let p = p.into_inner();
-            if let Err(m) = check_shared_path(&p) {
-                ck.at(span, format!("apps.{name}.shared: {m}"));
-                continue;
-            }
-            if let Some(o) = seen.iter().find(|o| o.starts_with(&p) || p.starts_with(o)) {
-                ck.at(
-                    span,
-                    format!(
-                        "apps.{name}.shared: {} overlaps {}; list each persistent path once",
-                        p.display(),
-                        o.display()
-                    ),
-                );
-                continue;
-            }
-            if p == Path::new(".switchyard") {
-                ck.at(span, "shared paths may not be named .switchyard");
-            }
-            seen.push(p.clone());
-            out.push(p);
-        }
-    }
-    shared
 }
 
 /// `owner`, `group` and `mode` of `[apps.<name>]`: names this host knows
@@ -782,27 +751,4 @@ fn check_agent(ck: &mut Checker<'_>, raw: Option<Spanned<RawAgent>>) -> AgentCon
         }
     }
     agent
-}
-
-/// Checks a relative path configured under `shared`.
-fn check_shared_path(p: &Path) -> Result<(), String> {
-    if p.as_os_str().is_empty() {
-        return Err("a shared path must not be empty".into());
-    }
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => {
-                if n.to_str().is_none() {
-                    return Err(format!("shared path {} is not UTF-8", p.display()));
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "shared path {:?} must be relative to the release, without '.', '..' or a leading '/'",
-                    p.display().to_string()
-                ));
-            }
-        }
-    }
-    Ok(())
 }

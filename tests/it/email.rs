@@ -295,12 +295,13 @@ fn decode(raw: &str, cte: &str) -> String {
             let b = soft.as_bytes();
             let mut i = 0;
             while i < b.len() {
-                if b[i] == b'=' && i + 2 < b.len() + 1 {
-                    if let Ok(x) = u8::from_str_radix(&soft[i + 1..i + 3], 16) {
-                        out.push(x);
-                        i += 3;
-                        continue;
-                    }
+                if b[i] == b'='
+                    && i + 3 <= b.len()
+                    && let Ok(x) = u8::from_str_radix(&soft[i + 1..i + 3], 16)
+                {
+                    out.push(x);
+                    i += 3;
+                    continue;
                 }
                 out.push(b[i]);
                 i += 1;
