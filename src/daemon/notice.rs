@@ -327,6 +327,10 @@ pub(crate) async fn send(cfg: &AppConfig, notices: Vec<Notice>) {
         }
     };
     let mut changed = false;
+    // Set when the server cannot be reached or refuses this host: the
+    // other messages of this round would wait out the same failure (30 s
+    // each) while the app's task waits; they go when their events recur.
+    let mut email_down = false;
     for n in notices {
         let (event, version) = (n.get("event").to_string(), n.get("version").to_string());
         if let Some(u) = &url
@@ -352,6 +356,7 @@ pub(crate) async fn send(cfg: &AppConfig, notices: Vec<Notice>) {
             }
         }
         if let Some(m) = &email
+            && !email_down
             && m.wants(&event)
             && !mem.notified.contains_key(&format!("{EMAIL_KEY}{}", n.key))
         {
@@ -368,6 +373,7 @@ pub(crate) async fn send(cfg: &AppConfig, notices: Vec<Notice>) {
                 }
                 Ok(Err(e)) => {
                     warn!(app = %cfg.name, event = %event, version = %version, error = %e, "e-mail notification not sent");
+                    email_down = e.server_down();
                 }
                 Err(e) => {
                     warn!(app = %cfg.name, event = %event, error = %e, "e-mail notification not sent")

@@ -251,6 +251,14 @@ pub(crate) enum ReportError {
     },
 }
 
+impl ReportError {
+    /// Whether an e-mail failed before the server looked at the message
+    /// (setup, connection, TLS, AUTH, a timeout): the next one would too.
+    pub(crate) fn server_down(&self) -> bool {
+        matches!(self, ReportError::Email { step, .. } if !matches!(step, email::Step::Send | email::Step::Message))
+    }
+}
+
 impl From<GithubError> for ReportError {
     fn from(e: GithubError) -> Self {
         match e {
