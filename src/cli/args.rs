@@ -311,6 +311,11 @@ pub(super) enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The agent's web console ([console] in the configuration): its users.
+    Console {
+        #[command(subcommand)]
+        cmd: ConsoleCmd,
+    },
     /// Check a release on disk against the manifest written at install: every file's
     /// content, mode and type; reports drift (changed, added, missing). Exit 3 on drift.
     Verify {
@@ -467,6 +472,42 @@ pub(super) enum ConfigCmd {
         #[command(flatten)]
         out: Output,
     },
+}
+
+/// `console` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub(super) enum ConsoleCmd {
+    /// Add a console user, or replace an existing user's password and role:
+    /// an argon2id hash with a random salt goes into the users file
+    /// ([console] users_file, default /etc/switchyard/console-users;
+    /// written atomically, mode 0600). The password is read from the
+    /// terminal without echo (twice), or with --password-stdin as one line
+    /// from standard input; at least 12 characters. The running agent reads
+    /// the file at each login: no restart needed.
+    AddUser {
+        /// The user's name (letters, digits, '.', '_', '@', '-'); shown in
+        /// the audit log as console:NAME.
+        name: String,
+        /// viewer: reads every page. operator: also deploys, promotes,
+        /// reverts, holds, quarantines, switches maintenance, takes backups.
+        #[arg(long, value_enum)]
+        role: ConsoleRole,
+        /// Read the password as one line from standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+        /// The users file (default: [console] users_file of the configuration).
+        #[arg(long)]
+        users_file: Option<PathBuf>,
+    },
+}
+
+/// A console user's role.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum ConsoleRole {
+    Viewer,
+    Operator,
 }
 
 /// `audit` subcommands.

@@ -18,6 +18,7 @@ use crate::version::check_component;
 use source::check_source;
 use trust::check_trust;
 
+mod console;
 mod source;
 mod trust;
 
@@ -207,6 +208,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     check_roots(&mut ck, &apps);
     let agent = check_agent(&mut ck, raw.agent);
+    let console = console::check_console(&mut ck, raw.console, &agent);
     if !ck.problems.is_empty() {
         // Everything at once: a missing key file is worth knowing while
         // the file is being fixed anyway.
@@ -219,6 +221,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         apps,
         agent,
+        console,
         warnings: ck.warnings,
         unavailable: ck.unavailable,
     })

@@ -16,6 +16,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) apps: BTreeMap<String, Spanned<RawApp>>,
     pub(super) agent: Option<Spanned<RawAgent>>,
+    pub(super) console: Option<Spanned<RawConsole>>,
+}
+
+/// `[console]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) users_file: Option<Spanned<PathBuf>>,
+    pub(super) proxy_header: Option<Spanned<String>>,
+    pub(super) proxy_addresses: Option<Vec<Spanned<String>>>,
+    pub(super) operators: Option<Spanned<Vec<String>>>,
+    pub(super) session_ttl: Option<Spanned<String>>,
 }
 
 /// `[agent]`.

@@ -32,7 +32,7 @@
 //! [`redact`](fn@redact).
 
 mod notify;
-mod redact;
+pub(crate) mod redact;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
