@@ -466,8 +466,10 @@ pub(super) enum ConfigCmd {
     /// Validate the file and print every problem at once, one
     /// FILE:LINE:COL: message line each; also checks that the files and
     /// folders it names (key_files, source dir, token_file,
-    /// webhook_secret_file) exist and are readable, and warns about secret
-    /// files other users can read (exit 0 with only warnings).
+    /// webhook_secret_file, the console's users_file) exist and are
+    /// readable, and warns about secret files other users can read (exit 0
+    /// with only warnings; a console users file others can read is an
+    /// error).
     Check {
         #[command(flatten)]
         out: Output,
