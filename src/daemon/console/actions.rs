@@ -297,7 +297,14 @@ pub(crate) async fn act(
             &back,
         );
     };
-    let reason: String = form.reason.trim().chars().take(MAX_REASON).collect();
+    // One line: it goes into log lines and the audit log.
+    let reason: String = form
+        .reason
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
     if reason.is_empty() {
         return message(
             StatusCode::BAD_REQUEST,
