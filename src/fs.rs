@@ -581,6 +581,12 @@ pub(crate) fn write_atomic_private(path: &Path, data: &[u8]) -> Result<()> {
     write_atomic_mode(path, data, 0o640)
 }
 
+/// [`write_atomic`] for a file only its owner may read (0600): the
+/// console's password hashes.
+pub(crate) fn write_atomic_secret(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
 fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path);
     let res = (|| {

@@ -311,6 +311,11 @@ pub(super) enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The agent's web console ([console] in the configuration): its users.
+    Console {
+        #[command(subcommand)]
+        cmd: ConsoleCmd,
+    },
     /// Check a release on disk against the manifest written at install: every file's
     /// content, mode and type; reports drift (changed, added, missing). Exit 3 on drift.
     Verify {
@@ -461,9 +466,10 @@ pub(super) enum ConfigCmd {
     /// Validate the file and print every problem at once, one
     /// FILE:LINE:COL: message line each; also checks that the files and
     /// folders it names (key_files, source dir, token_file,
-    /// webhook_secret_file, [notify.email]'s credentials_file and ca_file)
-    /// exist and are readable, and warns about secret files other users
-    /// can read (exit 0 with only warnings).
+    /// webhook_secret_file, [notify.email]'s credentials_file and ca_file,
+    /// the console's users_file) exist and are readable, and warns about
+    /// secret files other users can read (exit 0 with only warnings; a
+    /// console users file others can read is an error).
     Check {
         #[command(flatten)]
         out: Output,
@@ -476,6 +482,42 @@ pub(super) enum ConfigCmd {
         /// App name.
         app: String,
     },
+}
+
+/// `console` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub(super) enum ConsoleCmd {
+    /// Add a console user, or replace an existing user's password and role:
+    /// an argon2id hash with a random salt goes into the users file
+    /// ([console] users_file, default /etc/switchyard/console-users;
+    /// written atomically, mode 0600). The password is read from the
+    /// terminal without echo (twice), or with --password-stdin as one line
+    /// from standard input; at least 12 characters. The running agent reads
+    /// the file at each login: no restart needed.
+    AddUser {
+        /// The user's name (letters, digits, '.', '_', '@', '-'); shown in
+        /// the audit log as console:NAME.
+        name: String,
+        /// viewer: reads every page. operator: also deploys, promotes,
+        /// reverts, holds, quarantines, switches maintenance, takes backups.
+        #[arg(long, value_enum)]
+        role: ConsoleRole,
+        /// Read the password as one line from standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+        /// The users file (default: [console] users_file of the configuration).
+        #[arg(long)]
+        users_file: Option<PathBuf>,
+    },
+}
+
+/// A console user's role.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum ConsoleRole {
+    Viewer,
+    Operator,
 }
 
 /// `audit` subcommands.

@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
-use crate::cli::args::{AuditCmd, BackupCmd, Cli, Command, ConfigCmd, InstallFlags, ScheduleCmd};
+use crate::cli::args::{
+    AuditCmd, BackupCmd, Cli, Command, ConfigCmd, ConsoleCmd, ConsoleRole, InstallFlags,
+    ScheduleCmd,
+};
 use crate::cli::render;
 use crate::config::{Config, ConfigError};
 use crate::daemon::agent::AgentError;
@@ -57,6 +60,21 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Config {
             cmd: ConfigCmd::TestEmail { app },
         } => test_email(&cli.config, app),
+        Command::Console {
+            cmd:
+                ConsoleCmd::AddUser {
+                    name,
+                    role,
+                    password_stdin,
+                    users_file,
+                },
+        } => console_add_user(
+            &cli.config,
+            name,
+            *role,
+            *password_stdin,
+            users_file.as_deref(),
+        ),
         Command::Logs {
             app,
             deploy,
@@ -128,6 +146,7 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Maintenance { .. }
+        | Command::Console { .. }
         | Command::Agent => false,
         Command::Backup { cmd } => match cmd {
             BackupCmd::Create { common, .. } | BackupCmd::Restore { common, .. } => common.json,
@@ -407,6 +426,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         | Command::Logs { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::Console { .. }
         | Command::Config { .. } => unreachable!("not an app command"),
     })
 }
@@ -728,6 +748,63 @@ fn keygen(out: &Path, password: bool, json: bool) -> Result<(), Failure> {
         &render::keygen(&pk, &sk, &id.to_string(), &public, json),
         true,
     )
+}
+
+/// `console add-user`: reads the password (terminal without echo, or one
+/// line of stdin) and hands it to the users-file writer.
+fn console_add_user(
+    config: &Path,
+    name: &str,
+    role: ConsoleRole,
+    password_stdin: bool,
+    users_file: Option<&Path>,
+) -> Result<(), Failure> {
+    use crate::ops::console_users::{self, Role};
+    let usage = |m: String| Failure::new(exit::USAGE, anyhow::anyhow!(m));
+    let file = match users_file {
+        Some(f) => f.to_path_buf(),
+        None => match crate::fs::metadata(config).ok().flatten() {
+            // The file the agent's console will read.
+            Some(_) => Config::load(config)?
+                .console
+                .map(|c| c.users_file)
+                .unwrap_or_else(|| PathBuf::from(crate::config::console::DEFAULT_USERS_FILE)),
+            None => PathBuf::from(crate::config::console::DEFAULT_USERS_FILE),
+        },
+    };
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                anyhow::Error::new(e).context("reading the password from standard input"),
+            )
+        })?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let ask = |p: &str| rpassword::prompt_password(p).ok();
+        let first = ask(&format!("Password for console user {name}: ")).ok_or_else(|| {
+            usage("no terminal to read the password from: use --password-stdin".into())
+        })?;
+        let again = ask("The same password again: ").unwrap_or_default();
+        if first != again {
+            return Err(usage(
+                "the two passwords differ; nothing was written".into(),
+            ));
+        }
+        first
+    };
+    let role = match role {
+        ConsoleRole::Viewer => Role::Viewer,
+        ConsoleRole::Operator => Role::Operator,
+    };
+    let added = console_users::add_user(&file, name, role, &password).map_err(|e| match e {
+        console_users::UsersError::BadName(_) | console_users::UsersError::ShortPassword => {
+            Failure::new(exit::USAGE, e)
+        }
+        e => Failure::new(exit::FAILURE, e),
+    })?;
+    crate::cli::out(&render::console_user(&added), true)
 }
 
 fn sign(files: &[PathBuf], key: &Path, trusted_comment: Option<&str>) -> Result<(), Failure> {

@@ -21,6 +21,7 @@ use trust::check_trust;
 
 mod email;
 mod shared;
+mod console;
 mod source;
 mod trust;
 
@@ -215,6 +216,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     check_roots(&mut ck, &apps);
     email::check_recipients(&mut ck);
     let agent = check_agent(&mut ck, raw.agent);
+    let console = console::check_console(&mut ck, raw.console, &agent);
     if !ck.problems.is_empty() {
         // Everything at once: a missing key file is worth knowing while
         // the file is being fixed anyway.
@@ -227,6 +229,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         apps,
         agent,
+        console,
         warnings: ck.warnings,
         unavailable: ck.unavailable,
     })

@@ -4,6 +4,7 @@
 
 mod check;
 pub(crate) mod email;
+pub(crate) mod console;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;
@@ -100,6 +101,8 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// `[agent]`: the service's own settings.
     pub agent: AgentConfig,
+    /// `[console]`: the web console, when configured.
+    pub console: Option<console::ConsoleConfig>,
     /// What is allowed but unwise (a secret file other users can read):
     /// shown by `config check` and logged by the agent.
     pub warnings: Vec<Problem>,

@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) apps: BTreeMap<String, Spanned<RawApp>>,
     pub(super) agent: Option<Spanned<RawAgent>>,
     pub(super) notify: Option<Spanned<RawNotify>>,
+    pub(super) console: Option<Spanned<RawConsole>>,
 }
 
 /// `[notify]`: notification channels shared by every app.
@@ -47,6 +48,19 @@ pub(super) struct RawEmail {
 pub(super) struct RawAppEmail {
     pub(super) to: Option<Vec<Spanned<String>>>,
     pub(super) events: Option<Vec<Spanned<String>>>,
+}
+
+/// `[console]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) users_file: Option<Spanned<PathBuf>>,
+    pub(super) proxy_header: Option<Spanned<String>>,
+    pub(super) proxy_addresses: Option<Vec<Spanned<String>>>,
+    pub(super) operators: Option<Spanned<Vec<String>>>,
+    pub(super) session_ttl: Option<Spanned<String>>,
 }
 
 /// `[agent]`.

@@ -69,6 +69,15 @@ pub(crate) enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The console's listener could not bind.
+    #[error("cannot listen on {addr} for the console; change [console] listen")]
+    ConsoleListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -233,6 +242,35 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         cfg.agent.control_group.as_deref(),
     )?;
     let ctl_path = cfg.agent.control_socket.clone();
+    // The console (when configured): a listener of its own, its actions
+    // queued to the app tasks as the control socket's are.
+    let console = match &cfg.console {
+        Some(c) => {
+            let l = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .map_err(|source| AgentError::ConsoleListen {
+                    addr: c.listen,
+                    source,
+                })?;
+            let addr = l.local_addr().map_err(AgentError::Runtime)?;
+            let state = crate::daemon::console::ConsoleState::new(
+                c.clone(),
+                &cfg.apps,
+                ctl_tx.clone(),
+                shared.clock.clone(),
+                shutdown_rx.clone(),
+            );
+            let task = tokio::spawn(crate::daemon::http::listener::serve(
+                l,
+                crate::daemon::console::router(state.clone()),
+                crate::daemon::http::listener::Limits::default(),
+                shutdown_rx.clone(),
+            ));
+            info!(listen = %addr, auth = %c.auth.name(), "console ready");
+            Some((state, task))
+        }
+        None => None,
+    };
     // On a thread of its own, so no load on the HTTP listener delays it.
     let ctl =
         control::spawn(ctl_listener, ctl_tx, shutdown_rx.clone()).map_err(AgentError::Runtime)?;
@@ -291,8 +329,14 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
                         }
                         drop(map);
                         http_for_reload.reload(wh);
+                        if let Some((c, _)) = &console {
+                            c.reload(&new.apps);
+                        }
                         if new.agent != cfg.agent {
                             warn!("[agent] settings changed; they take effect on restart");
+                        }
+                        if new.console != cfg.console {
+                            warn!("[console] settings changed; they take effect on restart");
                         }
                         cfg = new;
                         info!(apps = cfg.apps.len(), "configuration reloaded");
@@ -349,6 +393,9 @@ async fn run_async(config_path: PathBuf, cfg: Config) -> Result<(), AgentError> 
         std::process::exit(0);
     }
     let _ = http.await;
+    if let Some((_, task)) = console {
+        let _ = task.await;
+    }
     let _ = tokio::task::spawn_blocking(move || ctl.join()).await;
     let _ = crate::fs::remove_file(&ctl_path);
     if let Some(w) = watchdog {

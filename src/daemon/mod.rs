@@ -5,6 +5,7 @@
 
 pub(crate) mod aftermath;
 pub(crate) mod agent;
+pub(crate) mod console;
 pub(crate) mod control;
 pub(crate) mod http;
 pub(crate) mod memory;

@@ -33,7 +33,7 @@
 
 pub(crate) mod email;
 mod notify;
-mod redact;
+pub(crate) mod redact;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};

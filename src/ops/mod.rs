@@ -12,6 +12,7 @@
 
 pub(crate) mod api;
 pub(crate) mod backup;
+pub(crate) mod console_users;
 mod diff;
 pub(crate) mod error;
 pub(crate) mod health;

@@ -143,6 +143,17 @@ pub(crate) fn hook_logs(
     Ok((id, logs_in(&ddir)?))
 }
 
+/// The deploys that have hook logs, newest first (the console lists them).
+pub(crate) fn deploys_with_logs(cfg: &AppConfig) -> Vec<String> {
+    let mut v: Vec<String> = deploy_dirs(&logs_dir(cfg))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    v.reverse();
+    v
+}
+
 /// The `.log` files in a deploy's folder, oldest write first.
 pub(crate) fn logs_in(ddir: &Path) -> Result<Vec<HookLog>, FsError> {
     let mut v = Vec::new();

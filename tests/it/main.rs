@@ -14,6 +14,7 @@ mod agent;
 mod beneath_root;
 mod cli;
 mod config_check;
+mod console;
 mod crash;
 mod email;
 mod faults;

@@ -125,7 +125,7 @@ pub(crate) async fn serve(
     let mut stop = shutdown.clone();
     loop {
         while tasks.try_join_next().is_some() {}
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stopped(&mut stop) => break,
             acc = listener.accept() => match acc {
                 Ok(s) => s,
@@ -146,7 +146,7 @@ pub(crate) async fn serve(
         let router = router.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            serve_conn(stream, router, conn, limits, shutdown).await;
+            serve_conn(stream, peer, router, conn, limits, shutdown).await;
             lock(&table).open.remove(&id);
         });
     }
@@ -160,8 +160,12 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serves one connection. Each request carries the peer's address as
+/// axum's `ConnectInfo` (the console trusts proxy headers only from its
+/// configured proxies, and counts failed logins per address).
 async fn serve_conn(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     conn: Arc<Conn>,
     limits: Limits,
@@ -169,7 +173,9 @@ async fn serve_conn(
 ) {
     let inner = TowerToHyperService::new(router);
     let tracked = conn.clone();
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let busy = Busy::new(&tracked);
         let answer = inner.call(req);
         async move {
