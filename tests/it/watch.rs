@@ -17,6 +17,17 @@ use crate::mock_github::MockGithub;
 /// A warm hook that talks, then takes its time.
 const SLOW_WARM: &str = "warm = 'echo warming $SWITCHYARD_VERSION; sleep 3; echo warm done'\nactivate = 'echo activated'";
 
+/// A warm hook that talks, then waits until the test creates `gate` (at
+/// most two minutes, so a failed test leaves no hook behind for long): the
+/// command is certainly still running while the test reads its progress,
+/// however slow the machine, with no guessed sleep.
+fn gated_warm(gate: &std::path::Path) -> String {
+    format!(
+        "warm = 'echo warming $SWITCHYARD_VERSION; i=0; until [ -e \"{}\" ] || [ $i -ge 2400 ]; do sleep 0.05; i=$((i+1)); done; echo warm done'\nactivate = 'echo activated'",
+        gate.display()
+    )
+}
+
 /// Adds `[apps.web.hooks]` with `hooks` to the world's config.
 fn set_hooks(w: &World, hooks: &str) {
     let cfg = std::fs::read_to_string(&w.config).unwrap();
@@ -95,7 +106,7 @@ fn seen_while_running(
         .all(|w| lines.iter().any(|l: &String| l.contains(w)))
     {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "never saw {wanted:?}; stderr so far:\n{}",
             lines.join("\n")
         );
@@ -132,14 +143,17 @@ fn deploy_progress_shows_each_step_and_the_hook_output_while_it_runs() {
     w.simple_release("v1.0.0");
     w.simple_release("v1.1.0");
     w.ok(&["deploy", "web", "1.0.0"]);
-    set_hooks(&w, SLOW_WARM);
+    let gate = w.tmp.path().join("warm-may-end");
+    set_hooks(&w, &gated_warm(&gate));
     let (mut child, rx) = spawn(&w, &["deploy", "web", "1.1.0", "--json"], &[]);
-    // While the warm hook sleeps: its step, and its first output line.
+    // While the warm hook waits for the gate: its step, and its first
+    // output line.
     let lines = seen_while_running(
         &mut child,
         &rx,
         &["deploy 1.1.0: applying (warm)", "warm | warming 1.1.0"],
     );
+    std::fs::write(&gate, "").unwrap();
     let (code, out, err) = finish(child, rx, lines);
     assert_eq!(code, 0, "{out}\n{err}");
     // Every step in order, on stderr only: stdout is the JSON alone.
@@ -162,7 +176,8 @@ fn progress_through_the_agent_shows_while_the_cli_waits_on_the_socket() {
     configure(&w, &m, "poll_interval = \"1h\"");
     publish(&w, &m, "v1.0.0");
     publish(&w, &m, "v1.1.0");
-    set_hooks(&w, SLOW_WARM);
+    let gate = w.tmp.path().join("warm-may-end");
+    set_hooks(&w, &gated_warm(&gate));
     let agent = Agent::start(&w);
     let (mut child, rx) = spawn(&w, &["deploy", "web", "1.1.0"], &[]);
     let lines = seen_while_running(
@@ -170,6 +185,7 @@ fn progress_through_the_agent_shows_while_the_cli_waits_on_the_socket() {
         &rx,
         &["deploy 1.1.0: applying (warm)", "warm | warming 1.1.0"],
     );
+    std::fs::write(&gate, "").unwrap();
     let (code, out, err) = finish(child, rx, lines);
     assert_eq!(code, 0, "{out}\n{err}\n{}", agent.log());
     assert!(err.contains("completed"), "{err}");

@@ -300,7 +300,7 @@ enum Node {
     },
     File {
         size: u64,
-        sha256: String,
+        sha256: writer::FileSum,
         mode: u32,
     },
     Symlink {
@@ -688,7 +688,7 @@ impl<'a> Unpacker<'a> {
 
     fn finish(mut self) -> Result<Unpacked, UnpackError> {
         // Every file is on disk before the tree is judged and published.
-        self.files.finish()?;
+        let digests = self.files.finish()?;
         let strip = self.strip();
         let floor = usize::from(strip.is_some());
         // Later symlinks can change how earlier ones resolve: check them all
@@ -736,7 +736,18 @@ impl<'a> Unpacker<'a> {
                     kind: EntryKind::File,
                     mode: *mode,
                     size: *size,
-                    sha256: Some(sha256.clone()),
+                    sha256: Some(match sha256 {
+                        writer::FileSum::Hex(h) => h.clone(),
+                        writer::FileSum::Pending(id) => {
+                            digests.get(id).cloned().ok_or_else(|| {
+                                FsError::new(
+                                    "hash",
+                                    self.dest.join(k),
+                                    io::Error::other("its writer thread gave no digest"),
+                                )
+                            })?
+                        }
+                    }),
                     target: None,
                 },
                 Node::Symlink { target } => ManifestEntry {

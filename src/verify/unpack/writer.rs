@@ -1,12 +1,16 @@
 //! Writing unpacked files. Creating a file costs far more kernel time than
 //! writing a small one, and one thread creating them one by one leaves the
 //! other cores idle: small files are handed, whole, to a few writer
-//! threads, while the single reader goes on decompressing. Hashes and sizes
-//! are computed on the reader side, as the data streams past, so the
-//! manifest does not depend on the writers. Large files are written by the
-//! reader itself, streaming, so memory stays bounded: at most
-//! [`QUEUED_FILES`] files of at most [`POOLED_MAX`] bytes wait in the queue.
+//! threads, while the single reader goes on decompressing. The reader is
+//! the one thread every byte passes through (inflate alone keeps it busy on
+//! a `.tar.gz`), so a small file's SHA-256 is computed by the writer that
+//! has the file, from the very bytes it writes, and collected at the end
+//! ([`FileSum::Pending`]); sizes are counted on the reader side. Large files
+//! are written and hashed by the reader itself, streaming, so memory stays
+//! bounded: at most [`QUEUED_FILES`] files of at most [`POOLED_MAX`] bytes
+//! wait in the queue.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -36,8 +40,20 @@ pub(super) enum WriteError {
     Fs(FsError),
 }
 
+/// A file's SHA-256 (hex), as [`Files::write`] gives it.
+#[derive(Debug, Clone)]
+pub(super) enum FileSum {
+    /// Known now: the reader hashed the file as it streamed.
+    Hex(String),
+    /// Computed by a writer thread: the key to look up in what
+    /// [`Files::finish`] returns.
+    Pending(u64),
+}
+
 /// A file for a writer thread.
 struct Job {
+    /// Its key among the digests [`Files::finish`] returns.
+    id: u64,
     path: PathBuf,
     mode: u32,
     mtime: Option<u64>,
@@ -58,11 +74,15 @@ pub(super) struct Files {
     submitted: u64,
 }
 
-/// The writers' side: files written, and the first failure.
+/// The writers' side: files written, their digests, and the first failure.
 #[derive(Default)]
 struct Progress {
     written: u64,
+    digests: HashMap<u64, String>,
     failed: Option<FsError>,
+    /// The reader waits in [`Files::barrier`]: only then is a wake-up (a
+    /// system call) worth making after each file.
+    waiting: bool,
 }
 
 /// The process umask, from `/proc/self/status` (reading it with `umask(2)`
@@ -130,17 +150,25 @@ impl Files {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
+                        let sum = hex::encode(Sha256::digest(&job.data));
                         let res = write_file(&job.path, job.mode, umask, job.mtime, &job.data);
                         let (lock, changed) = &*progress;
-                        if let Ok(mut p) = lock.lock() {
-                            p.written += 1;
-                            if let Err(e) = res
-                                && p.failed.is_none()
-                            {
-                                p.failed = Some(e);
+                        let wake = match lock.lock() {
+                            Ok(mut p) => {
+                                p.written += 1;
+                                p.digests.insert(job.id, sum);
+                                if let Err(e) = res
+                                    && p.failed.is_none()
+                                {
+                                    p.failed = Some(e);
+                                }
+                                p.waiting
                             }
+                            Err(_) => true,
+                        };
+                        if wake {
+                            changed.notify_all();
                         }
-                        changed.notify_all();
                     }
                 });
             // Without threads the reader writes every file itself.
@@ -173,9 +201,10 @@ impl Files {
     }
 
     /// Writes `data` to the new file `path` with permission bits `mode`,
-    /// refusing more than `budget` bytes; returns its size and SHA-256 (hex).
-    /// A small file may still be on its way to the disk when this returns:
-    /// [`Self::finish`] waits for it.
+    /// refusing more than `budget` bytes; returns its size and SHA-256.
+    /// A small file may still be on its way to the disk, and its digest
+    /// still to be computed, when this returns: [`Self::finish`] waits for
+    /// both.
     pub(super) fn write(
         &mut self,
         path: &Path,
@@ -184,40 +213,30 @@ impl Files {
         declared: u64,
         data: &mut dyn Read,
         budget: u64,
-    ) -> Result<(u64, String), WriteError> {
+    ) -> Result<(u64, FileSum), WriteError> {
         self.check_failed().map_err(WriteError::Fs)?;
-        let mut sha = Sha256::new();
         if declared <= POOLED_MAX && self.tx.is_some() {
-            // Read it whole (hashing as it comes), then hand it over.
+            // Read it whole, straight into its own buffer, then hand it over.
+            let cap = budget.min(POOLED_MAX.max(declared));
             let mut whole = Vec::with_capacity(declared as usize);
-            loop {
-                let k = match data.read(&mut self.buf) {
-                    Ok(0) => break,
-                    Ok(k) => k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(WriteError::Read(e)),
-                };
-                if (whole.len() + k) as u64 > budget.min(POOLED_MAX.max(declared)) {
-                    if (whole.len() + k) as u64 > budget {
-                        return Err(WriteError::Budget);
-                    }
-                    // Longer than it said: stream the rest instead.
-                    return self.stream(
-                        path,
-                        mode,
-                        mtime,
-                        sha,
-                        whole,
-                        &self.buf[..k],
-                        data,
-                        budget,
-                    );
+            data.take(cap + 1)
+                .read_to_end(&mut whole)
+                .map_err(WriteError::Read)?;
+            if whole.len() as u64 > cap {
+                if whole.len() as u64 > budget {
+                    return Err(WriteError::Budget);
                 }
-                sha.update(&self.buf[..k]);
-                whole.extend_from_slice(&self.buf[..k]);
+                // Longer than it said: hash what came, stream the rest.
+                let mut sha = Sha256::new();
+                sha.update(&whole);
+                return self
+                    .stream(path, mode, mtime, sha, whole, data, budget)
+                    .map(|(n, hex)| (n, FileSum::Hex(hex)));
             }
             let n = whole.len() as u64;
+            let id = self.submitted;
             let job = Job {
+                id,
                 path: path.to_path_buf(),
                 mode,
                 mtime,
@@ -227,7 +246,7 @@ impl Files {
                 && tx.send(job).is_ok()
             {
                 self.submitted += 1;
-                return Ok((n, hex::encode(sha.finalize())));
+                return Ok((n, FileSum::Pending(id)));
             }
             return Err(WriteError::Fs(FsError::new(
                 "write",
@@ -235,20 +254,20 @@ impl Files {
                 io::Error::other("the writer threads stopped"),
             )));
         }
-        self.stream(path, mode, mtime, sha, Vec::new(), &[], data, budget)
+        self.stream(path, mode, mtime, Sha256::new(), Vec::new(), data, budget)
+            .map(|(n, hex)| (n, FileSum::Hex(hex)))
     }
 
-    /// Writes a file on this thread: `head` (already hashed), then `more`
-    /// and the rest of `data`, as they stream.
+    /// Writes a file on this thread: `head` (already hashed), then the
+    /// rest of `data`, as it streams.
     #[allow(clippy::too_many_arguments)]
     fn stream(
-        &self,
+        &mut self,
         path: &Path,
         mode: u32,
         mtime: Option<u64>,
         mut sha: Sha256,
         head: Vec<u8>,
-        more: &[u8],
         data: &mut dyn Read,
         budget: u64,
     ) -> Result<(u64, String), WriteError> {
@@ -256,27 +275,24 @@ impl Files {
         let werr = |e: io::Error| WriteError::Fs(FsError::new("write", path, e));
         f.write_all(&head).map_err(werr)?;
         let mut n = head.len() as u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut first = Some(more);
+        let buf = &mut self.buf;
         // Read and write errors mean different things: a failed read is
         // a corrupt or truncated archive (or a limit reached), a failed
         // write is this machine's disk.
         loop {
-            let chunk: &[u8] = match first.take() {
-                Some(m) if !m.is_empty() => m,
-                _ => match data.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(k) => &buf[..k],
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(WriteError::Read(e)),
-                },
+            let k = match data.read(buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(WriteError::Read(e)),
             };
-            if n + chunk.len() as u64 > budget {
+            let chunk = &buf[..k];
+            if n + k as u64 > budget {
                 return Err(WriteError::Budget);
             }
             sha.update(chunk);
             f.write_all(chunk).map_err(werr)?;
-            n += chunk.len() as u64;
+            n += k as u64;
         }
         finish_file(&f, path, mode, self.umask, mtime).map_err(WriteError::Fs)?;
         Ok((n, hex::encode(sha.finalize())))
@@ -287,7 +303,12 @@ impl Files {
     pub(super) fn barrier(&mut self) -> Result<(), FsError> {
         let (lock, changed) = &*self.progress;
         if let Ok(mut p) = lock.lock() {
-            while p.written < self.submitted && !self.workers.is_empty() {
+            loop {
+                if p.written >= self.submitted || self.workers.is_empty() {
+                    p.waiting = false;
+                    break;
+                }
+                p.waiting = true;
                 p = match changed.wait(p) {
                     Ok(p) => p,
                     Err(_) => break,
@@ -297,11 +318,17 @@ impl Files {
         self.check_failed()
     }
 
-    /// Waits for every file to be written and stops the writers.
-    pub(super) fn finish(&mut self) -> Result<(), FsError> {
+    /// Waits for every file to be written, stops the writers, and returns
+    /// the digests they computed, by [`FileSum::Pending`] key.
+    pub(super) fn finish(&mut self) -> Result<HashMap<u64, String>, FsError> {
         let res = self.barrier();
         self.stop();
-        res
+        res?;
+        let digests = match self.progress.0.lock() {
+            Ok(mut p) => std::mem::take(&mut p.digests),
+            Err(_) => HashMap::new(),
+        };
+        Ok(digests)
     }
 
     fn stop(&mut self) {
