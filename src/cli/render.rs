@@ -355,6 +355,9 @@ fn history(app: &str, events: &[Event]) -> String {
                 .map(|m| format!("\n    {m}"))
                 .unwrap_or_default()
         ));
+        if let Some(r) = &e.actor.reason {
+            s.push_str(&format!("    reason: {r}\n"));
+        }
         // A prune names no single version: list what it removed.
         if let Some(removed) = e.details.get("removed").and_then(|v| v.as_array()) {
             let names: Vec<&str> = removed.iter().filter_map(|v| v.as_str()).collect();

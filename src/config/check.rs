@@ -19,9 +19,9 @@ use shared::check_shared;
 use source::check_source;
 use trust::check_trust;
 
+mod console;
 mod email;
 mod shared;
-mod console;
 mod source;
 mod trust;
 

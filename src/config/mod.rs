@@ -3,8 +3,8 @@
 //! reported with its line and column.
 
 mod check;
-pub(crate) mod email;
 pub(crate) mod console;
+pub(crate) mod email;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;

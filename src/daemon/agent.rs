@@ -447,8 +447,8 @@ async fn app_task(
                 None => break,
                 Some(AppMsg::Trigger(t)) => {
                     let actor = match &t {
-                        Trigger::Webhook { delivery, .. } => Actor { user: format!("webhook:{delivery}"), uid: None },
-                        Trigger::Poll { .. } => Actor { user: "agent:poll".into(), uid: None },
+                        Trigger::Webhook { delivery, .. } => Actor { user: format!("webhook:{delivery}"), uid: None, reason: None },
+                        Trigger::Poll { .. } => Actor { user: "agent:poll".into(), uid: None, reason: None },
                     };
                     if let Some(wait) = check(&cfg, &source, &shared, actor).await {
                         next = next.min(wait);
@@ -460,7 +460,7 @@ async fn app_task(
                 }
             },
             _ = crate::clock::sleep_until(clock.as_ref(), next) => {
-                let actor = Actor { user: "agent:poll".into(), uid: None };
+                let actor = Actor { user: "agent:poll".into(), uid: None, reason: None };
                 let wait = check(&cfg, &source, &shared, actor).await;
                 next = clock.tick() + policy::jittered(cfg.agent.poll_interval, 0.1);
                 if let Some(w) = wait { next = next.min(w); }

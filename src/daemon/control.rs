@@ -257,6 +257,7 @@ async fn handle(
     let actor = Actor {
         user,
         uid: Some(uid),
+        reason: None,
     };
     let (r, mut w) = stream.into_split();
     let mut line = String::new();

@@ -211,6 +211,7 @@ mod tests {
             actor: crate::store::history::Actor {
                 user: user.into(),
                 uid: None,
+                reason: None,
             },
             outcome: "failed".into(),
             duration_ms: 0,

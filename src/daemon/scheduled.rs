@@ -34,6 +34,7 @@ fn agent_caller(clock: &Arc<dyn Clock>, user: &str) -> Caller {
         actor: Actor {
             user: user.into(),
             uid: None,
+            reason: None,
         },
         wait: true,
         automatic: true,

@@ -30,6 +30,10 @@ pub(crate) struct Actor {
     /// Unix uid, when a local user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// Why, in the person's words, when they gave a reason (the console
+    /// asks for one on every action); recorded on each event of the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Actor {
@@ -44,6 +48,7 @@ impl Actor {
         Actor {
             user,
             uid: Some(uid.as_raw()),
+            reason: None,
         }
     }
 }
@@ -762,6 +767,7 @@ mod tests {
             actor: Actor {
                 user: "ops".into(),
                 uid: Some(1000),
+                reason: None,
             },
             outcome: "ok".into(),
             duration_ms: 5,
@@ -839,6 +845,7 @@ mod tests {
         let actor = Actor {
             user: "ops".into(),
             uid: Some(0),
+            reason: None,
         };
         let info = seal(&p, "web", "bad disk", &actor).unwrap();
         assert_eq!((info.damaged_lines, info.damaged_at_line), (4, 2));
@@ -862,6 +869,7 @@ mod tests {
         let actor = Actor {
             user: "ops".into(),
             uid: Some(0),
+            reason: None,
         };
         assert!(!rotate_if_needed(&p, "web", 1 << 20, 2, &actor).unwrap());
         for i in 0..4 {

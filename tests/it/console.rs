@@ -505,6 +505,10 @@ fn hook_output_secrets_do_not_reach_the_pages() {
             .any(|l| l.contains("1.0.0") && l.contains("console:olga")),
         "{h}"
     );
+    // The reason typed on the confirmation page is in the audit log.
+    assert!(h.contains("reason: first release"), "{h}");
+    let page = s.get("/apps/web", Some(&c)).body;
+    assert!(page.contains("<td>first release</td>"), "{page}");
     let page = s.get("/apps/web", Some(&c)).body;
     assert!(
         page.contains("warm done"),

@@ -110,7 +110,9 @@ impl Action {
             Action::MaintenanceOn => {
                 "shown to users as the maintenance message, and kept in the audit log"
             }
-            _ => "kept in the agent's log; the audit log names you as console:<user>",
+            _ => {
+                "kept in the audit log with your name (console:<user>) on each event of the action"
+            }
         }
     }
 }
@@ -346,6 +348,7 @@ pub(crate) async fn act(
     let actor = Actor {
         user: who.actor(),
         uid: None,
+        reason: Some(reason.clone()),
     };
     let (tx, rx) = oneshot::channel::<Reply>();
     if state.jobs.send((req, actor, tx)).is_err() {

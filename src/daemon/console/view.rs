@@ -179,6 +179,8 @@ pub(crate) struct HistoryRow {
     pub event: String,
     /// Who.
     pub actor: String,
+    /// Why, when they said (redacted like everything shown).
+    pub reason: String,
     /// From -> to.
     pub change: String,
     /// ok, failed, ...
@@ -256,6 +258,7 @@ fn reader(clock: &Arc<dyn Clock>) -> Caller {
         actor: Actor {
             user: "console".into(),
             uid: None,
+            reason: None,
         },
         wait: false,
         automatic: false,
@@ -457,6 +460,7 @@ pub(crate) fn app_view(
                 },
                 time: e.time,
                 event: e.event,
+                reason: e.actor.reason.as_deref().map(redact).unwrap_or_default(),
                 actor: e.actor.user,
                 outcome: e.outcome,
                 error: e.error.map(|m| redact(&m)).unwrap_or_default(),
