@@ -32,6 +32,9 @@ const WARM: &str =
 const ACTIVATE: &str =
     r#"echo "reloading the app server for $SWITCHYARD_VERSION"; sleep 1.5; echo "reloaded""#;
 
+/// The least height of a page's screenshot, in pixels.
+const MIN_SHOT_HEIGHT: u32 = 300;
+
 /// How long a page may take to show what a step waits for.
 const PAGE: Duration = Duration::from_secs(10);
 
@@ -136,12 +139,28 @@ impl Shots {
         Shots(std::env::var_os("SWITCHYARD_SCREENSHOTS_DIR").map(PathBuf::from))
     }
 
-    /// The viewport as `<name>.png`.
+    /// The whole page as `<name>.png`: the window is made as tall as the
+    /// page's content for the shot (at least [`MIN_SHOT_HEIGHT`]), then put
+    /// back.
     async fn page(&self, c: &Client, name: &str) {
-        if let Some(dir) = &self.0 {
-            let png = c.screenshot().await.expect("screenshot");
-            save(dir, name, &png);
-        }
+        let Some(dir) = &self.0 else {
+            return;
+        };
+        let size = c
+            .execute(
+                "return [window.outerWidth, window.outerHeight, window.outerHeight - window.innerHeight, Math.ceil(document.body.lastElementChild.getBoundingClientRect().bottom + window.scrollY) + 24];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let n: Vec<u32> = serde_json::from_value(size).unwrap();
+        let (width, height, chrome, page) = (n[0], n[1], n[2], n[3]);
+        c.set_window_size(width, chrome + page.max(MIN_SHOT_HEIGHT))
+            .await
+            .unwrap();
+        let png = c.screenshot().await.expect("screenshot");
+        c.set_window_size(width, height).await.unwrap();
+        save(dir, name, &png);
     }
 
     /// One element (found by `css`) as `<name>.png`.
@@ -325,7 +344,7 @@ async fn scenario(c: &Client, base: &str, w: &World) {
         "{what}"
     );
     fill(c, "#confirm-reason", "ship the 1.1.0 fixes").await;
-    shots.page(c, "4-confirm-deploy").await;
+    shots.page(c, "3-confirm-deploy").await;
     // The POST answers when the deploy is done: click without waiting.
     c.execute(
         "setTimeout(function () { document.getElementById('confirm-submit').click(); }, 0);",
@@ -342,7 +361,7 @@ async fn scenario(c: &Client, base: &str, w: &World) {
         t.contains("warming 1.1.0: part")
     })
     .await;
-    shots.page(c, "3-app-deploying").await;
+    shots.page(c, "4-app-deploying").await;
     until_is(c, "#live", "1.1.0").await;
     until_text(c, "#progress-state", DEPLOY, |t| t == "completed").await;
     let seen: Vec<String> = serde_json::from_value(
@@ -395,19 +414,29 @@ async fn scenario(c: &Client, base: &str, w: &World) {
     {
         by_olga.push(row.attr("data-event").await.unwrap().unwrap_or_default());
     }
-    assert!(
-        by_olga.iter().any(|e| e.contains("revert"))
-            && by_olga
-                .iter()
-                .any(|e| e.contains("promote") || e.contains("deploy")),
-        "the deploy and the revert by console:olga: {by_olga:?}"
-    );
+    for event in ["system.update.completed", "release.revert.completed"] {
+        assert!(
+            by_olga.iter().any(|e| e == event),
+            "{event} by console:olga in the history: {by_olga:?}"
+        );
+    }
     shots.element(c, "#history", "6-history").await;
     assert_eq!(
         w.link("current").as_deref(),
         Some("releases/1.0.0"),
         "the revert is real"
     );
+
+    // The overview: 1.0.0 live again, held by the revert.
+    click(c, "#home").await;
+    until_is(c, "#app-web [data-field=live]", "1.0.0").await;
+    assert!(
+        c.find(Locator::Css("#app-web [data-flag=hold]"))
+            .await
+            .is_ok(),
+        "a revert holds the app"
+    );
+    shots.page(c, "7-overview").await;
 
     // Sign out; a viewer reads but has no actions and is refused them.
     click(c, "#logout").await;
@@ -423,5 +452,5 @@ async fn scenario(c: &Client, base: &str, w: &World) {
         .await
         .unwrap();
     until_is(c, "#message-heading", "Not allowed").await;
-    shots.page(c, "7-viewer-refused").await;
+    shots.page(c, "8-viewer-refused").await;
 }
