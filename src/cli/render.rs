@@ -722,6 +722,17 @@ pub(crate) fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `console add-user`'s one line.
+pub(crate) fn console_user(a: &crate::ops::console_users::AddedUser) -> String {
+    let what = if a.replaced { "updated" } else { "added" };
+    format!(
+        "{what} console user {} ({}) in {}\n",
+        a.name,
+        a.role,
+        a.file.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,15 +763,4 @@ mod tests {
         );
         assert!(outcome("web", &wire, true).contains("\"changed\": true"));
     }
-}
-
-/// `console add-user`'s one line.
-pub(crate) fn console_user(a: &crate::ops::console_users::AddedUser) -> String {
-    let what = if a.replaced { "updated" } else { "added" };
-    format!(
-        "{what} console user {} ({}) in {}\n",
-        a.name,
-        a.role,
-        a.file.display()
-    )
 }

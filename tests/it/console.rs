@@ -239,6 +239,13 @@ fn unauthenticated_requests_get_the_login_page_or_401() {
     for path in ["/apps/web", "/login", "/static/console.js", "/nowhere"] {
         assert_security_headers(&s.get(path, Some(&c)), path);
     }
+    // Signing out ends the session.
+    let c2 = s.login("olga");
+    let page = s.get("/", Some(&c2));
+    let r = s.post("/logout", Some(&c2), &[("csrf", &page.csrf())]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(s.get("/", Some(&c2)).status, 401);
+    assert_eq!(s.get("/", Some(&c)).status, 200, "another session lives on");
     // The session cookie is HttpOnly and SameSite=Strict (not Secure: plain HTTP).
     let r = s.try_login("olga", PASSWORD);
     let sc = r.header("set-cookie").unwrap();
@@ -470,8 +477,34 @@ fn hook_output_secrets_do_not_reach_the_pages() {
         w,
         console,
     };
-    s.w.ok(&["deploy", "web", "1.0.0"]);
+    // Deployed from the console, through the app's task, as olga.
     let c = s.login("olga");
+    let confirm = s.get("/apps/web/confirm?action=deploy&version=1.0.0", Some(&c));
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("name=\"live\" value=\"\""),
+        "{}",
+        confirm.body
+    );
+    let r = s.post(
+        "/apps/web/actions",
+        Some(&c),
+        &[
+            ("csrf", &confirm.csrf()),
+            ("action", "deploy"),
+            ("version", "1.0.0"),
+            ("live", ""),
+            ("reason", "first release"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("1.0.0 is live"), "{}", r.body);
+    let h = s.w.ok(&["history", "web"]);
+    assert!(
+        h.lines()
+            .any(|l| l.contains("1.0.0") && l.contains("console:olga")),
+        "{h}"
+    );
     let page = s.get("/apps/web", Some(&c)).body;
     assert!(
         page.contains("warm done"),
@@ -634,4 +667,48 @@ fn add_user_writes_an_argon2id_hash_only_root_reads() {
     assert_ne!(code, 0);
     let err = format!("{out}{err}");
     assert!(err.contains("switchyard console add-user"), "{err}");
+}
+
+#[test]
+fn cookies_are_secure_when_the_proxy_says_tls() {
+    let s = Setup::start(
+        "proxy_addresses = [\"127.0.0.1\"]\n",
+        &[("olga", "operator")],
+    );
+    let page = http(
+        s.console,
+        "GET",
+        "/login",
+        &[("X-Forwarded-Proto", "https")],
+        "",
+    );
+    let token = page.set_cookie("switchyard_login").unwrap();
+    let cookie = format!("switchyard_login={token}");
+    let r = http(
+        s.console,
+        "POST",
+        "/login",
+        &[("Cookie", &cookie), ("X-Forwarded-Proto", "https")],
+        &form(&[
+            ("user", "olga"),
+            ("password", PASSWORD),
+            ("csrf", &page.csrf()),
+        ]),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let sc = r.header("set-cookie").unwrap();
+    assert!(sc.contains("; Secure") && sc.contains("HttpOnly"), "{sc}");
+    // A login form without its double-submit cookie is refused.
+    let r = http(
+        s.console,
+        "POST",
+        "/login",
+        &[],
+        &form(&[
+            ("user", "olga"),
+            ("password", PASSWORD),
+            ("csrf", &page.csrf()),
+        ]),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
 }

@@ -172,3 +172,102 @@ fn users_file(ck: &mut Checker<'_>, span: std::ops::Range<usize>, path: &std::pa
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::console::ConsoleAuth;
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    const APP: &str =
+        "[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\ntrust.require_signature = false\n";
+
+    /// The problems of `[console]` `body` (line 6 on), without the missing
+    /// source folder's.
+    fn problems(body: &str) -> Vec<(Option<usize>, String)> {
+        match Config::parse(&format!("{APP}[console]\n{body}"), Path::new("t.toml")) {
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .filter(|p| !p.message.contains("source.dir"))
+                .map(|p| (p.line, p.message))
+                .collect(),
+            Ok(c) => c
+                .unavailable
+                .into_iter()
+                .filter(|p| !p.message.contains("source.dir"))
+                .map(|p| (p.line, p.message))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn console_problems_are_located() {
+        let p = problems("listen = \"nowhere\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, Some(6), "{p:?}");
+        let p = problems("auth = \"ldap\"\nlisten = \"127.0.0.1:9001\"\n");
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(6) && m.contains("\"local\" or \"proxy\"")),
+            "{p:?}"
+        );
+        let p = problems(
+            "listen = \"127.0.0.1:9001\"\nauth = \"proxy\"\nproxy_addresses = [\"proxy.example\"]\n",
+        );
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(8) && m.contains("not an IP")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(7) && m.contains("needs proxy_addresses")),
+            "{p:?}"
+        );
+        let p = problems("listen = \"127.0.0.1:9001\"\nusers_file = \"rel/users\"\n");
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(7) && m.contains("absolute")),
+            "{p:?}"
+        );
+        let p =
+            problems("listen = \"127.0.0.1:9001\"\noperators = [\"a\"]\nsession_ttl = \"5s\"\n");
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(7) && m.contains("only read with auth")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|(l, m)| *l == Some(8) && m.contains("at least 1m")),
+            "{p:?}"
+        );
+        let p = problems("users_file = \"/x\"\n");
+        assert!(p.iter().any(|(_, m)| m.contains("has no listen")), "{p:?}");
+    }
+
+    #[test]
+    fn proxy_console_parses() {
+        let c = Config::parse(
+            &format!("{APP}[console]\nlisten = \"127.0.0.1:9001\"\nauth = \"proxy\"\nproxy_addresses = [\"127.0.0.1\", \"::1\"]\noperators = [\"alice\"]\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let con = c.console.unwrap();
+        assert_eq!(con.proxy_addresses.len(), 2);
+        assert_eq!(
+            con.auth,
+            ConsoleAuth::Proxy {
+                header: "X-Forwarded-User".into(),
+                operators: vec!["alice".into()]
+            }
+        );
+        assert!(
+            Config::parse(APP, Path::new("t.toml"))
+                .unwrap()
+                .console
+                .is_none()
+        );
+    }
+}

@@ -182,7 +182,7 @@ pub(crate) async fn confirm(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if who.role != Role::Operator {
         return forbidden(&who, &app);
@@ -269,7 +269,7 @@ pub(crate) async fn act(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = format!("/apps/{app}");
     if !who.csrf_ok(&form.csrf) {

@@ -47,10 +47,13 @@ const CONCURRENT_LOGINS: usize = 2;
 /// The Content-Security-Policy of every response.
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// An app's configuration and its cached source.
+type AppEntry = (Arc<AppConfig>, Arc<CachedSource>);
+
 /// What the console's requests share.
 pub(crate) struct ConsoleState {
     cfg: ConsoleConfig,
-    apps: RwLock<BTreeMap<String, (Arc<AppConfig>, Arc<CachedSource>)>>,
+    apps: RwLock<BTreeMap<String, AppEntry>>,
     jobs: mpsc::UnboundedSender<Job>,
     clock: Arc<dyn Clock>,
     sessions: auth::Sessions,
@@ -103,7 +106,7 @@ impl ConsoleState {
         *self.apps.write().unwrap_or_else(|p| p.into_inner()) = map;
     }
 
-    fn app(&self, name: &str) -> Option<(Arc<AppConfig>, Arc<CachedSource>)> {
+    fn app(&self, name: &str) -> Option<AppEntry> {
         self.apps
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -111,7 +114,7 @@ impl ConsoleState {
             .cloned()
     }
 
-    fn all_apps(&self) -> Vec<(Arc<AppConfig>, Arc<CachedSource>)> {
+    fn all_apps(&self) -> Vec<AppEntry> {
         self.apps
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -208,7 +208,7 @@ pub(crate) fn who(
     state: &ConsoleState,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<Who, Response> {
+) -> Result<Who, Box<Response>> {
     auth::identify(
         &state.cfg,
         &state.sessions,
@@ -216,7 +216,7 @@ pub(crate) fn who(
         headers,
         state.clock.now(),
     )
-    .map_err(|r| refused(state, r, headers, peer))
+    .map_err(|r| Box::new(refused(state, r, headers, peer)))
 }
 
 /// `GET /login`.
@@ -346,7 +346,7 @@ pub(crate) async fn logout(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !who.csrf_ok(&form.csrf) {
         return message(
@@ -376,7 +376,7 @@ pub(crate) async fn overview(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let apps = state.all_apps();
     let clock = state.clock.clone();
@@ -410,7 +410,7 @@ pub(crate) async fn app(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some((cfg, src)) = state.app(&app) else {
         return no_app(&who, &app);
@@ -460,7 +460,7 @@ pub(crate) async fn logs(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some((cfg, _)) = state.app(&app) else {
         return no_app(&who, &app);

@@ -110,7 +110,7 @@ pub(crate) async fn events(
 ) -> Response {
     let who = match who(&state, peer, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some((cfg, _)) = state.app(&app) else {
         return no_app(&who, &app);

@@ -30,12 +30,15 @@ const TAIL_LINES: usize = 20;
 /// History events an app page shows at most.
 const HISTORY_ROWS: usize = 200;
 
+/// The release list as last read, and when (or why it could not be).
+type Listing = Option<(Tick, Result<Vec<ReleaseInfo>, String>)>;
+
 /// A source whose release list (and release.toml sidecars) are kept for
 /// [`LIST_TTL`]: what the console's status reads ask.
 pub(crate) struct CachedSource {
     inner: Box<dyn ReleaseSource>,
     clock: Arc<dyn Clock>,
-    list: Mutex<Option<(Tick, Result<Vec<ReleaseInfo>, String>)>>,
+    list: Mutex<Listing>,
     tomls: Mutex<HashMap<String, Option<ReleaseToml>>>,
 }
 
