@@ -538,6 +538,41 @@ fn hook_output_secrets_do_not_reach_the_pages() {
     // The overview shows the live release.
     let o = s.get("/", Some(&c)).body;
     assert!(o.contains("<td data-field=\"live\">1.0.0</td>"), "{o}");
+    // A major upgrade needs its box ticked; what the page showed live is
+    // checked against what is live when the action runs.
+    s.w.simple_release("2.0.0");
+    let deploy = |live: &str, major: &str| {
+        let confirm = s.get("/apps/web/confirm?action=deploy&version=2.0.0", Some(&c));
+        assert!(
+            confirm.body.contains("id=\"confirm-allow-major\""),
+            "{}",
+            confirm.body
+        );
+        s.post(
+            "/apps/web/actions",
+            Some(&c),
+            &[
+                ("csrf", &confirm.csrf()),
+                ("action", "deploy"),
+                ("version", "2.0.0"),
+                ("live", live),
+                ("allow_major", major),
+                ("reason", "major"),
+            ],
+        )
+    };
+    let r = deploy("1.0.0", "");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("major"), "{}", r.body);
+    let r = deploy("0.9.0", "yes");
+    assert_eq!(
+        r.status, 409,
+        "the live release is not what the page showed: {}",
+        r.body
+    );
+    let r = deploy("1.0.0", "yes");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("2.0.0 is live"), "{}", r.body);
 }
 
 /// The first Server-Sent Event of `/apps/web/events`.

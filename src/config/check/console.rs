@@ -62,8 +62,10 @@ pub(super) fn check_console(
     }
     if let Some(t) = c.session_ttl {
         match hooks::parse_duration(t.get_ref()) {
-            Ok(d) if d >= Duration::from_secs(60) => out.session_ttl = d,
-            Ok(_) => ck.at(t.span(), "console.session_ttl must be at least 1m"),
+            Ok(d) if d >= Duration::from_secs(60) && d <= Duration::from_secs(30 * 86_400) => {
+                out.session_ttl = d
+            }
+            Ok(_) => ck.at(t.span(), "console.session_ttl must be between 1m and 30d"),
             Err(m) => ck.at(t.span(), format!("console.session_ttl: {m}")),
         }
     }
@@ -240,7 +242,7 @@ mod tests {
         );
         assert!(
             p.iter()
-                .any(|(l, m)| *l == Some(8) && m.contains("at least 1m")),
+                .any(|(l, m)| *l == Some(8) && m.contains("between 1m and 30d")),
             "{p:?}"
         );
         let p = problems("users_file = \"/x\"\n");

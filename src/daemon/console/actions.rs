@@ -257,6 +257,9 @@ pub(crate) struct ActionForm {
     /// revert refuses if it changed meanwhile.
     #[serde(default)]
     live: String,
+    /// `yes`: a deploy or promote may cross a major version.
+    #[serde(default)]
+    allow_major: String,
 }
 
 /// `POST /apps/<app>/actions`.
@@ -297,7 +300,14 @@ pub(crate) async fn act(
             &back,
         );
     };
-    let reason: String = form.reason.trim().chars().take(MAX_REASON).collect();
+    // One line: it goes into log lines and the audit log.
+    let reason: String = form
+        .reason
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
     if reason.is_empty() {
         return message(
             StatusCode::BAD_REQUEST,
@@ -322,7 +332,8 @@ pub(crate) async fn act(
     let seen = Some(Seen {
         live: form.live.trim().parse::<Version>().ok(),
     });
-    let Some(req) = request(action, &app, version, &reason, seen) else {
+    let allow_major = form.allow_major == "yes";
+    let Some(req) = request(action, &app, version, &reason, seen, allow_major) else {
         return message(
             StatusCode::BAD_REQUEST,
             Some(&who),
@@ -390,6 +401,7 @@ fn request(
     version: Option<VersionRequest>,
     reason: &str,
     seen: Option<Seen>,
+    allow_major: bool,
 ) -> Option<Request> {
     let app = app.to_string();
     let exact = |v: Option<VersionRequest>| match v {
@@ -401,7 +413,7 @@ fn request(
             app,
             version: version.unwrap_or(VersionRequest::Latest),
             allow_downgrade: false,
-            allow_major: false,
+            allow_major,
             force: false,
             seen,
         },
@@ -409,7 +421,7 @@ fn request(
             app,
             version: exact(version)?,
             force: false,
-            allow_major: false,
+            allow_major,
             skip_lifecycle: false,
             seen,
         },

@@ -120,7 +120,11 @@ impl Sessions {
                 name: name.to_string(),
                 role,
                 csrf: token(),
-                expires: now + jiff::SignedDuration::try_from(ttl).unwrap_or_default(),
+                // config check keeps the ttl within 30 days.
+                expires: jiff::SignedDuration::try_from(ttl)
+                    .ok()
+                    .and_then(|d| now.checked_add(d).ok())
+                    .unwrap_or(now),
             },
         );
         id

@@ -279,14 +279,24 @@ fn status(cfg: &AppConfig, src: &CachedSource, clock: &Arc<dyn Clock>) -> Result
 
 /// The overview's line for an app (blocking: run it off the runtime).
 pub(crate) fn app_row(cfg: &AppConfig, src: &CachedSource, clock: &Arc<dyn Clock>) -> AppRow {
+    row_of(cfg, src, clock, status(cfg, src, clock).as_ref())
+}
+
+/// The overview's line for an app whose status was read.
+fn row_of(
+    cfg: &AppConfig,
+    src: &CachedSource,
+    clock: &Arc<dyn Clock>,
+    st: Result<&Status, &String>,
+) -> AppRow {
     let mut row = AppRow {
         name: cfg.name.clone(),
         ..AppRow::default()
     };
-    let st = match status(cfg, src, clock) {
+    let st = match st {
         Ok(s) => s,
         Err(e) => {
-            row.problem = Some(e);
+            row.problem = Some(e.clone());
             row.behind = "?".into();
             return row;
         }
@@ -317,7 +327,7 @@ pub(crate) fn app_row(cfg: &AppConfig, src: &CachedSource, clock: &Arc<dyn Clock
         (Some(_), Some(d)) => format!("last deploy {}", d.state.as_str()),
         (Some(_), None) => "not checked yet".into(),
     };
-    let available = newer(cfg, src, &st);
+    let available = newer(cfg, src, st);
     row.behind = match &available {
         Some(v) => v.len().to_string(),
         None => "?".into(),
@@ -387,12 +397,13 @@ pub(crate) fn app_view(
     clock: &Arc<dyn Clock>,
     filter: &Filter,
 ) -> AppView {
-    let row = app_row(cfg, src, clock);
+    let st = status(cfg, src, clock);
+    let row = row_of(cfg, src, clock, st.as_ref());
     let caller = reader(clock);
     let app = cfg.name.clone();
-    let st = status(cfg, src, clock).ok();
     let available = st
         .as_ref()
+        .ok()
         .and_then(|s| newer(cfg, src, s))
         .unwrap_or_default();
     let paths = AppPaths::new(&cfg.root);
