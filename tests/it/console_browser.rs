@@ -42,22 +42,52 @@ const PAGE: Duration = Duration::from_secs(10);
 const DEPLOY: Duration = Duration::from_secs(30);
 
 /// Records, in the page's `window`, every (deploy, step) pair the console's
-/// script writes into the progress section. The list lives as long as the
-/// page does: a reload would empty it.
+/// script writes into the progress section, and every text of its hook
+/// output box. The lists live as long as the page does: a reload would
+/// drop them. Recorded in the page because WebDriver's answers can lag by
+/// seconds while another tab waits on its POST: polling could miss a step.
 const RECORDER: &str = r#"
 window.__switchyardSteps = [];
-var last = "";
+window.__switchyardHooks = [];
+var last = "", lastHooks = "";
 function seen() {
   var id = document.getElementById("progress-id");
   var step = document.getElementById("progress-step");
-  if (!id || !step) { return; }
+  var hooks = document.getElementById("progress-hooks");
+  if (!id || !step || !hooks) { return; }
   var now = id.textContent + "|" + step.textContent;
   if (now !== last) { last = now; window.__switchyardSteps.push(now); }
+  if (hooks.textContent !== lastHooks && window.__switchyardHooks.length < 500) {
+    lastHooks = hooks.textContent;
+    window.__switchyardHooks.push(lastHooks);
+  }
 }
 seen();
 new MutationObserver(seen).observe(document.getElementById("progress"),
   { subtree: true, childList: true, characterData: true });
 "#;
+
+/// What [`RECORDER`] saw: the steps of deploys to `version`, in order
+/// (repeats folded), and the hook output texts. `None` when the recorder is
+/// gone: the page was reloaded.
+async fn recorded(c: &Client, version: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let v = c
+        .execute(
+            "return window.__switchyardSteps ? [window.__switchyardSteps, window.__switchyardHooks] : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (seen, hooks): (Vec<String>, Vec<String>) = serde_json::from_value(v).ok()?;
+    let mut steps: Vec<String> = seen
+        .iter()
+        .filter_map(|s| s.split_once('|'))
+        .filter(|(id, _)| id.contains(&format!("\u{2192} {version}")))
+        .map(|(_, step)| step.to_string())
+        .collect();
+    steps.dedup();
+    Some((steps, hooks))
+}
 
 /// `chromedriver` on a free loopback port, in a process group of its own
 /// with the browser it starts; dropping it kills the group.
@@ -355,31 +385,34 @@ async fn scenario(c: &Client, base: &str, w: &World) {
 
     // Back on the app page: the steps advance with no reload.
     c.switch_to_window(app_tab.clone()).await.unwrap();
-    until_text(c, "#progress-id", PAGE, |t| t.contains("1.1.0")).await;
-    until_text(c, "#progress-step", DEPLOY, |t| t == "warm").await;
-    until_text(c, "#progress-hooks pre[data-hook=warm]", PAGE, |t| {
-        t.contains("warming 1.1.0: part")
-    })
-    .await;
+    let start = Instant::now();
+    loop {
+        let (steps, _) = recorded(c, "1.1.0")
+            .await
+            .expect("the recorder is still there: the page was not reloaded");
+        if steps.iter().any(|s| s == "warm") {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEPLOY,
+            "the app page never showed the deploy's warm step: {steps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Mid-deploy, unless WebDriver answered too late for that.
     shots.page(c, "4-app-deploying").await;
     until_is(c, "#live", "1.1.0").await;
     until_text(c, "#progress-state", DEPLOY, |t| t == "completed").await;
-    let seen: Vec<String> = serde_json::from_value(
-        c.execute("return window.__switchyardSteps || null;", vec![])
-            .await
-            .unwrap(),
-    )
-    .expect("the recorder is still there: the page was not reloaded");
-    let mut steps: Vec<&str> = seen
-        .iter()
-        .filter_map(|s| s.split_once('|'))
-        .filter(|(id, _)| id.contains("1.1.0"))
-        .map(|(_, step)| step)
-        .collect();
-    steps.dedup();
+    let (steps, hooks) = recorded(c, "1.1.0")
+        .await
+        .expect("the recorder is still there: the page was not reloaded");
     assert!(
-        steps.len() >= 2 && steps.contains(&"warm"),
-        "the progress section showed the deploy's steps one after another: {seen:?}"
+        steps.len() >= 2 && steps.iter().any(|s| s == "warm") && steps.last().unwrap() == "done",
+        "the progress section showed the deploy's steps one after another: {steps:?}"
+    );
+    assert!(
+        hooks.iter().any(|h| h.contains("warming 1.1.0: part")),
+        "the warm hook's output showed while it ran: {hooks:?}"
     );
     note(&format!("steps the browser saw: {steps:?}"));
 
