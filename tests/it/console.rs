@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::agent::{Agent, free_port, set_clock};
 use crate::common::World;
 
-const PASSWORD: &str = "a long console password";
+pub(crate) const PASSWORD: &str = "a long console password";
 
 /// One HTTP response.
 struct Resp {
@@ -161,7 +161,7 @@ impl Setup {
 
 /// A world with an agent and console config (ports free now), its users
 /// added; the console's port.
-fn world(console_extra: &str, users: &[(&str, &str)]) -> (World, u16) {
+pub(crate) fn world(console_extra: &str, users: &[(&str, &str)]) -> (World, u16) {
     let w = World::new();
     let console = free_port();
     let users_file = w.tmp.path().join("console-users");

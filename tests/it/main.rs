@@ -15,6 +15,7 @@ mod beneath_root;
 mod cli;
 mod config_check;
 mod console;
+mod console_browser;
 mod crash;
 mod email;
 mod faults;

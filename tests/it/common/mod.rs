@@ -485,6 +485,7 @@ pub(crate) fn require_tool(name: &str) -> Option<PathBuf> {
         let package = match name {
             "systemd-analyze" => "systemd",
             "script" => "bsdutils",
+            "chromedriver" => "chromium-driver",
             other => other,
         };
         skip(&format!(
