@@ -41,6 +41,12 @@ pub mod testing {
     pub use crate::daemon::http::{HttpState, router};
     pub use crate::source::ReleaseSource;
     pub use crate::source::github::GithubSource;
+    pub use crate::source::github_api::GithubOptions;
+    pub use crate::source::ledger::{
+        AttemptPayload, AttemptState, ControlAction, ControlPayload, GithubLedger, Ledger, Scope,
+        Snapshot,
+    };
+    pub use crate::source::ledger_github::MAX_STATUS_READS;
     pub use crate::store::layout::AppPaths;
     pub use crate::store::state::AppLock;
     pub use crate::verify::signing::{keygen, sign_file};

@@ -21,6 +21,7 @@ mod github;
 mod hardening;
 mod hostile;
 mod layers;
+mod ledger;
 mod lifecycle;
 mod messages;
 mod notify;
