@@ -34,7 +34,9 @@ pub use cli::main;
 /// `examples/bench.rs` drive directly; everything else is crate-private.
 pub mod testing {
     pub use crate::cli::demo::app::DemoApp;
-    pub use crate::cli::pack::{PackFormat, Signing, pack_as, pack_signed};
+    pub use crate::cli::pack::{
+        PackFormat, Signing, pack_as, pack_signed, read_rollout, write_release_toml,
+    };
     pub use crate::config::{Config, GithubSourceConfig, UnpackLimits};
     pub use crate::daemon::http::metrics::Metrics;
     pub use crate::daemon::http::webhook::{WatchingApp, WebhookConfig, sign_payload};

@@ -355,6 +355,11 @@ pub(super) enum Command {
         /// signed file cannot be replayed under another release.
         #[arg(long)]
         repo: Option<String>,
+        /// A TOML file with a [rollout] plan (waves, max_failures, start): checked, then
+        /// written as the release's release.toml (other keys kept) and signed with --key,
+        /// which it requires. Fleet agents roll the release out in those waves.
+        #[arg(long, value_name = "FILE")]
+        rollout: Option<PathBuf>,
         #[command(flatten)]
         out_fmt: Output,
     },

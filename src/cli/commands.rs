@@ -30,6 +30,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             format,
             key,
             repo,
+            rollout,
             out_fmt,
         } => pack(
             dir,
@@ -39,6 +40,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             *format,
             key.as_deref(),
             repo,
+            rollout.as_deref(),
             out_fmt.json,
         ),
         Command::Keygen {
@@ -643,6 +645,7 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
 
 // One argument per `pack` option, as clap hands them over.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn pack(
     dir: &Path,
     version: &str,
@@ -651,9 +654,10 @@ fn pack(
     format: crate::cli::pack::PackFormat,
     key: Option<&Path>,
     repo: &Option<String>,
+    rollout: Option<&Path>,
     json: bool,
 ) -> Result<(), Failure> {
-    use crate::cli::pack::{PackError, Signing, pack_as};
+    use crate::cli::pack::{PackError, Signing, pack_as, read_rollout, write_release_toml};
     let signing = key.map(|k| Signing {
         key: k.to_path_buf(),
         password: crate::verify::trust::key_password_from_env_or_tty(
@@ -661,10 +665,21 @@ fn pack(
         ),
         repo: repo.clone(),
     });
-    let p = pack_as(dir, version, out, asset, signing.as_ref(), format).map_err(|e| match e {
-        PackError::Version(_) | PackError::Exists(_) => Failure::new(exit::USAGE, e),
+    let fail = |e: PackError| match e {
+        PackError::Version(_) | PackError::Exists(_) | PackError::Rollout { .. } => {
+            Failure::new(exit::USAGE, e)
+        }
         e => Failure::new(exit::FAILURE, e),
-    })?;
+    };
+    // The plan is checked before anything is written.
+    let plan = match rollout {
+        Some(r) => Some(read_rollout(r, signing.as_ref()).map_err(fail)?),
+        None => None,
+    };
+    let mut p = pack_as(dir, version, out, asset, signing.as_ref(), format).map_err(fail)?;
+    if let (Some(body), Some(s)) = (plan, &signing) {
+        write_release_toml(&mut p, version, &body, s).map_err(fail)?;
+    }
     crate::cli::out(&render::packed(&p, json), true)
 }
 
