@@ -159,6 +159,13 @@ pub(super) enum Command {
         #[command(subcommand)]
         cmd: ScheduleCmd,
     },
+    /// Fleet rollouts: see where a release stands across every host, and halt,
+    /// resume or revert it fleet-wide. Needs [apps.<name>.fleet] (a github source); the
+    /// fleet's state is the repository's Deployments, which every agent reads each poll.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
     /// Compare two installed releases from their install manifests: files added,
     /// removed and changed (content, mode, type, link target).
     Diff {
@@ -538,6 +545,78 @@ pub(super) enum ScheduleCmd {
         app: String,
         /// The entry's id, or its version.
         id_or_version: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Token needs of the fleet commands, said once in each command's help.
+const FLEET_TOKEN: &str = "The token ([apps.<name>.source] token_env or token_file) needs Deployments read";
+
+/// `fleet` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub(super) enum FleetCmd {
+    /// Where a release's rollout stands: hosts per wave with each one's last state
+    /// (pending, in_progress, success, failure, error, inactive) and its age, the
+    /// failures, whether the rollout is halted (by whom, why), which wave is open and
+    /// when the next opens (from the release's signed plan). Reads the ledger only;
+    /// changes nothing. The token needs Deployments: read.
+    #[command(after_help = FLEET_TOKEN)]
+    Status {
+        /// App name.
+        app: String,
+        /// The release (default: the newest the source offers).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Halt a release's rollout on every host: at its next poll, no agent starts the
+    /// version any more (hosts already on it stay on it). Posts a control action to
+    /// the repository's Deployments and records `fleet.halt` in this host's audit log.
+    /// The token needs Deployments: read and write.
+    Halt {
+        /// App name.
+        app: String,
+        /// The release to halt.
+        version: String,
+        /// Why (shown by `fleet status` and on GitHub).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Resume a halted (or reverted) rollout: the waves proceed per the plan at each
+    /// agent's next poll. Does not lift the automatic halt of a rollout whose failed
+    /// hosts reached max_failures: publish a fixed release. Records `fleet.resume`.
+    /// The token needs Deployments: read and write.
+    Resume {
+        /// App name.
+        app: String,
+        /// The release to resume.
+        version: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revert a release fleet-wide: halted, and every host live on it goes back to its
+    /// previous release at its next poll, inside its deploy window unless --now. No
+    /// host deploys it again until `fleet resume`. Records `fleet.revert`. The token
+    /// needs Deployments: read and write.
+    Revert {
+        /// App name.
+        app: String,
+        /// The release to take back.
+        version: String,
+        /// Why (shown by `fleet status` and on GitHub).
+        #[arg(long)]
+        reason: String,
+        /// Revert at once on every host, outside their deploy windows.
+        #[arg(long)]
+        now: bool,
         #[command(flatten)]
         common: Common,
     },

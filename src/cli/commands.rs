@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
-use crate::cli::args::{AuditCmd, BackupCmd, Cli, Command, ConfigCmd, InstallFlags, ScheduleCmd};
+use crate::cli::args::{
+    AuditCmd, BackupCmd, Cli, Command, ConfigCmd, FleetCmd, InstallFlags, ScheduleCmd,
+};
 use crate::cli::render;
 use crate::config::{Config, ConfigError};
 use crate::daemon::agent::AgentError;
@@ -104,6 +106,12 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         Command::Schedule { cmd } => match cmd {
             ScheduleCmd::Add { common, .. } | ScheduleCmd::Cancel { common, .. } => common.json,
             ScheduleCmd::List { out, .. } => out.json,
+        },
+        Command::Fleet { cmd } => match cmd {
+            FleetCmd::Status { out, .. } => out.json,
+            FleetCmd::Halt { common, .. }
+            | FleetCmd::Resume { common, .. }
+            | FleetCmd::Revert { common, .. } => common.json,
         },
         Command::Status { out, .. }
         | Command::Diff { out, .. }
@@ -395,6 +403,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 common.wait,
             ),
         },
+        Command::Fleet { cmd } => fleet_request(cmd)?,
         Command::Agent
         | Command::Demo { .. }
         | Command::Pack { .. }
@@ -404,6 +413,61 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Config { .. } => unreachable!("not an app command"),
+    })
+}
+
+/// A `fleet` subcommand as a request.
+fn fleet_request(c: &FleetCmd) -> Result<(Request, bool, bool), Failure> {
+    use crate::source::ledger::ControlAction;
+    let control = |app: &String, version: &str, action, reason: Option<&String>, now| {
+        Ok::<_, Failure>(Request::FleetControl {
+            app: app.clone(),
+            version: parse_version(version)?,
+            action,
+            reason: reason.cloned(),
+            now,
+        })
+    };
+    Ok(match c {
+        FleetCmd::Status { app, version, out } => (
+            Request::FleetStatus {
+                app: app.clone(),
+                version: version.as_deref().map(parse_version).transpose()?,
+            },
+            out.json,
+            false,
+        ),
+        FleetCmd::Halt {
+            app,
+            version,
+            reason,
+            common,
+        } => (
+            control(app, version, ControlAction::Halt, Some(reason), false)?,
+            common.json,
+            common.wait,
+        ),
+        FleetCmd::Resume {
+            app,
+            version,
+            reason,
+            common,
+        } => (
+            control(app, version, ControlAction::Resume, reason.as_ref(), false)?,
+            common.json,
+            common.wait,
+        ),
+        FleetCmd::Revert {
+            app,
+            version,
+            reason,
+            now,
+            common,
+        } => (
+            control(app, version, ControlAction::Revert, Some(reason), *now)?,
+            common.json,
+            common.wait,
+        ),
     })
 }
 
@@ -510,7 +574,12 @@ fn run_request(
         Some(reply) => reply.map_err(Failure::from_agent)?,
         None => {
             let source = crate::source::for_app(app);
-            let caller = Caller::operator(Actor::current_user(), wait);
+            let mut caller = Caller::operator(Actor::current_user(), wait);
+            if matches!(req, Request::FleetStatus { .. }) {
+                // The fleet's wave times are compared with the agents' clock,
+                // which a test build may fake.
+                caller.clock = crate::clock::from_env();
+            }
             api::execute(app, source.as_ref(), req, &caller)?
         }
     })

@@ -101,9 +101,13 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             Outcome::Diff(d) => json(d),
             Outcome::Scheduled(e) | Outcome::ScheduleCancelled(e) => json(e),
             Outcome::Schedule(v) => json(v),
+            Outcome::FleetStatus(s) => json(s),
+            Outcome::FleetControl(r) => json(r),
         };
     }
     match o {
+        Outcome::FleetStatus(s) => super::render_fleet::status(s),
+        Outcome::FleetControl(r) => super::render_fleet::control(r),
         Outcome::Switched(r) => switch(app, r),
         Outcome::Deployed(r) => deploy(app, r),
         Outcome::Status(s) => status(s),

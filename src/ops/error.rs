@@ -231,6 +231,9 @@ pub(crate) enum DeployError {
     /// A scheduled deploy could not be added, cancelled or read.
     #[error(transparent)]
     Schedule(#[from] crate::ops::schedule::ScheduleError),
+    /// A fleet command failed (no fleet, ledger unreachable).
+    #[error(transparent)]
+    Fleet(#[from] crate::ops::fleet::FleetError),
 }
 
 /// Exit codes, documented in the README.
@@ -333,6 +336,7 @@ impl DeployError {
                 exit::FAILURE
             }
             DeployError::Schedule(_) => exit::USAGE,
+            DeployError::Fleet(crate::ops::fleet::FleetError::NotConfigured { .. }) => exit::USAGE,
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,
