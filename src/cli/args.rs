@@ -551,7 +551,8 @@ pub(super) enum ScheduleCmd {
 }
 
 /// Token needs of the fleet commands, said once in each command's help.
-const FLEET_TOKEN: &str = "The token ([apps.<name>.source] token_env or token_file) needs Deployments read";
+const FLEET_TOKEN: &str =
+    "The token ([apps.<name>.source] token_env or token_file) needs Deployments read";
 
 /// `fleet` subcommands.
 #[allow(missing_docs)]

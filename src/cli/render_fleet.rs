@@ -23,15 +23,23 @@ pub(super) fn status(s: &FleetStatus) -> String {
     );
     match (&s.halt, s.halted) {
         (Some(h), true) => {
-            let at = h
-                .at
-                .map(|t| format!(" since {t} ({} ago)", age(s.now.as_second() - t.as_second())))
+            let at =
+                h.at.map(|t| {
+                    format!(
+                        " since {t} ({} ago)",
+                        age(s.now.as_second() - t.as_second())
+                    )
+                })
                 .unwrap_or_default();
             let how = match h.action {
                 Some(ControlAction::Revert) => "HALTED and REVERTED",
                 _ => "HALTED",
             };
-            let host = h.host.as_deref().map(|x| format!(" on {x}")).unwrap_or_default();
+            let host = h
+                .host
+                .as_deref()
+                .map(|x| format!(" on {x}"))
+                .unwrap_or_default();
             let _ = writeln!(o, "{how} by {}{host}{at}: {}", h.by, h.reason);
         }
         _ => {
@@ -62,11 +70,7 @@ pub(super) fn status(s: &FleetStatus) -> String {
                     let _ = writeln!(o, "; wave {} opens at {t} (in {})", n.wave, age(secs));
                 }
                 _ => {
-                    let _ = writeln!(
-                        o,
-                        "; wave {} opens after the first canary success",
-                        n.wave
-                    );
+                    let _ = writeln!(o, "; wave {} opens after the first canary success", n.wave);
                 }
             },
             None => {
@@ -75,7 +79,11 @@ pub(super) fn status(s: &FleetStatus) -> String {
         }
     }
     if !s.waves.is_empty() {
-        let _ = writeln!(o, "\n{:<5} {:<14} {:<26} {:<5} HOSTS", "WAVE", "TAKES", "OPENS", "OPEN");
+        let _ = writeln!(
+            o,
+            "\n{:<5} {:<14} {:<26} {:<5} HOSTS",
+            "WAVE", "TAKES", "OPENS", "OPEN"
+        );
         for w in &s.waves {
             let takes = match w.percent {
                 Some(p) => format!("{p}%"),
@@ -163,6 +171,10 @@ pub(super) fn control(r: &ControlReport) -> String {
             r.failures, r.app, r.version
         );
     }
-    let _ = writeln!(o, "  recorded as fleet.{} in this host's audit log", p.action);
+    let _ = writeln!(
+        o,
+        "  recorded as fleet.{} in this host's audit log",
+        p.action
+    );
     o
 }

@@ -275,13 +275,21 @@ fn read_all(ledger: &dyn Ledger, scope: &Scope) -> Result<Snapshot, LedgerError>
     let mut snap = ledger.snapshot(scope)?;
     let mut requests = snap.requests;
     for _ in 1..MAX_ROUNDS {
-        let unread = snap.attempts.iter().filter(|a| a.state_at.is_none()).count();
+        let unread = snap
+            .attempts
+            .iter()
+            .filter(|a| a.state_at.is_none())
+            .count();
         if unread == 0 {
             break;
         }
         let next = ledger.snapshot(scope)?;
         requests += next.requests;
-        let still = next.attempts.iter().filter(|a| a.state_at.is_none()).count();
+        let still = next
+            .attempts
+            .iter()
+            .filter(|a| a.state_at.is_none())
+            .count();
         snap = next;
         // An attempt with no status at all stays unread: stop when no
         // snapshot makes progress any more.
@@ -339,7 +347,16 @@ pub(crate) fn status(
         ledger: ledger.describe(),
         source,
     })?;
-    Ok(view(cfg, &info, &scope, ledger.describe(), plan, plan_error, &snap, now))
+    Ok(view(
+        cfg,
+        &info,
+        &scope,
+        ledger.describe(),
+        plan,
+        plan_error,
+        &snap,
+        now,
+    ))
 }
 
 /// The status computed from what was read.
