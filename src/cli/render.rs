@@ -475,6 +475,24 @@ pub(crate) fn check(r: &UpdateCheck) -> String {
     s
 }
 
+/// The `fleet:` line of `status`: where this host stands in the rollout.
+fn fleet_line(f: &crate::store::agent::FleetView) -> String {
+    let place = format!(
+        "{} wave {}/{} (host {}, bucket {})",
+        f.version, f.wave, f.waves, f.host_id, f.bucket
+    );
+    let state = match (&f.blocked, f.open, &f.opens_at) {
+        (Some(why), _, _) => format!("not deploying: {why}"),
+        (None, true, _) => "wave open".to_string(),
+        (None, false, Some(t)) => format!("wave opens at {t}"),
+        (None, false, None) => "waiting for a first-wave host to succeed".to_string(),
+    };
+    format!(
+        "fleet:      {place}: {state}; {} of max {} host(s) failed (as of {})\n",
+        f.failures, f.max_failures, f.at
+    )
+}
+
 /// A status for people.
 pub(crate) fn status(st: &Status) -> String {
     let mut s = format!(
@@ -551,6 +569,9 @@ pub(crate) fn status(st: &Status) -> String {
                 f.attempts, f.reason
             ),
         });
+    }
+    if let Some(f) = &st.fleet {
+        s.push_str(&fleet_line(f));
     }
     if let Some(h) = &st.hold {
         s.push_str(&format!(

@@ -262,6 +262,12 @@ pub trait Ledger: Send + Sync {
     /// logical read (bounded in requests: see the implementation).
     fn snapshot(&self, scope: &Scope) -> Result<Snapshot, LedgerError>;
 
+    /// Only the control action in force for `scope` (what a host with the
+    /// version live needs each poll), cheaper than a snapshot.
+    fn control(&self, scope: &Scope) -> Result<Option<Control>, LedgerError> {
+        Ok(self.snapshot(scope)?.control)
+    }
+
     /// Records the start of an attempt (`in_progress`) and returns its id.
     fn create_attempt(&self, scope: &Scope, attempt: &AttemptPayload) -> Result<u64, LedgerError>;
 

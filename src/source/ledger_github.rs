@@ -178,7 +178,12 @@ impl GithubLedger {
         self.cache().pages.get(url.as_str()).cloned()
     }
 
-    fn list_url(&self, api: &GithubApi, scope: &Scope) -> Result<Url, GithubError> {
+    fn list_url(
+        &self,
+        api: &GithubApi,
+        scope: &Scope,
+        task: Option<&str>,
+    ) -> Result<Url, GithubError> {
         let mut u = api
             .api
             .join(&format!(
@@ -191,7 +196,11 @@ impl GithubLedger {
             })?;
         u.query_pairs_mut()
             .append_pair("environment", &scope.environment)
-            .append_pair("ref", &scope.tag)
+            .append_pair("ref", &scope.tag);
+        if let Some(t) = task {
+            u.query_pairs_mut().append_pair("task", t);
+        }
+        u.query_pairs_mut()
             .append_pair("per_page", &api.opts.per_page.to_string());
         Ok(u)
     }
@@ -248,6 +257,7 @@ impl GithubLedger {
         &self,
         api: &GithubApi,
         scope: &Scope,
+        task: Option<&str>,
     ) -> Result<(Vec<Deployment>, u32), GithubError> {
         let what = format!(
             "read the {} deployments of {} in {}",
@@ -255,7 +265,7 @@ impl GithubLedger {
             api.repo.slug(),
             scope.environment
         );
-        let mut url = self.list_url(api, scope)?;
+        let mut url = self.list_url(api, scope, task)?;
         let mut out = Vec::new();
         let mut requests = 0;
         for _ in 0..MAX_PAGES {
@@ -321,16 +331,24 @@ impl GithubLedger {
                 break;
             }
         }
-        let mut rest: Vec<(u64, u64)> = attempts
+        let mut rest: Vec<((u8, u64), u64)> = attempts
             .iter()
             .filter(open)
             .map(|d| {
                 let id = d.id.into_inner();
-                (cache.states.get(&id).map_or(0, |k| k.round + 1), id)
+                let key = match cache.states.get(&id) {
+                    None => (0, 0),
+                    // Still running: its outcome counts for the halt.
+                    Some(k) if k.state != AttemptState::Success => (1, k.round),
+                    // Settled, but may turn inactive: read last.
+                    Some(k) => (2, k.round),
+                };
+                (key, id)
             })
             .collect();
-        // Never read first (0), then the least recently read; newest first
-        // within a round (higher ids are newer).
+        // Never read first, then those still running, then successes; the
+        // least recently read first, newest first within a round (higher
+        // ids are newer).
         rest.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         ids.extend(rest.into_iter().map(|(_, id)| id));
         ids.truncate(MAX_STATUS_READS);
@@ -355,6 +373,32 @@ impl GithubLedger {
         self.cache().states.insert(id, known);
     }
 
+    /// The newest control deployment with a `success` state, as last read.
+    fn control_in(&self, controls: &[&Deployment]) -> Option<Control> {
+        for d in controls {
+            let id = d.id.into_inner();
+            if !self
+                .known(id)
+                .is_some_and(|k| k.state == AttemptState::Success)
+            {
+                continue;
+            }
+            match serde_json::from_value::<ControlPayload>(d.payload.clone()) {
+                Ok(payload) => {
+                    return Some(Control {
+                        id,
+                        payload,
+                        at: timestamp(d.created_at.timestamp()),
+                    });
+                }
+                Err(e) => {
+                    debug!(app = %self.app, deployment = id, error = %e, "ignoring a control deployment with an unusable payload");
+                }
+            }
+        }
+        None
+    }
+
     fn known(&self, id: u64) -> Option<KnownState> {
         self.cache().states.get(&id).cloned()
     }
@@ -372,7 +416,7 @@ impl Ledger for GithubLedger {
             c.round
         };
         let (deployments, mut requests) =
-            self.run(async |api| self.deployments(api, scope).await)?;
+            self.run(async |api| self.deployments(api, scope, None).await)?;
         // Newest first, whatever order the pages came in.
         let mut deployments = deployments;
         deployments.sort_by(|a, b| b.id.into_inner().cmp(&a.id.into_inner()));
@@ -393,28 +437,7 @@ impl Ledger for GithubLedger {
             requests,
             ..Snapshot::default()
         };
-        for d in &controls {
-            let id = d.id.into_inner();
-            if !self
-                .known(id)
-                .is_some_and(|k| k.state == AttemptState::Success)
-            {
-                continue;
-            }
-            match serde_json::from_value::<ControlPayload>(d.payload.clone()) {
-                Ok(payload) => {
-                    snap.control = Some(Control {
-                        id,
-                        payload,
-                        at: timestamp(d.created_at.timestamp()),
-                    });
-                    break;
-                }
-                Err(e) => {
-                    debug!(app = %self.app, deployment = id, error = %e, "ignoring a control deployment with an unusable payload");
-                }
-            }
-        }
+        snap.control = self.control_in(&controls);
         for d in &attempts {
             let id = d.id.into_inner();
             let Ok(payload) = serde_json::from_value::<AttemptPayload>(d.payload.clone()) else {
@@ -433,6 +456,28 @@ impl Ledger for GithubLedger {
             });
         }
         Ok(snap)
+    }
+
+    /// The listing of control deployments only (its own `ETag`), and the
+    /// state of the newest ones not known yet.
+    fn control(&self, scope: &Scope) -> Result<Option<Control>, LedgerError> {
+        let round = {
+            let mut c = self.cache();
+            c.round += 1;
+            c.round
+        };
+        let (mut deployments, _) =
+            self.run(async |api| self.deployments(api, scope, Some(TASK_CONTROL)).await)?;
+        deployments.sort_by(|a, b| b.id.into_inner().cmp(&a.id.into_inner()));
+        let controls: Vec<&Deployment> = deployments
+            .iter()
+            .filter(|d| d.task == TASK_CONTROL)
+            .collect();
+        for id in self.to_read(&controls, &[]) {
+            let st = self.run(async |api| self.latest_status(api, id).await)?;
+            self.remember(id, st.as_ref(), round);
+        }
+        Ok(self.control_in(&controls))
     }
 
     fn create_attempt(&self, scope: &Scope, attempt: &AttemptPayload) -> Result<u64, LedgerError> {
