@@ -186,7 +186,8 @@ pub(crate) struct FleetStatus {
     pub plan_error: Option<String>,
     /// `published` or `canary_success`.
     pub start: Option<Start>,
-    /// When wave 1's clock started.
+    /// When the waves' clock started: the publication, or the first canary
+    /// success for `canary_success`.
     pub started_at: Option<Timestamp>,
     /// The plan's `max_failures`.
     pub max_failures: Option<usize>,
@@ -301,31 +302,41 @@ fn read_all(ledger: &dyn Ledger, scope: &Scope) -> Result<Snapshot, LedgerError>
     Ok(snap)
 }
 
-/// When wave 1's clock starts: publication, or the first success of a
-/// first-wave host.
-fn started_at(
-    plan: &Plan,
-    info: &crate::source::ReleaseInfo,
-    snap: &Snapshot,
-) -> Option<Timestamp> {
-    match plan.start {
-        Start::Published => info
-            .published_at
-            .as_deref()
-            .and_then(|p| p.parse::<Timestamp>().ok()),
-        Start::CanarySuccess => snap
-            .attempts
-            .iter()
-            .filter(|a| a.payload.wave == 1 && a.state == AttemptState::Success)
-            .filter_map(|a| a.state_at)
-            .min(),
-    }
+/// The release's publication time.
+fn published(info: &crate::source::ReleaseInfo) -> Option<Timestamp> {
+    info.published_at
+        .as_deref()
+        .and_then(|p| p.parse::<Timestamp>().ok())
 }
 
-/// When wave `k` (from 0) opens: wave 1 is open from the start; the others
-/// count from `start` (unknown until the first canary success).
-fn opens_at(plan: &Plan, k: usize, start: Option<Timestamp>) -> Option<Timestamp> {
-    start.map(|s| plan.opens_at(k, s))
+/// The first success of a first-wave host: what starts the later waves of
+/// a `canary_success` plan.
+fn first_canary_success(snap: &Snapshot) -> Option<Timestamp> {
+    snap.attempts
+        .iter()
+        .filter(|a| a.payload.wave == 1 && a.state == AttemptState::Success)
+        .filter_map(|a| a.state_at)
+        .min()
+}
+
+/// When wave `k` (from 0) opens, as every agent computes it
+/// (`daemon::fleet`): from the publication; for `canary_success`, the later
+/// waves count from the first canary success instead (`None` until then).
+fn opens_at(
+    plan: &Plan,
+    k: usize,
+    published: Option<Timestamp>,
+    first_success: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let published = published?;
+    match plan.start {
+        Start::Published => Some(plan.opens_at(k, published)),
+        Start::CanarySuccess if k == 0 => Some(plan.opens_at(0, published)),
+        Start::CanarySuccess => {
+            let shift = first_success?.duration_since(plan.opens_at(0, published));
+            plan.opens_at(k, published).checked_add(shift).ok()
+        }
+    }
 }
 
 /// `switchyard fleet status`.
@@ -348,7 +359,7 @@ pub(crate) fn status(
         source,
     })?;
     Ok(view(
-        cfg,
+        &cfg.name,
         &info,
         &scope,
         ledger.describe(),
@@ -362,7 +373,7 @@ pub(crate) fn status(
 /// The status computed from what was read.
 #[allow(clippy::too_many_arguments)]
 fn view(
-    cfg: &AppConfig,
+    app: &str,
     info: &crate::source::ReleaseInfo,
     scope: &Scope,
     ledger: String,
@@ -373,20 +384,19 @@ fn view(
 ) -> FleetStatus {
     let hosts = hosts(&snap.attempts, now);
     let failures = snap.failures();
-    let start = plan.as_ref().and_then(|p| started_at(p, info, snap));
+    let published = published(info);
+    let first_success = first_canary_success(snap);
+    let start = plan.as_ref().and_then(|p| match p.start {
+        Start::Published => published,
+        Start::CanarySuccess => first_success,
+    });
     let mut waves = Vec::new();
     let mut open_wave = None;
     let mut next_wave = None;
     if let Some(p) = &plan {
         for (k, w) in p.waves.iter().enumerate() {
-            let at = if k == 0 {
-                // Open from the start, whatever `start` says: the canaries
-                // are what starts a `canary_success` clock.
-                Some(start.unwrap_or(now).min(now))
-            } else {
-                opens_at(p, k, start)
-            };
-            let open = k == 0 || at.is_some_and(|t| t <= now);
+            let at = opens_at(p, k, published, first_success);
+            let open = at.is_some_and(|t| t <= now);
             if open {
                 open_wave = Some(k + 1);
             } else if next_wave.is_none() {
@@ -404,7 +414,7 @@ fn view(
                 wave: k + 1,
                 labels: w.hosts.clone(),
                 percent: w.percent,
-                opens_at: if k == 0 { start } else { at },
+                opens_at: at,
                 open,
                 hosts: by_state,
             });
@@ -436,7 +446,7 @@ fn view(
         _ => None,
     };
     FleetStatus {
-        app: cfg.name.clone(),
+        app: app.to_string(),
         version: info.version.clone(),
         tag: scope.tag.clone(),
         environment: scope.environment.clone(),
@@ -605,4 +615,144 @@ pub(super) fn control<'c>(
         source: Box::new(e),
     })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ledger::AttemptPayload;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn attempt(id: u64, host: &str, wave: usize, state: AttemptState, at: &str) -> Attempt {
+        Attempt {
+            id,
+            payload: AttemptPayload {
+                host_id: host.into(),
+                hostname: host.into(),
+                app: "web".into(),
+                version: "1.0.0".into(),
+                wave,
+            },
+            created_at: t(at),
+            state,
+            description: None,
+            state_at: Some(t(at)),
+        }
+    }
+
+    fn plan(start: Start) -> Plan {
+        let toml = format!(
+            "[rollout]\nstart = \"{}\"\nwaves = [{{ hosts = [\"canary\"] }}, {{ percent = 10, after = \"30m\" }}, {{ percent = 100, after = \"2h\" }}]\nmax_failures = 2\n",
+            match start {
+                Start::Published => "published",
+                Start::CanarySuccess => "canary_success",
+            }
+        );
+        rollout::plan_from_toml(toml.as_bytes()).unwrap().unwrap()
+    }
+
+    fn info() -> crate::source::ReleaseInfo {
+        crate::source::ReleaseInfo {
+            version: Version::parse("1.0.0").unwrap(),
+            tag: "v1.0.0".into(),
+            prerelease: false,
+            published_at: Some("2026-03-02T00:00:00Z".into()),
+            notes: None,
+        }
+    }
+
+    fn status_at(start: Start, snap: &Snapshot, now: &str) -> FleetStatus {
+        let scope = Scope {
+            environment: "production".into(),
+            tag: "v1.0.0".into(),
+        };
+        view(
+            "web",
+            &info(),
+            &scope,
+            "ledger".into(),
+            Some(plan(start)),
+            None,
+            snap,
+            t(now),
+        )
+    }
+
+    #[test]
+    fn waves_open_from_the_publication() {
+        let snap = Snapshot::default();
+        let s = status_at(Start::Published, &snap, "2026-03-02T00:45:00Z");
+        assert_eq!(s.open_wave, Some(2));
+        let next = s.next_wave.unwrap();
+        assert_eq!(next.wave, 3);
+        assert_eq!(next.opens_at, Some(t("2026-03-02T02:30:00Z")));
+        assert_eq!(next.in_secs, Some(105 * 60));
+        assert!(!s.halted);
+    }
+
+    #[test]
+    fn canary_success_plans_wait_for_the_first_canary() {
+        let mut snap = Snapshot::default();
+        let s = status_at(Start::CanarySuccess, &snap, "2026-03-02T05:00:00Z");
+        assert_eq!(s.open_wave, Some(1), "only the canaries, however late");
+        assert_eq!(s.next_wave.as_ref().unwrap().opens_at, None);
+        snap.attempts = vec![
+            attempt(2, "c2", 1, AttemptState::Success, "2026-03-02T01:10:00Z"),
+            attempt(1, "c1", 1, AttemptState::Success, "2026-03-02T01:00:00Z"),
+        ];
+        let s = status_at(Start::CanarySuccess, &snap, "2026-03-02T01:20:00Z");
+        assert_eq!(s.started_at, Some(t("2026-03-02T01:00:00Z")));
+        assert_eq!(s.open_wave, Some(1));
+        assert_eq!(
+            s.next_wave.unwrap().opens_at,
+            Some(t("2026-03-02T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn halts_name_their_cause_and_hosts_their_latest_attempt() {
+        let mut snap = Snapshot {
+            attempts: vec![
+                attempt(3, "h1", 2, AttemptState::Failure, "2026-03-02T01:00:00Z"),
+                attempt(2, "h2", 2, AttemptState::Success, "2026-03-02T00:50:00Z"),
+                attempt(1, "h1", 2, AttemptState::Success, "2026-03-02T00:40:00Z"),
+            ],
+            ..Snapshot::default()
+        };
+        let s = status_at(Start::Published, &snap, "2026-03-02T01:00:30Z");
+        assert!(!s.halted, "one failed host of two allowed");
+        let h1 = s.hosts.iter().find(|h| h.host_id == "h1").unwrap();
+        assert_eq!(
+            (h1.state, h1.attempts, h1.failures, h1.age_secs),
+            (AttemptState::Failure, 2, 1, 30)
+        );
+        snap.attempts.push(attempt(
+            0,
+            "h3",
+            2,
+            AttemptState::Error,
+            "2026-03-02T00:30:00Z",
+        ));
+        let s = status_at(Start::Published, &snap, "2026-03-02T01:00:30Z");
+        assert!(s.halted);
+        assert_eq!(s.halt.unwrap().cause, "failures");
+        snap.control = Some(Control {
+            id: 9,
+            payload: ControlPayload {
+                action: ControlAction::Halt,
+                reason: "error rate".into(),
+                by: "alice".into(),
+                host: "ops1".into(),
+                now: false,
+            },
+            at: t("2026-03-02T01:00:00Z"),
+        });
+        let h = status_at(Start::Published, &snap, "2026-03-02T01:00:30Z")
+            .halt
+            .unwrap();
+        assert_eq!((h.cause.as_str(), h.by.as_str()), ("operator", "alice"));
+    }
 }
