@@ -16,6 +16,8 @@ mod cli;
 mod config_check;
 mod crash;
 mod faults;
+mod fleet;
+mod fleet_control;
 mod fleet_ops;
 mod formats;
 mod github;
