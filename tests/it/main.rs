@@ -16,6 +16,7 @@ mod cli;
 mod config_check;
 mod crash;
 mod faults;
+mod fleet;
 mod formats;
 mod github;
 mod hardening;
