@@ -11,6 +11,7 @@
 //! planned release that poll, and a status it cannot post is kept in the
 //! agent's memory and posted at a later poll.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -153,7 +154,7 @@ impl<'a> FleetApp<'a> {
     ) -> Gate {
         let app = &self.cfg.name;
         let v = info.version.to_string();
-        let plan = match rollout::plan_of(self.cfg, source, info) {
+        let plan = match plan_cached(self.cfg, source, info) {
             Ok(Some(p)) => p,
             Ok(None) => return Gate::Free,
             Err(e) => {
@@ -442,6 +443,39 @@ impl<'a> FleetApp<'a> {
         };
         run_op(self.cfg, source, &req, &caller, out).is_ok()
     }
+}
+
+/// Plans already read and verified, by app, tag and publication time: a
+/// release's signed `release.toml` does not change, so it is downloaded
+/// once per agent, not at every poll.
+static PLANS: std::sync::Mutex<BTreeMap<String, Option<Plan>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn plan_cached(
+    cfg: &AppConfig,
+    source: &dyn ReleaseSource,
+    info: &ReleaseInfo,
+) -> Result<Option<Plan>, rollout::RolloutError> {
+    let key = format!(
+        "{}\0{}\0{}",
+        cfg.name,
+        info.tag,
+        info.published_at.as_deref().unwrap_or("")
+    );
+    let cached = PLANS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(p) = cached {
+        return Ok(p);
+    }
+    let p = rollout::plan_of(cfg, source, info)?;
+    PLANS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, p.clone());
+    Ok(p)
 }
 
 /// This host's name, for people reading the ledger.

@@ -10,8 +10,11 @@
 //! (`GET .../deployments/{id}/statuses?per_page=1`) of at most
 //! [`MAX_STATUS_READS`] deployments: those whose state is not known to be
 //! final (failure, error and inactive never change), control actions first,
-//! then those never read, then the least recently read. A state left unread
-//! this poll is read at a later one; until then its last known state counts.
+//! then those never read, then those still running, the least recently read
+//! first. A state left unread this poll is read at a later one; until then
+//! its last known state counts. An agent does not re-read a `success` (it
+//! can only turn `inactive`, which does not change the halt); a one-shot
+//! reader ([`GithubLedger::complete`]) does.
 //!
 //! Every status is posted with `auto_inactive: false`: GitHub's default
 //! would mark the other hosts' successful deployments of the environment
@@ -76,6 +79,8 @@ pub struct GithubLedger {
     opts: GithubOptions,
     api: Mutex<Option<Arc<GithubApi>>>,
     cache: Mutex<Cache>,
+    status_budget: usize,
+    reread_success: bool,
 }
 
 impl std::fmt::Debug for GithubLedger {
@@ -128,7 +133,18 @@ impl GithubLedger {
             opts,
             api: Mutex::new(None),
             cache: Mutex::new(Cache::default()),
+            status_budget: MAX_STATUS_READS,
+            reread_success: false,
         }
+    }
+
+    /// For a one-shot reader (an operator's `fleet status`): read the state
+    /// of every deployment not known to be final, successes included, up to
+    /// `budget` per snapshot, instead of the agent's bounded poll.
+    pub fn complete(mut self, budget: usize) -> GithubLedger {
+        self.status_budget = budget;
+        self.reread_success = true;
+        self
     }
 
     /// Replaces the network tuning (before first use).
@@ -311,11 +327,12 @@ impl GithubLedger {
     /// Which deployments to read the status of this round.
     fn to_read(&self, controls: &[&Deployment], attempts: &[&Deployment]) -> Vec<u64> {
         let cache = self.cache();
+        // A success only ever turns inactive, which matters to people, not
+        // to the halt: re-read only when `reread_success` (one-shot reads).
         let open = |d: &&&Deployment| {
-            cache
-                .states
-                .get(&d.id.into_inner())
-                .is_none_or(|k| !k.state.is_final())
+            cache.states.get(&d.id.into_inner()).is_none_or(|k| {
+                !k.state.is_final() && (self.reread_success || k.state != AttemptState::Success)
+            })
         };
         // The newest control deployments whose state is unknown: a control
         // with `success` is in force, so read until one is known.
@@ -351,7 +368,7 @@ impl GithubLedger {
         // ids are newer).
         rest.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         ids.extend(rest.into_iter().map(|(_, id)| id));
-        ids.truncate(MAX_STATUS_READS);
+        ids.truncate(self.status_budget);
         ids
     }
 

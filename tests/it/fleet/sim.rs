@@ -202,8 +202,9 @@ impl Fleet {
             polls: BTreeMap::new(),
             steps: 0,
         };
-        // The first poll comes 500 ms (of the fake clock) after the start.
-        f.step(jiff::SignedDuration::from_secs(1));
+        // The first poll comes 500 ms (of the fake clock) after an app task
+        // starts, which may be after the first move: nudge until all polled.
+        f.step_with(jiff::SignedDuration::from_secs(1), true);
         f
     }
 
@@ -276,9 +277,18 @@ impl Fleet {
     /// Moves the clock by `d`, then waits until every agent polled and no
     /// attempt is still in progress.
     pub(crate) fn step(&mut self, d: jiff::SignedDuration) {
+        self.step_with(d, false)
+    }
+
+    fn step_with(&mut self, d: jiff::SignedDuration, nudge: bool) {
         self.set_now(self.now() + d);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut next_nudge = Instant::now() + Duration::from_secs(2);
         loop {
+            if nudge && Instant::now() > next_nudge {
+                self.set_now(self.now() + jiff::SignedDuration::from_secs(1));
+                next_nudge = Instant::now() + Duration::from_secs(2);
+            }
             let counts = self.poll_counts();
             let all_polled = self.hosts.iter().all(|h| {
                 counts.get(&h.token).copied().unwrap_or(0)
@@ -342,6 +352,20 @@ impl Fleet {
                 let n = by
                     .get(&format!("Bearer {}", h.token))
                     .map_or(0, |v| v.len());
+                (h.id.clone(), n)
+            })
+            .collect()
+    }
+
+    /// Ledger requests (paths under `/deployments`) per host so far.
+    pub(crate) fn ledger_requests_per_host(&self) -> BTreeMap<String, usize> {
+        let by = self.mock.api_hits_by_token();
+        self.hosts
+            .iter()
+            .map(|h| {
+                let n = by.get(&format!("Bearer {}", h.token)).map_or(0, |v| {
+                    v.iter().filter(|s| s.path.contains("/deployments")).count()
+                });
                 (h.id.clone(), n)
             })
             .collect()
