@@ -309,6 +309,11 @@ fn fleet_simulation_halt_resume_faults_and_revert() {
     let s = status_json(&f, f.host(&ops), "1.0.0");
     assert_eq!(s["halted"], false);
     check_status(&f, &s, "1.0.0", published);
+    note(&format!(
+        "fleet: `fleet status` read {} attempts with {} requests",
+        s["hosts"].as_array().unwrap().len(),
+        s["requests"]
+    ));
     // Only the operator's host records the commands.
     assert_eq!(audited(&f, f.host(&ops), "fleet.halt"), vec!["1.0.0"]);
     assert_eq!(audited(&f, f.host(&ops), "fleet.resume"), vec!["1.0.0"]);

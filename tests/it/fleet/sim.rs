@@ -98,7 +98,14 @@ pub(crate) struct Fleet {
     polls: BTreeMap<String, usize>,
     /// Completed steps (polls each host made since start).
     pub steps: usize,
+    /// One simulation at a time: two fleets of 50 agents on the same cores
+    /// starve each other's polls. Last, so it is released after the agents
+    /// stopped.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Held by the running simulation.
+static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What the fleet is configured with.
 pub(crate) struct FleetSpec {
@@ -113,6 +120,8 @@ impl Fleet {
     /// Starts `spec.hosts` agents; the first `spec.canaries` are labelled
     /// `canary`. Returns once every agent is ready and has polled once.
     pub(crate) fn start(spec: FleetSpec) -> Fleet {
+        // A simulation that failed poisons the lock; the next may still run.
+        let serial = ONE_FLEET.lock().unwrap_or_else(|p| p.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().canonicalize().unwrap();
         let (public_key, secret_key, _) =
@@ -201,6 +210,7 @@ impl Fleet {
             public_b64,
             polls: BTreeMap::new(),
             steps: 0,
+            _serial: serial,
         };
         // The first poll comes 500 ms (of the fake clock) after an app task
         // starts, which may be after the first move: nudge until all polled.
