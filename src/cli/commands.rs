@@ -714,7 +714,6 @@ fn config_check(config: &Path, json: bool) -> Result<(), Failure> {
 
 // One argument per `pack` option, as clap hands them over.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn pack(
     dir: &Path,
     version: &str,

@@ -502,9 +502,9 @@ fn check_blocking(
     }
     let mut candidates: Vec<_> = releases
         .iter()
-        .cloned()
         .filter(|r| include_pre || !r.prerelease)
         .filter(|r| current.as_ref().is_none_or(|c| &r.version > c))
+        .cloned()
         .collect();
     candidates.sort_by(|a, b| b.version.cmp(&a.version));
     let st = AppState::load(&paths).unwrap_or_default();

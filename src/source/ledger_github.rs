@@ -436,7 +436,7 @@ impl Ledger for GithubLedger {
             self.run(async |api| self.deployments(api, scope, None).await)?;
         // Newest first, whatever order the pages came in.
         let mut deployments = deployments;
-        deployments.sort_by(|a, b| b.id.into_inner().cmp(&a.id.into_inner()));
+        deployments.sort_by_key(|d| std::cmp::Reverse(d.id.into_inner()));
         let controls: Vec<&Deployment> = deployments
             .iter()
             .filter(|d| d.task == TASK_CONTROL)
@@ -485,7 +485,7 @@ impl Ledger for GithubLedger {
         };
         let (mut deployments, _) =
             self.run(async |api| self.deployments(api, scope, Some(TASK_CONTROL)).await)?;
-        deployments.sort_by(|a, b| b.id.into_inner().cmp(&a.id.into_inner()));
+        deployments.sort_by_key(|d| std::cmp::Reverse(d.id.into_inner()));
         let controls: Vec<&Deployment> = deployments
             .iter()
             .filter(|d| d.task == TASK_CONTROL)
