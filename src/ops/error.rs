@@ -231,9 +231,16 @@ pub(crate) enum DeployError {
     /// A scheduled deploy could not be added, cancelled or read.
     #[error(transparent)]
     Schedule(#[from] crate::ops::schedule::ScheduleError),
-    /// A fleet command failed (no fleet, ledger unreachable).
+    /// A fleet command failed (no fleet, ledger unreachable); boxed, as
+    /// it carries the ledger's error.
     #[error(transparent)]
-    Fleet(#[from] crate::ops::fleet::FleetError),
+    Fleet(Box<crate::ops::fleet::FleetError>),
+}
+
+impl From<crate::ops::fleet::FleetError> for DeployError {
+    fn from(e: crate::ops::fleet::FleetError) -> Self {
+        DeployError::Fleet(Box::new(e))
+    }
 }
 
 /// Exit codes, documented in the README.
@@ -336,7 +343,11 @@ impl DeployError {
                 exit::FAILURE
             }
             DeployError::Schedule(_) => exit::USAGE,
-            DeployError::Fleet(crate::ops::fleet::FleetError::NotConfigured { .. }) => exit::USAGE,
+            DeployError::Fleet(e)
+                if matches!(**e, crate::ops::fleet::FleetError::NotConfigured { .. }) =>
+            {
+                exit::USAGE
+            }
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,
