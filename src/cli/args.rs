@@ -162,6 +162,7 @@ pub(super) enum Command {
     /// Fleet rollouts: see where a release stands across every host, and halt,
     /// resume or revert it fleet-wide. Needs [apps.<name>.fleet] (a github source); the
     /// fleet's state is the repository's Deployments, which every agent reads each poll.
+    #[command(after_help = FLEET_TOKEN)]
     Fleet {
         #[command(subcommand)]
         cmd: FleetCmd,
@@ -563,7 +564,6 @@ pub(super) enum FleetCmd {
     /// failures, whether the rollout is halted (by whom, why), which wave is open and
     /// when the next opens (from the release's signed plan). Reads the ledger only;
     /// changes nothing. The token needs Deployments: read.
-    #[command(after_help = FLEET_TOKEN)]
     Status {
         /// App name.
         app: String,

@@ -346,3 +346,24 @@ fn errors_say_what_to_do_and_post_nothing() {
             .any(|e| e["event"].as_str().unwrap().starts_with("fleet.")),
     );
 }
+
+#[test]
+fn help_says_what_each_command_does_to_the_fleet_and_what_token_it_needs() {
+    let w = World::new();
+    let out = w.ok(&["fleet", "--help"]);
+    for needle in [
+        "no agent starts the version",
+        "every host live on it goes back",
+        "max_failures",
+        "Deployments: read for `status`, read and write for `halt`",
+        "fleet.halt",
+    ] {
+        assert!(
+            out.contains(needle),
+            "{needle:?} missing from fleet --help:\n{out}"
+        );
+    }
+    let out = w.ok(&["fleet", "revert", "--help"]);
+    assert!(out.contains("--now"), "{out}");
+    assert!(out.contains("outside their deploy windows"), "{out}");
+}
