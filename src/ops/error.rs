@@ -234,11 +234,11 @@ pub(crate) enum DeployError {
     /// A fleet command failed (no fleet, ledger unreachable); boxed, as
     /// it carries the ledger's error.
     #[error(transparent)]
-    Fleet(Box<crate::ops::fleet::FleetError>),
+    Fleet(Box<crate::ops::fleet_error::FleetError>),
 }
 
-impl From<crate::ops::fleet::FleetError> for DeployError {
-    fn from(e: crate::ops::fleet::FleetError) -> Self {
+impl From<crate::ops::fleet_error::FleetError> for DeployError {
+    fn from(e: crate::ops::fleet_error::FleetError) -> Self {
         DeployError::Fleet(Box::new(e))
     }
 }
@@ -344,7 +344,10 @@ impl DeployError {
             }
             DeployError::Schedule(_) => exit::USAGE,
             DeployError::Fleet(e)
-                if matches!(**e, crate::ops::fleet::FleetError::NotConfigured { .. }) =>
+                if matches!(
+                    **e,
+                    crate::ops::fleet_error::FleetError::NotConfigured { .. }
+                ) =>
             {
                 exit::USAGE
             }

@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::config::AppConfig;
 use crate::ops::error::DeployError;
+pub(crate) use crate::ops::fleet_error::FleetError;
 use crate::ops::session::Session;
 use crate::source::ReleaseSource;
 use crate::source::ledger::{
@@ -32,70 +33,6 @@ use crate::version::{Version, VersionRequest};
 /// `MAX_STATUS_READS` statuses, so a fleet of a few hundred hosts is read
 /// whole; beyond, the states not read yet show as `pending`.
 const MAX_ROUNDS: usize = 64;
-
-/// Why a fleet command failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FleetError {
-    /// The app has no `[apps.<name>.fleet]`.
-    #[error(
-        "{app} does not roll out as a fleet: [apps.{app}.fleet] is not set; add it (environment = \"production\") to an app with a github source, on every host of the fleet"
-    )]
-    NotConfigured {
-        /// The app.
-        app: String,
-    },
-    /// The ledger could not be read.
-    #[error(
-        "cannot read the rollout of {app} {version} from {ledger}; nothing was posted. Check the network and the token ([apps.{app}.source] token_env or token_file), then try again"
-    )]
-    Read {
-        /// The app.
-        app: String,
-        /// The release.
-        version: String,
-        /// The ledger, described.
-        ledger: String,
-        /// Why.
-        #[source]
-        source: LedgerError,
-    },
-    /// The control action could not be posted.
-    #[error(
-        "could not post `fleet {action}` for {app} {version} to {ledger}: it is not in force, the fleet goes on as before. The token needs write access to deployments (fine-grained: Deployments read and write; classic: repo_deployment); try again"
-    )]
-    Post {
-        /// What.
-        action: ControlAction,
-        /// The app.
-        app: String,
-        /// The release.
-        version: String,
-        /// The ledger, described.
-        ledger: String,
-        /// Why.
-        #[source]
-        source: LedgerError,
-    },
-    /// Posted, but the local audit log could not record it.
-    #[error(
-        "`fleet {action}` for {app} {version} is in force (control deployment {id} on {ledger}), but this host's audit log could not record it"
-    )]
-    Unrecorded {
-        /// What.
-        action: ControlAction,
-        /// The app.
-        app: String,
-        /// The release.
-        version: String,
-        /// The ledger, described.
-        ledger: String,
-        /// The control deployment.
-        id: u64,
-        /// Why.
-        #[source]
-        source: Box<DeployError>,
-    },
-}
 
 /// A wave of the plan, as `fleet status` shows it.
 #[derive(Debug, Clone, Serialize)]

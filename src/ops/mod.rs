@@ -16,6 +16,7 @@ pub(crate) mod backup;
 mod diff;
 pub(crate) mod error;
 pub(crate) mod fleet;
+mod fleet_error;
 pub(crate) mod health;
 pub(crate) mod hooks;
 mod install;
