@@ -45,10 +45,9 @@ pub mod testing {
     pub use crate::source::github::GithubSource;
     pub use crate::source::github_api::GithubOptions;
     pub use crate::source::ledger::{
-        AttemptPayload, AttemptState, ControlAction, ControlPayload, GithubLedger, Ledger, Scope,
-        Snapshot,
+        AttemptPayload, AttemptState, ControlAction, ControlPayload, Ledger, Scope, Snapshot,
     };
-    pub use crate::source::ledger_github::MAX_STATUS_READS;
+    pub use crate::source::ledger_github::{GithubLedger, MAX_STATUS_READS};
     pub use crate::store::layout::AppPaths;
     pub use crate::store::state::AppLock;
     pub use crate::verify::signing::{keygen, sign_file};

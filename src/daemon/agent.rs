@@ -379,7 +379,7 @@ fn make_source(cfg: &AppConfig) -> Arc<dyn ReleaseSource> {
 /// remembers ETags and final states).
 fn make_ledger(cfg: &AppConfig) -> Option<Arc<dyn Ledger>> {
     cfg.fleet.as_ref()?;
-    crate::source::ledger::for_app(cfg).map(Arc::from)
+    crate::source::ledger_github::for_app(cfg).map(Arc::from)
 }
 
 async fn app_task(

@@ -231,7 +231,13 @@ impl<'a> FleetApp<'a> {
         view.opens_at = opens.map(|t| t.to_string());
         view.open = opens.is_some_and(|t| t <= now);
         if !view.open {
+            let said = self.memory().fleet.is_some_and(|old| {
+                old.version == view.version && !old.open && old.opens_at == view.opens_at
+            });
             match opens {
+                _ if said => {
+                    debug!(app = %app, version = %v, wave = wave + 1, "fleet: still waiting for this host's wave")
+                }
                 Some(t) => {
                     info!(app = %app, version = %v, wave = wave + 1, bucket, opens_at = %t, "fleet: waiting for this host's wave to open")
                 }

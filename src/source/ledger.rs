@@ -3,7 +3,7 @@
 //! Every host of a fleet records each attempt at a release there, and reads
 //! there what the others did: how many failed (the automatic halt) and what
 //! the operators said (halt, resume, revert). There is no coordinator of our
-//! own: the ledger is GitHub's Deployments API ([`GithubLedger`]), which
+//! own: the ledger is GitHub's Deployments API (`source::ledger_github`), which
 //! operators already see in their repository; [`Ledger`] is the seam for
 //! another backend (etcd) without touching the agent.
 //!
@@ -24,8 +24,6 @@ use std::fmt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-
-pub use crate::source::ledger_github::GithubLedger;
 
 /// The `task` of an attempt's deployment.
 pub(crate) const TASK_DEPLOY: &str = "deploy";
@@ -282,18 +280,6 @@ pub trait Ledger: Send + Sync {
 
     /// Records an operator's action on `scope`'s rollout; returns its id.
     fn post_control(&self, scope: &Scope, control: &ControlPayload) -> Result<u64, LedgerError>;
-}
-
-/// The ledger of an app whose source can carry one (GitHub); `None` for a
-/// drop folder, which has no shared ledger (`config check` refuses fleet
-/// settings there).
-pub(crate) fn for_app(app: &crate::config::AppConfig) -> Option<Box<dyn Ledger>> {
-    match &app.source {
-        crate::config::SourceConfig::Github(g) => {
-            Some(Box::new(GithubLedger::new(&app.name, g.clone())))
-        }
-        crate::config::SourceConfig::Dir(_) => None,
-    }
 }
 
 /// The longest status description GitHub accepts.

@@ -42,6 +42,18 @@ use crate::source::ledger::{
     Snapshot, TASK_CONTROL, TASK_DEPLOY, clip_description,
 };
 
+/// The ledger of an app whose source can carry one (GitHub); `None` for a
+/// drop folder, which has no shared ledger (`config check` refuses fleet
+/// settings there).
+pub(crate) fn for_app(app: &crate::config::AppConfig) -> Option<Box<dyn Ledger>> {
+    match &app.source {
+        crate::config::SourceConfig::Github(g) => {
+            Some(Box::new(GithubLedger::new(&app.name, g.clone())))
+        }
+        crate::config::SourceConfig::Dir(_) => None,
+    }
+}
+
 /// Most deployment statuses read in one snapshot: with the listing, this
 /// bounds the requests a host makes per poll.
 pub const MAX_STATUS_READS: usize = 8;
