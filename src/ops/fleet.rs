@@ -181,7 +181,7 @@ pub(crate) fn ledger_of(cfg: &AppConfig) -> Result<Box<dyn Ledger>, FleetError> 
     if cfg.fleet.is_none() {
         return Err(not());
     }
-    crate::source::ledger::for_app(cfg).ok_or_else(not)
+    crate::source::ledger_github::for_app(cfg).ok_or_else(not)
 }
 
 /// The release and the ledger's scope of it.
