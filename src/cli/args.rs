@@ -551,9 +551,8 @@ pub(super) enum ScheduleCmd {
     },
 }
 
-/// Token needs of the fleet commands, said once in each command's help.
-const FLEET_TOKEN: &str =
-    "The token ([apps.<name>.source] token_env or token_file) needs Deployments read";
+/// Where the fleet commands' token comes from, said after their help.
+const FLEET_TOKEN: &str = "The token is the app's source token ([apps.<name>.source] token_env or token_file); a fine-grained token needs Deployments: read for `status`, read and write for `halt`, `resume` and `revert`. Exit codes: 2 without [apps.<name>.fleet], 5 for a release the source does not offer, 1 when GitHub cannot be read or written (nothing was posted).";
 
 /// `fleet` subcommands.
 #[allow(missing_docs)]
