@@ -208,13 +208,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     check_roots(&mut ck, &apps);
     let agent = check_agent(&mut ck, raw.agent);
-    // Every fleet app knows who this host is.
-    for a in apps.values_mut() {
-        if let Some(f) = &mut a.fleet {
-            f.host_id = agent.host_id.clone();
-            f.labels = agent.labels.clone();
-        }
-    }
+    fleet::share_identity(&mut apps, &agent);
     if !ck.problems.is_empty() {
         // Everything at once: a missing key file is worth knowing while
         // the file is being fixed anyway.
@@ -322,9 +316,9 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             format!("apps.{name}: a migrate hook without a backup (hooks.backup or backup_shared = true) could not be undone; add one"),
         );
     }
+    let github = matches!(source, Some(SourceConfig::Github(_)));
     let fleet = app.fleet.and_then(|f| {
         let span = f.span();
-        let github = matches!(source, Some(SourceConfig::Github(_)));
         fleet::check(name, f.into_inner(), github)
             .map_err(|m| ck.at(span, m))
             .ok()
@@ -781,17 +775,10 @@ fn check_agent(ck: &mut Checker<'_>, raw: Option<Spanned<RawAgent>>) -> AgentCon
         }
     }
     agent.control_group = a.control_group;
-    if let Some(h) = a.host_id {
-        match fleet::check_name("agent.host_id", h.get_ref()) {
-            Ok(()) => agent.host_id = Some(h.into_inner()),
-            Err(m) => ck.at(h.span(), m),
-        }
-    }
-    for l in a.labels.unwrap_or_default() {
-        match fleet::check_name("agent.labels: label", l.get_ref()) {
-            Ok(()) => agent.labels.push(l.into_inner()),
-            Err(m) => ck.at(l.span(), m),
-        }
+    let (host_id, labels, problems) = fleet::agent_keys(a.host_id, a.labels);
+    (agent.host_id, agent.labels) = (host_id, labels);
+    for (span, m) in problems {
+        ck.at(span, m);
     }
     if let Some(t) = a.shutdown_timeout {
         match hooks::parse_duration(t.get_ref()) {

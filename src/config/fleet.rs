@@ -70,6 +70,48 @@ pub(super) fn check(name: &str, raw: RawFleet, github: bool) -> Result<FleetConf
     })
 }
 
+/// `[agent] host_id` and `labels`, checked, with the problems found (span,
+/// message).
+#[allow(clippy::type_complexity)]
+pub(super) fn agent_keys(
+    host_id: Option<toml::Spanned<String>>,
+    labels: Option<Vec<toml::Spanned<String>>>,
+) -> (
+    Option<String>,
+    Vec<String>,
+    Vec<(std::ops::Range<usize>, String)>,
+) {
+    let mut problems = Vec::new();
+    let mut id = None;
+    if let Some(h) = host_id {
+        match check_name("agent.host_id", h.get_ref()) {
+            Ok(()) => id = Some(h.into_inner()),
+            Err(m) => problems.push((h.span(), m)),
+        }
+    }
+    let mut out = Vec::new();
+    for l in labels.unwrap_or_default() {
+        match check_name("agent.labels: label", l.get_ref()) {
+            Ok(()) => out.push(l.into_inner()),
+            Err(m) => problems.push((l.span(), m)),
+        }
+    }
+    (id, out, problems)
+}
+
+/// Every fleet app learns who this host is (`[agent] host_id`, `labels`).
+pub(super) fn share_identity(
+    apps: &mut std::collections::BTreeMap<String, crate::config::AppConfig>,
+    agent: &crate::config::AgentConfig,
+) {
+    for a in apps.values_mut() {
+        if let Some(f) = &mut a.fleet {
+            f.host_id = agent.host_id.clone();
+            f.labels = agent.labels.clone();
+        }
+    }
+}
+
 /// Why the host id could not be derived.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HostIdError {

@@ -428,6 +428,7 @@ async fn app_task(
                 let wait = check(&cfg, &source, &ledger, &shared, actor).await;
                 next = clock.tick() + policy::jittered(cfg.agent.poll_interval, 0.1);
                 if let Some(w) = wait { next = next.min(w); }
+                debug!(app = %cfg.name, "poll finished");
             }
         }
     }

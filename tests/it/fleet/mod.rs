@@ -250,6 +250,22 @@ fn fleet_simulation_good_release_in_waves_then_a_bad_one_halts() {
         "{}",
         bystander.log()
     );
+    let metrics = f.http_get(bystander, "/metrics");
+    assert!(
+        metrics.contains("switchyard_fleet_halted{app=\"web\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_fleet_failures{{app=\"web\"}} {}",
+            a.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_fleet_wave_open{app=\"web\"} 0"),
+        "{metrics}"
+    );
 
     // Requests per host per poll.
     let req_after = f.requests_per_host();
@@ -351,4 +367,39 @@ fn fleet_on_a_drop_folder_is_a_config_error() {
         format!("{out}{err}").contains("fleet needs a github source"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn an_unsigned_plan_refuses_the_release() {
+    let mut f = Fleet::start(FleetSpec {
+        hosts: 1,
+        canaries: 0,
+        app_extra: "poll_interval = \"1m\"\n".into(),
+        start: "2026-03-02T00:00:00Z".parse().unwrap(),
+    });
+    f.publish_with("v1.0.0", Some(PLAN), false, false);
+    f.step(SignedDuration::from_mins(10));
+    f.step(SignedDuration::from_mins(10));
+    let h = &f.hosts[0];
+    assert_eq!(h.current(), None, "deployed around an unsigned plan");
+    assert!(f.attempts("1.0.0").is_empty());
+    assert!(
+        h.log().contains("rollout plan is refused") && h.log().contains("no release.toml.minisig"),
+        "{}",
+        h.log()
+    );
+    // A newer release with its plan signed rolls out.
+    f.publish(
+        "v1.0.1",
+        Some("[rollout]\nwaves = [{ percent = 100 }]\n"),
+        false,
+    );
+    f.step(SignedDuration::from_mins(10));
+    assert_eq!(
+        f.hosts[0].current().as_deref(),
+        Some("1.0.1"),
+        "{}",
+        f.hosts[0].log()
+    );
+    assert_eq!(f.attempts("1.0.1").len(), 1);
 }

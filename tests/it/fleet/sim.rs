@@ -182,7 +182,11 @@ impl Fleet {
                     .args(["--config", h.config.to_str().unwrap(), "agent"])
                     .env("SWITCHYARD_FAKE_CLOCK_FILE", &clock)
                     .env(TOKEN_VAR, &h.token)
-                    .env("RUST_LOG", "switchyard=info,warn")
+                    // `poll finished` (debug) tells the harness a poll is over.
+                    .env(
+                        "RUST_LOG",
+                        "switchyard=info,switchyard::daemon::agent=debug,warn",
+                    )
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
@@ -238,6 +242,12 @@ impl Fleet {
     /// release carries a `BROKEN` file, which the live check of the fleet's
     /// configuration refuses.
     pub(crate) fn publish(&self, tag: &str, plan: Option<&str>, bad: bool) {
+        self.publish_with(tag, plan, bad, true)
+    }
+
+    /// As [`Self::publish`]; `sign_plan = false` ships the plan unsigned
+    /// (a `release.toml` without `release.toml.minisig`).
+    pub(crate) fn publish_with(&self, tag: &str, plan: Option<&str>, bad: bool, sign_plan: bool) {
         let v = tag.trim_start_matches('v');
         let src = self.tmp.path().join(format!("build-{tag}"));
         std::fs::create_dir_all(src.join("public")).unwrap();
@@ -260,9 +270,13 @@ impl Fleet {
             Some(&signing),
         )
         .unwrap();
-        if let Some(plan) = plan {
-            switchyard::testing::write_release_toml(&mut p, tag, plan.as_bytes(), &signing)
-                .unwrap();
+        match plan {
+            Some(plan) if sign_plan => {
+                switchyard::testing::write_release_toml(&mut p, tag, plan.as_bytes(), &signing)
+                    .unwrap()
+            }
+            Some(plan) => std::fs::write(p.dir.join("release.toml"), plan).unwrap(),
+            None => {}
         }
         let mut r = self.mock.release_from_dir(tag, &p.dir);
         r.published_at = self.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -270,18 +284,12 @@ impl Fleet {
         self.mock.with(|s| s.releases.insert(0, r));
     }
 
-    /// Listing requests per token so far: one per poll.
+    /// Finished polls per host token so far (the agent's `poll finished`).
     fn poll_counts(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for s in self.mock.api_hits(&MockGithub::list_path()) {
-            let t = s
-                .header("authorization")
-                .unwrap_or("")
-                .trim_start_matches("Bearer ")
-                .to_string();
-            *out.entry(t).or_insert(0) += 1;
-        }
-        out
+        self.hosts
+            .iter()
+            .map(|h| (h.token.clone(), h.log().matches("poll finished").count()))
+            .collect()
     }
 
     /// Moves the clock by `d`, then waits until every agent polled and no
@@ -294,11 +302,20 @@ impl Fleet {
         self.set_now(self.now() + d);
         // Generous: the machine may be busy with other tests (2 cores).
         let deadline = Instant::now() + Duration::from_secs(240);
-        let mut next_nudge = Instant::now() + Duration::from_secs(2);
+        // A host whose poll was still running when the clock moved (a busy
+        // machine) plans its next poll from the new time: after a while,
+        // move the clock past one poll interval (1 min ± 10 %) so it polls.
+        // At the start, app tasks may begin after the first move: 1 s is enough.
+        let (every, by) = if nudge {
+            (Duration::from_secs(2), jiff::SignedDuration::from_secs(1))
+        } else {
+            (Duration::from_secs(15), jiff::SignedDuration::from_secs(70))
+        };
+        let mut next_nudge = Instant::now() + every;
         loop {
-            if nudge && Instant::now() > next_nudge {
-                self.set_now(self.now() + jiff::SignedDuration::from_secs(1));
-                next_nudge = Instant::now() + Duration::from_secs(2);
+            if Instant::now() > next_nudge {
+                self.set_now(self.now() + by);
+                next_nudge = Instant::now() + every;
             }
             let counts = self.poll_counts();
             let all_polled = self.hosts.iter().all(|h| {
@@ -380,6 +397,28 @@ impl Fleet {
                 (h.id.clone(), n)
             })
             .collect()
+    }
+
+    /// GETs `path` from a host's HTTP listener (its port is in its log).
+    pub(crate) fn http_get(&self, h: &Host, path: &str) -> String {
+        use std::io::{Read, Write};
+        let log = h.log();
+        let port: u16 = log
+            .split("listen=127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("the agent logs its listening address");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     /// The host with id `id`.
