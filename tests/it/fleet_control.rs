@@ -452,9 +452,10 @@ fn fleet_simulation_halt_resume_faults_and_revert() {
     // the ledger's listing and at most 8 status reads (9); a deploying poll
     // adds its attempt (create + in_progress: 2), the asset with its sums and
     // signatures (5), success and the inactive of the version it replaced
-    // (2), and a fleet revert's control read: 22 at most, whatever the
-    // fleet's size. A failing request counts each of its 5 tries.
-    assert!(max <= 22, "max {max} requests in one poll: {:?}", t.polls);
+    // (2), and a fleet revert's control read: 22; runs saw 17 to 22. Two
+    // requests of slack (a page of the ledger listing turning over), and
+    // none that grows with the fleet. A failing request counts its 5 tries.
+    assert!(max <= 24, "max {max} requests in one poll: {:?}", t.polls);
     assert!(
         fmax <= 22 + 4 * 5,
         "max {fmax} requests in one poll while GitHub failed"
