@@ -34,13 +34,20 @@ pub use cli::main;
 /// `examples/bench.rs` drive directly; everything else is crate-private.
 pub mod testing {
     pub use crate::cli::demo::app::DemoApp;
-    pub use crate::cli::pack::{PackFormat, Signing, pack_as, pack_signed};
+    pub use crate::cli::pack::{
+        PackFormat, Signing, pack_as, pack_signed, read_rollout, write_release_toml,
+    };
     pub use crate::config::{Config, GithubSourceConfig, UnpackLimits};
     pub use crate::daemon::http::metrics::Metrics;
     pub use crate::daemon::http::webhook::{WatchingApp, WebhookConfig, sign_payload};
     pub use crate::daemon::http::{HttpState, router};
     pub use crate::source::ReleaseSource;
     pub use crate::source::github::GithubSource;
+    pub use crate::source::github_api::GithubOptions;
+    pub use crate::source::ledger::{
+        AttemptPayload, AttemptState, ControlAction, ControlPayload, Ledger, Scope, Snapshot,
+    };
+    pub use crate::source::ledger_github::{GithubLedger, MAX_STATUS_READS};
     pub use crate::store::layout::AppPaths;
     pub use crate::store::state::AppLock;
     pub use crate::verify::signing::{keygen, sign_file};

@@ -159,6 +159,14 @@ pub(super) enum Command {
         #[command(subcommand)]
         cmd: ScheduleCmd,
     },
+    /// Fleet rollouts: see where a release stands across every host, and halt,
+    /// resume or revert it fleet-wide. Needs [apps.<name>.fleet] (a github source); the
+    /// fleet's state is the repository's Deployments, which every agent reads each poll.
+    #[command(after_help = FLEET_TOKEN)]
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
     /// Compare two installed releases from their install manifests: files added,
     /// removed and changed (content, mode, type, link target).
     Diff {
@@ -360,6 +368,11 @@ pub(super) enum Command {
         /// signed file cannot be replayed under another release.
         #[arg(long)]
         repo: Option<String>,
+        /// A TOML file with a [rollout] plan (waves, max_failures, start): checked, then
+        /// written as the release's release.toml (other keys kept) and signed with --key,
+        /// which it requires. Fleet agents roll the release out in those waves.
+        #[arg(long, value_name = "FILE")]
+        rollout: Option<PathBuf>,
         #[command(flatten)]
         out_fmt: Output,
     },
@@ -584,6 +597,77 @@ pub(super) enum ScheduleCmd {
         app: String,
         /// The entry's id, or its version.
         id_or_version: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Where the fleet commands' token comes from, said after their help.
+const FLEET_TOKEN: &str = "The token is the app's source token ([apps.<name>.source] token_env or token_file); a fine-grained token needs Deployments: read for `status`, read and write for `halt`, `resume` and `revert`. Exit codes: 2 without [apps.<name>.fleet], 5 for a release the source does not offer, 1 when GitHub cannot be read or written (nothing was posted).";
+
+/// `fleet` subcommands.
+#[allow(missing_docs)]
+#[derive(Debug, Subcommand)]
+pub(super) enum FleetCmd {
+    /// Where a release's rollout stands: hosts per wave with each one's last state
+    /// (pending, in_progress, success, failure, error, inactive) and its age, the
+    /// failures, whether the rollout is halted (by whom, why), which wave is open and
+    /// when the next opens (from the release's signed plan). Reads the ledger only;
+    /// changes nothing. The token needs Deployments: read.
+    Status {
+        /// App name.
+        app: String,
+        /// The release (default: the newest the source offers).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Halt a release's rollout on every host: at its next poll, no agent starts the
+    /// version any more (hosts already on it stay on it). Posts a control action to
+    /// the repository's Deployments and records `fleet.halt` in this host's audit log.
+    /// The token needs Deployments: read and write.
+    Halt {
+        /// App name.
+        app: String,
+        /// The release to halt.
+        version: String,
+        /// Why (shown by `fleet status` and on GitHub).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Resume a halted (or reverted) rollout: the waves proceed per the plan at each
+    /// agent's next poll. Does not lift the automatic halt of a rollout whose failed
+    /// hosts reached max_failures: publish a fixed release. Records `fleet.resume`.
+    /// The token needs Deployments: read and write.
+    Resume {
+        /// App name.
+        app: String,
+        /// The release to resume.
+        version: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revert a release fleet-wide: halted, and every host live on it goes back to its
+    /// previous release at its next poll, inside its deploy window unless --now. No
+    /// host deploys it again until `fleet resume`. Records `fleet.revert`. The token
+    /// needs Deployments: read and write.
+    Revert {
+        /// App name.
+        app: String,
+        /// The release to take back.
+        version: String,
+        /// Why (shown by `fleet status` and on GitHub).
+        #[arg(long)]
+        reason: String,
+        /// Revert at once on every host, outside their deploy windows.
+        #[arg(long)]
+        now: bool,
         #[command(flatten)]
         common: Common,
     },

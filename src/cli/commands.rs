@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
 use crate::cli::args::{
-    AuditCmd, BackupCmd, Cli, Command, ConfigCmd, ConsoleCmd, ConsoleRole, InstallFlags,
+    AuditCmd, BackupCmd, Cli, Command, ConfigCmd, ConsoleCmd, ConsoleRole, FleetCmd, InstallFlags,
     ScheduleCmd,
 };
 use crate::cli::render;
@@ -33,6 +33,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             format,
             key,
             repo,
+            rollout,
             out_fmt,
         } => pack(
             dir,
@@ -42,6 +43,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             *format,
             key.as_deref(),
             repo,
+            rollout.as_deref(),
             out_fmt.json,
         ),
         Command::Keygen {
@@ -123,6 +125,12 @@ pub(crate) fn wants_json(c: &Command) -> bool {
         Command::Schedule { cmd } => match cmd {
             ScheduleCmd::Add { common, .. } | ScheduleCmd::Cancel { common, .. } => common.json,
             ScheduleCmd::List { out, .. } => out.json,
+        },
+        Command::Fleet { cmd } => match cmd {
+            FleetCmd::Status { out, .. } => out.json,
+            FleetCmd::Halt { common, .. }
+            | FleetCmd::Resume { common, .. }
+            | FleetCmd::Revert { common, .. } => common.json,
         },
         Command::Status { out, .. }
         | Command::Diff { out, .. }
@@ -418,6 +426,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 common.wait,
             ),
         },
+        Command::Fleet { cmd } => fleet_request(cmd)?,
         Command::Agent
         | Command::Demo { .. }
         | Command::Pack { .. }
@@ -428,6 +437,61 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
         | Command::Man { .. }
         | Command::Console { .. }
         | Command::Config { .. } => unreachable!("not an app command"),
+    })
+}
+
+/// A `fleet` subcommand as a request.
+fn fleet_request(c: &FleetCmd) -> Result<(Request, bool, bool), Failure> {
+    use crate::source::ledger::ControlAction;
+    let control = |app: &String, version: &str, action, reason: Option<&String>, now| {
+        Ok::<_, Failure>(Request::FleetControl {
+            app: app.clone(),
+            version: parse_version(version)?,
+            action,
+            reason: reason.cloned(),
+            now,
+        })
+    };
+    Ok(match c {
+        FleetCmd::Status { app, version, out } => (
+            Request::FleetStatus {
+                app: app.clone(),
+                version: version.as_deref().map(parse_version).transpose()?,
+            },
+            out.json,
+            false,
+        ),
+        FleetCmd::Halt {
+            app,
+            version,
+            reason,
+            common,
+        } => (
+            control(app, version, ControlAction::Halt, Some(reason), false)?,
+            common.json,
+            common.wait,
+        ),
+        FleetCmd::Resume {
+            app,
+            version,
+            reason,
+            common,
+        } => (
+            control(app, version, ControlAction::Resume, reason.as_ref(), false)?,
+            common.json,
+            common.wait,
+        ),
+        FleetCmd::Revert {
+            app,
+            version,
+            reason,
+            now,
+            common,
+        } => (
+            control(app, version, ControlAction::Revert, Some(reason), *now)?,
+            common.json,
+            common.wait,
+        ),
     })
 }
 
@@ -534,7 +598,12 @@ fn run_request(
         Some(reply) => reply.map_err(Failure::from_agent)?,
         None => {
             let source = crate::source::for_app(app);
-            let caller = Caller::operator(Actor::current_user(), wait);
+            let mut caller = Caller::operator(Actor::current_user(), wait);
+            if matches!(req, Request::FleetStatus { .. }) {
+                // The fleet's wave times are compared with the agents' clock,
+                // which a test build may fake.
+                caller.clock = crate::clock::from_env();
+            }
             api::execute(app, source.as_ref(), req, &caller)?
         }
     })
@@ -706,9 +775,10 @@ fn pack(
     format: crate::cli::pack::PackFormat,
     key: Option<&Path>,
     repo: &Option<String>,
+    rollout: Option<&Path>,
     json: bool,
 ) -> Result<(), Failure> {
-    use crate::cli::pack::{PackError, Signing, pack_as};
+    use crate::cli::pack::{PackError, Signing, pack_as, read_rollout, write_release_toml};
     let signing = key.map(|k| Signing {
         key: k.to_path_buf(),
         password: crate::verify::trust::key_password_from_env_or_tty(
@@ -716,10 +786,21 @@ fn pack(
         ),
         repo: repo.clone(),
     });
-    let p = pack_as(dir, version, out, asset, signing.as_ref(), format).map_err(|e| match e {
-        PackError::Version(_) | PackError::Exists(_) => Failure::new(exit::USAGE, e),
+    let fail = |e: PackError| match e {
+        PackError::Version(_) | PackError::Exists(_) | PackError::Rollout { .. } => {
+            Failure::new(exit::USAGE, e)
+        }
         e => Failure::new(exit::FAILURE, e),
-    })?;
+    };
+    // The plan is checked before anything is written.
+    let plan = match rollout {
+        Some(r) => Some(read_rollout(r, signing.as_ref()).map_err(fail)?),
+        None => None,
+    };
+    let mut p = pack_as(dir, version, out, asset, signing.as_ref(), format).map_err(fail)?;
+    if let (Some(body), Some(s)) = (plan, &signing) {
+        write_release_toml(&mut p, version, &body, s).map_err(fail)?;
+    }
     crate::cli::out(&render::packed(&p, json), true)
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod demo;
 mod generate;
 pub(crate) mod pack;
 mod render;
+mod render_fleet;
 mod render_plan;
 mod watch;
 

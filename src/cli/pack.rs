@@ -39,6 +39,14 @@ pub enum PackError {
     /// Signing failed.
     #[error(transparent)]
     Trust(#[from] crate::verify::trust::SigningError),
+    /// `--rollout` names a file without a valid plan.
+    #[error("--rollout {}: {reason}", path.display())]
+    Rollout {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to write.
+        reason: String,
+    },
 }
 
 /// The fixed mtime of every entry (2000-01-01T00:00:00Z): not 0, because
@@ -103,8 +111,12 @@ pub struct Packed {
     pub sha256: String,
     /// The checksum manifest.
     pub sums: PathBuf,
-    /// Signatures written (`<asset>.minisig`, `SHA256SUMS.minisig`).
+    /// Signatures written (`<asset>.minisig`, `SHA256SUMS.minisig`,
+    /// `release.toml.minisig`).
     pub signatures: Vec<PathBuf>,
+    /// `release.toml`, when `--rollout` gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_toml: Option<PathBuf>,
 }
 
 /// How `pack` signs what it writes.
@@ -202,7 +214,57 @@ pub fn pack_as(
         sha256: hex::encode(sha),
         sums: sums_path,
         signatures,
+        release_toml: None,
     })
+}
+
+/// Reads a `--rollout` file and checks its `[rollout]` plan as every agent
+/// will: refused before anything is written when it has none or a bad one.
+/// It needs `--key`: agents refuse an unsigned plan.
+pub fn read_rollout(path: &Path, signing: Option<&Signing>) -> Result<Vec<u8>, PackError> {
+    let bad = |reason: String| PackError::Rollout {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if signing.is_none() {
+        return Err(bad(
+            "a rollout plan needs --key: agents refuse a plan no trusted key signed".into(),
+        ));
+    }
+    let bytes = fs::read(path)?;
+    match crate::verify::rollout::plan_from_toml(&bytes) {
+        Ok(Some(_)) => Ok(bytes),
+        Ok(None) => Err(bad(
+            "it has no [rollout] table; write [rollout] with waves = [...] (see README, Fleet rollouts)".into(),
+        )),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Writes `release.toml` (the `--rollout` file as is, other keys kept) into
+/// the packed release folder and signs it like the other files, with a
+/// trusted comment naming the release.
+pub fn write_release_toml(
+    packed: &mut Packed,
+    version: &str,
+    body: &[u8],
+    signing: &Signing,
+) -> Result<(), PackError> {
+    let path = packed.dir.join("release.toml");
+    fs::write_atomic(&path, body)?;
+    let mut comment = String::new();
+    if let Some(r) = &signing.repo {
+        comment.push_str(&format!("repo={r} "));
+    }
+    comment.push_str(&format!("tag={version} file=release.toml"));
+    packed.signatures.push(crate::verify::trust::sign_file(
+        &signing.key,
+        signing.password.clone(),
+        &path,
+        Some(&comment),
+    )?);
+    packed.release_toml = Some(path);
+    Ok(())
 }
 
 /// The only top-level entry of `input`, when it is a directory.

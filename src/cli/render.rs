@@ -101,9 +101,13 @@ pub(crate) fn outcome(app: &str, o: &Outcome, as_json: bool) -> String {
             Outcome::Diff(d) => json(d),
             Outcome::Scheduled(e) | Outcome::ScheduleCancelled(e) => json(e),
             Outcome::Schedule(v) => json(v),
+            Outcome::FleetStatus(s) => json(s),
+            Outcome::FleetControl(r) => json(r),
         };
     }
     match o {
+        Outcome::FleetStatus(s) => super::render_fleet::status(s),
+        Outcome::FleetControl(r) => super::render_fleet::control(r),
         Outcome::Switched(r) => switch(app, r),
         Outcome::Deployed(r) => deploy(app, r),
         Outcome::Status(s) => status(s),
@@ -474,6 +478,24 @@ pub(crate) fn check(r: &UpdateCheck) -> String {
     s
 }
 
+/// The `fleet:` line of `status`: where this host stands in the rollout.
+fn fleet_line(f: &crate::store::agent::FleetView) -> String {
+    let place = format!(
+        "{} wave {}/{} (host {}, bucket {})",
+        f.version, f.wave, f.waves, f.host_id, f.bucket
+    );
+    let state = match (&f.blocked, f.open, &f.opens_at) {
+        (Some(why), _, _) => format!("not deploying: {why}"),
+        (None, true, _) => "wave open".to_string(),
+        (None, false, Some(t)) => format!("wave opens at {t}"),
+        (None, false, None) => "waiting for a first-wave host to succeed".to_string(),
+    };
+    format!(
+        "fleet:      {place}: {state}; {} of max {} host(s) failed (as of {})\n",
+        f.failures, f.max_failures, f.at
+    )
+}
+
 /// A status for people.
 pub(crate) fn status(st: &Status) -> String {
     let mut s = format!(
@@ -550,6 +572,9 @@ pub(crate) fn status(st: &Status) -> String {
                 f.attempts, f.reason
             ),
         });
+    }
+    if let Some(f) = &st.fleet {
+        s.push_str(&fleet_line(f));
     }
     if let Some(h) = &st.hold {
         s.push_str(&format!(

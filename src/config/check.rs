@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::config::fleet;
 use crate::config::raw::{RawAgent, RawApp, RawConfig, RawHealth, RawHooks, RawUnpack};
 use crate::config::{
     AgentConfig, AppAgentConfig, AppConfig, Config, ConfigError, HealthChecks, HooksConfig,
@@ -217,6 +218,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     email::check_recipients(&mut ck);
     let agent = check_agent(&mut ck, raw.agent);
     let console = console::check_console(&mut ck, raw.console, &agent);
+    fleet::share_identity(&mut apps, &agent);
     if !ck.problems.is_empty() {
         // Everything at once: a missing key file is worth knowing while
         // the file is being fixed anyway.
@@ -329,7 +331,15 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
             format!("apps.{name}: a migrate hook without a backup (hooks.backup or backup_shared = true) could not be undone; add one"),
         );
     }
+    let github = matches!(source, Some(SourceConfig::Github(_)));
+    let fleet = app.fleet.and_then(|f| {
+        let span = f.span();
+        fleet::check(name, f.into_inner(), github)
+            .map_err(|m| ck.at(span, m))
+            .ok()
+    });
     Some(AppConfig {
+        fleet,
         name: name.to_string(),
         root,
         keep_releases: keep.max(1) as usize,
@@ -747,6 +757,11 @@ fn check_agent(ck: &mut Checker<'_>, raw: Option<Spanned<RawAgent>>) -> AgentCon
         }
     }
     agent.control_group = a.control_group;
+    let (host_id, labels, problems) = fleet::agent_keys(a.host_id, a.labels);
+    (agent.host_id, agent.labels) = (host_id, labels);
+    for (span, m) in problems {
+        ck.at(span, m);
+    }
     if let Some(t) = a.shutdown_timeout {
         match hooks::parse_duration(t.get_ref()) {
             Ok(d) => agent.shutdown_timeout = d,

@@ -5,6 +5,7 @@
 mod check;
 pub(crate) mod console;
 pub(crate) mod email;
+pub(crate) mod fleet;
 pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod hooks;
@@ -130,6 +131,10 @@ pub struct AgentConfig {
     pub control_group: Option<String>,
     /// How long SIGTERM waits for running operations.
     pub shutdown_timeout: std::time::Duration,
+    /// This host's id in fleet rollouts (default: derived from /etc/machine-id).
+    pub host_id: Option<String>,
+    /// This host's labels in fleet rollouts (a wave's `hosts`).
+    pub labels: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -140,6 +145,8 @@ impl Default for AgentConfig {
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_group: None,
             shutdown_timeout: std::time::Duration::from_secs(60),
+            host_id: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -221,6 +228,8 @@ pub struct AppConfig {
     pub agent: AppAgentConfig,
     /// How much hook output and audit history is kept.
     pub retention: Retention,
+    /// `[apps.<name>.fleet]`: rolls out in waves with the other hosts.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[apps.<name>.hooks]`, each optional.

@@ -72,6 +72,8 @@ pub(super) struct RawAgent {
     pub(super) control_socket: Option<Spanned<PathBuf>>,
     pub(super) control_group: Option<String>,
     pub(super) shutdown_timeout: Option<Spanned<String>>,
+    pub(super) host_id: Option<Spanned<String>>,
+    pub(super) labels: Option<Vec<Spanned<String>>>,
 }
 
 /// `[apps.<name>]`.
@@ -115,6 +117,7 @@ pub(super) struct RawApp {
     pub(super) keep_hook_logs: Option<Spanned<i64>>,
     pub(super) audit_max_bytes: Option<Spanned<i64>>,
     pub(super) audit_keep_files: Option<Spanned<i64>>,
+    pub(super) fleet: Option<Spanned<crate::config::fleet::RawFleet>>,
 }
 
 /// `[apps.<name>.hooks]`.

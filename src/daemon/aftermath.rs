@@ -27,6 +27,9 @@ pub(crate) async fn after_operation(
     if out.polled {
         m.polled(&cfg.name);
     }
+    if let Some(f) = &out.fleet {
+        m.set_fleet(&cfg.name, f);
+    }
     let st = AppState::load(&paths).unwrap_or_default();
     m.set_app_state(
         &cfg.name,

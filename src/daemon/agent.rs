@@ -20,6 +20,7 @@ use crate::clock::{Clock, Tick};
 use crate::config::{AppConfig, Config, ConfigError, SourceConfig};
 use crate::daemon::aftermath::after_operation;
 use crate::daemon::control::{self, ControlError, Job};
+use crate::daemon::fleet::{FleetApp, Gate};
 use crate::daemon::http::{HttpState, Metrics, WatchingApp, WebhookConfig};
 use crate::daemon::memory::{self, Verdict};
 use crate::daemon::policy::{self, Decision};
@@ -27,6 +28,7 @@ use crate::daemon::{OpOutcome, Trigger, Update, run_op, stopped};
 use crate::fs::FsError;
 use crate::ops::api::{Caller, RemoteError, Reply, Request};
 use crate::source::ReleaseSource;
+use crate::source::ledger::Ledger;
 use crate::store::agent::AgentMemory;
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
@@ -420,6 +422,13 @@ fn make_source(cfg: &AppConfig) -> Arc<dyn ReleaseSource> {
     Arc::from(crate::source::for_app(cfg))
 }
 
+/// The fleet ledger of an app in fleet mode (kept between polls: it
+/// remembers ETags and final states).
+fn make_ledger(cfg: &AppConfig) -> Option<Arc<dyn Ledger>> {
+    cfg.fleet.as_ref()?;
+    crate::source::ledger_github::for_app(cfg).map(Arc::from)
+}
+
 async fn app_task(
     mut cfg_rx: watch::Receiver<Arc<AppConfig>>,
     mut rx: mpsc::UnboundedReceiver<AppMsg>,
@@ -428,6 +437,7 @@ async fn app_task(
     let mut cfg = cfg_rx.borrow().clone();
     // Kept between polls: the GitHub source remembers ETags.
     let mut source = make_source(&cfg);
+    let mut ledger = make_ledger(&cfg);
     let mut shutdown = shared.shutdown.clone();
     // The first look soon after start, then every poll_interval with jitter.
     // All timed on the agent's clock.
@@ -441,6 +451,7 @@ async fn app_task(
                 if changed.is_err() { break; }
                 cfg = cfg_rx.borrow().clone();
                 source = make_source(&cfg);
+                ledger = make_ledger(&cfg);
                 next = clock.tick() + Duration::from_millis(100);
             }
             msg = rx.recv() => match msg {
@@ -450,7 +461,7 @@ async fn app_task(
                         Trigger::Webhook { delivery, .. } => Actor { user: format!("webhook:{delivery}"), uid: None, reason: None },
                         Trigger::Poll { .. } => Actor { user: "agent:poll".into(), uid: None, reason: None },
                     };
-                    if let Some(wait) = check(&cfg, &source, &shared, actor).await {
+                    if let Some(wait) = check(&cfg, &source, &ledger, &shared, actor).await {
                         next = next.min(wait);
                     }
                 }
@@ -461,9 +472,10 @@ async fn app_task(
             },
             _ = crate::clock::sleep_until(clock.as_ref(), next) => {
                 let actor = Actor { user: "agent:poll".into(), uid: None, reason: None };
-                let wait = check(&cfg, &source, &shared, actor).await;
+                let wait = check(&cfg, &source, &ledger, &shared, actor).await;
                 next = clock.tick() + policy::jittered(cfg.agent.poll_interval, 0.1);
                 if let Some(w) = wait { next = next.min(w); }
+                debug!(app = %cfg.name, "poll finished");
             }
         }
     }
@@ -474,15 +486,18 @@ async fn app_task(
 async fn check(
     cfg: &Arc<AppConfig>,
     source: &Arc<dyn ReleaseSource>,
+    ledger: &Option<Arc<dyn Ledger>>,
     shared: &Arc<Shared>,
     actor: Actor,
 ) -> Option<Tick> {
     let cfg2 = cfg.clone();
     let src = source.clone();
+    let ledger = ledger.clone();
     let clock = shared.clock.clone();
-    let res =
-        tokio::task::spawn_blocking(move || check_blocking(&cfg2, src.as_ref(), &clock, actor))
-            .await;
+    let res = tokio::task::spawn_blocking(move || {
+        check_blocking(&cfg2, src.as_ref(), ledger.as_ref(), &clock, actor)
+    })
+    .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {
@@ -508,6 +523,7 @@ async fn check(
 fn check_blocking(
     cfg: &AppConfig,
     source: &dyn ReleaseSource,
+    ledger: Option<&Arc<dyn Ledger>>,
     clock: &Arc<dyn Clock>,
     actor: Actor,
 ) -> OpOutcome {
@@ -528,10 +544,15 @@ fn check_blocking(
         }
     };
     out.polled = true;
+    let fleet = FleetApp::of(cfg, ledger);
+    if let Some(f) = &fleet {
+        f.flush_pending();
+    }
     let mut candidates: Vec<_> = releases
-        .into_iter()
+        .iter()
         .filter(|r| include_pre || !r.prerelease)
         .filter(|r| current.as_ref().is_none_or(|c| &r.version > c))
+        .cloned()
         .collect();
     candidates.sort_by(|a, b| b.version.cmp(&a.version));
     let st = AppState::load(&paths).unwrap_or_default();
@@ -580,11 +601,21 @@ fn check_blocking(
         return out;
     }
     if let Some(h) = &st.hold {
-        if let Some((newest, _)) = deployable.first() {
-            info!(app = %cfg.name, version = %newest.version, by = %h.by, since = %h.since, reason = %h.reason,
-                "a newer release exists, but the app is held; `switchyard unhold` resumes automatic deploys");
+        // A hold a fleet revert set ends with the halt it served.
+        let lifted = h.by.starts_with("fleet:")
+            && match (&fleet, deployable.first()) {
+                (Some(f), Some((newest, _))) => {
+                    f.release_fleet_hold(source, newest, clock, &mut out)
+                }
+                _ => false,
+            };
+        if !lifted {
+            if let Some((newest, _)) = deployable.first() {
+                info!(app = %cfg.name, version = %newest.version, by = %h.by, since = %h.since, reason = %h.reason,
+                    "a newer release exists, but the app is held; `switchyard unhold` resumes automatic deploys");
+            }
+            return out;
         }
-        return out;
     }
     // Critical releases too: never a quarantined or refused one.
     let open: Vec<_> = deployable.iter().map(|(r, _)| r).collect();
@@ -603,6 +634,10 @@ fn check_blocking(
         .into_iter()
         .find(|(r, _)| policy::auto_allows(cfg.agent.auto, current.as_ref(), &r.version))
     else {
+        // Nothing to roll out: the live version may be reverted fleet-wide.
+        if let Some(f) = &fleet {
+            f.watch_live(source, &releases, current.as_ref(), clock, &mut out);
+        }
         return out;
     };
     let v = info.version.clone();
@@ -611,6 +646,19 @@ fn check_blocking(
         out.wait_until = Some(at);
         return out;
     }
+    // A fleet rollout: only in this host's wave, never while halted, never
+    // without the ledger.
+    let attempting = match fleet
+        .as_ref()
+        .map(|f| f.gate(source, &info, clock.now(), &mut out))
+    {
+        None | Some(Gate::Free) => None,
+        Some(Gate::Go(a)) => Some(a),
+        Some(Gate::NotNow { until }) => {
+            out.wait_until = until;
+            return out;
+        }
+    };
     // Critical releases may skip the window once their deadline passes.
     // Only a window can hold a deploy, so only then does a critical
     // marking matter (and is worth fetching the release's sidecars for).
@@ -645,7 +693,23 @@ fn check_blocking(
         wait: true,
         automatic: true,
     };
+    let attempt = match (&fleet, &attempting) {
+        (Some(f), Some(a)) => match f.begin(a) {
+            Some(id) => Some((f, a, id)),
+            None => return out,
+        },
+        _ => None,
+    };
     let res = run_op(cfg, source, &req, &caller, &mut out);
+    if let Some((f, a, id)) = attempt {
+        f.finish(
+            a,
+            id,
+            res.as_ref()
+                .map(|_| ())
+                .map_err(|e| crate::ops::error::chain(e)),
+        );
+    }
     // Reloaded: the memory may have been written since (first_seen).
     let mut mem = AgentMemory::load(&paths).unwrap_or(mem);
     match res {

@@ -7,6 +7,7 @@ pub(crate) mod aftermath;
 pub(crate) mod agent;
 pub(crate) mod console;
 pub(crate) mod control;
+pub(crate) mod fleet;
 pub(crate) mod http;
 pub(crate) mod memory;
 pub(crate) mod notice;
@@ -226,4 +227,6 @@ pub(crate) struct OpOutcome {
     pub polled: bool,
     /// When to look again.
     pub wait_until: Option<jiff::Timestamp>,
+    /// Where this host stands in the candidate's fleet rollout.
+    pub fleet: Option<crate::store::agent::FleetView>,
 }

@@ -24,11 +24,13 @@ pub(crate) use crate::ops::switch::SwitchReport;
 use crate::config::AppConfig;
 use crate::ops::backup::{self, BackupMeta};
 use crate::ops::error::{DeployError, messages};
+pub(crate) use crate::ops::fleet::{ControlReport, FleetStatus};
 use crate::ops::install::InstallOptions;
 use crate::ops::lifecycle::{DeployOptions, PromoteOptions};
 pub(crate) use crate::ops::operator::Seen;
 use crate::ops::session::Session;
 use crate::ops::status;
+use crate::source::ledger::ControlAction;
 use crate::source::{ReleaseSource, UpdateCheck};
 use crate::store::history::{self, Actor, Event, SealInfo};
 use crate::store::layout::{AppPaths, maintenance};
@@ -319,6 +321,28 @@ pub(crate) enum Request {
         /// Its release (for the lock and the failure report).
         version: Version,
     },
+    /// The fleet's rollout of a release, from the ledger and the plan.
+    #[serde(skip)]
+    FleetStatus {
+        /// The app.
+        app: String,
+        /// The release; the newest the source offers by default.
+        version: Option<Version>,
+    },
+    /// Posts a fleet control action (halt, resume, revert).
+    #[serde(skip)]
+    FleetControl {
+        /// The app.
+        app: String,
+        /// The release.
+        version: Version,
+        /// What.
+        action: ControlAction,
+        /// Why (required for halt and revert by the CLI).
+        reason: Option<String>,
+        /// A revert outside each host's window.
+        now: bool,
+    },
 }
 
 impl Request {
@@ -352,7 +376,9 @@ impl Request {
             | Request::ScheduleAdd { app, .. }
             | Request::ScheduleList { app }
             | Request::ScheduleCancel { app, .. }
-            | Request::ScheduleRun { app, .. } => app,
+            | Request::ScheduleRun { app, .. }
+            | Request::FleetStatus { app, .. }
+            | Request::FleetControl { app, .. } => app,
         }
     }
 
@@ -390,6 +416,9 @@ impl Request {
             Request::ScheduleAdd { version, .. } => format!("schedule {version}"),
             Request::ScheduleCancel { .. } => "schedule cancel".into(),
             Request::ScheduleRun { version, .. } => format!("agent scheduled deploy {version}"),
+            Request::FleetControl {
+                action, version, ..
+            } => format!("fleet {action} {version}"),
             // The others take no lock.
             _ => String::new(),
         }
@@ -511,6 +540,12 @@ pub(crate) enum Outcome {
     /// The scheduled deploys.
     #[serde(skip)]
     Schedule(ScheduleView),
+    /// The fleet's rollout of a release.
+    #[serde(skip)]
+    FleetStatus(Box<FleetStatus>),
+    /// A fleet control action posted and recorded.
+    #[serde(skip)]
+    FleetControl(Box<ControlReport>),
 }
 
 impl Outcome {
@@ -529,7 +564,8 @@ impl Outcome {
             | Outcome::Held(_)
             | Outcome::Quarantined { .. }
             | Outcome::Scheduled(_)
-            | Outcome::ScheduleCancelled(_) => true,
+            | Outcome::ScheduleCancelled(_)
+            | Outcome::FleetControl(_) => true,
             Outcome::Unheld { lifted } => lifted.is_some(),
             Outcome::Unquarantined { lifted, .. } => lifted.is_some(),
             Outcome::Pruned { removed, .. } => !removed.is_empty(),
@@ -831,6 +867,41 @@ pub(crate) fn execute(
         }
         Request::ScheduleRun { id, .. } => {
             Outcome::Deployed(Box::new(open()?.schedule_run(source, id)?))
+        }
+        Request::FleetStatus { version, .. } => Outcome::FleetStatus(Box::new(
+            crate::ops::fleet::status(cfg, source, version.as_ref(), caller.clock.now())?,
+        )),
+        Request::FleetControl {
+            version,
+            action,
+            reason,
+            now,
+            ..
+        } => {
+            let ask = crate::ops::fleet::ControlAsk {
+                action: *action,
+                version,
+                reason: reason.as_deref(),
+                now: *now,
+            };
+            // The audit line waits for the lock, like a hold: a brake is never
+            // refused because this host is busy.
+            let record = || {
+                Session::open(
+                    cfg,
+                    caller.actor.clone(),
+                    &req.label(caller),
+                    true,
+                    caller.clock.clone(),
+                )
+            };
+            Outcome::FleetControl(Box::new(crate::ops::fleet::control(
+                cfg,
+                source,
+                &ask,
+                &caller.actor.user,
+                record,
+            )?))
         }
     })
 }

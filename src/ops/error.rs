@@ -231,6 +231,16 @@ pub(crate) enum DeployError {
     /// A scheduled deploy could not be added, cancelled or read.
     #[error(transparent)]
     Schedule(#[from] crate::ops::schedule::ScheduleError),
+    /// A fleet command failed (no fleet, ledger unreachable); boxed, as
+    /// it carries the ledger's error.
+    #[error(transparent)]
+    Fleet(Box<crate::ops::fleet_error::FleetError>),
+}
+
+impl From<crate::ops::fleet_error::FleetError> for DeployError {
+    fn from(e: crate::ops::fleet_error::FleetError) -> Self {
+        DeployError::Fleet(Box::new(e))
+    }
 }
 
 /// Exit codes, documented in the README.
@@ -333,6 +343,14 @@ impl DeployError {
                 exit::FAILURE
             }
             DeployError::Schedule(_) => exit::USAGE,
+            DeployError::Fleet(e)
+                if matches!(
+                    **e,
+                    crate::ops::fleet_error::FleetError::NotConfigured { .. }
+                ) =>
+            {
+                exit::USAGE
+            }
             DeployError::Failed { .. } => exit::DEPLOY_FAILED,
             DeployError::NeedsAttention { .. } => exit::NEEDS_ATTENTION,
             _ => exit::FAILURE,

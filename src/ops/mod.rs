@@ -7,6 +7,7 @@
 //! swap), `steps` (the lifecycle's building blocks), `rollback`, `lifecycle`
 //! (deploy, and the checked promote and revert), `operator` (holds,
 //! quarantine by hand, the re-check after waiting for the lock), `status` (read-only views),
+//! `fleet` (the fleet's rollout as its ledger shows it, and operators' control actions),
 //! then `api`. A session's repair finishes an interrupted deploy with the
 //! rollback, so opening a session is the one call that reaches upwards.
 
@@ -15,6 +16,8 @@ pub(crate) mod backup;
 pub(crate) mod console_users;
 mod diff;
 pub(crate) mod error;
+pub(crate) mod fleet;
+mod fleet_error;
 pub(crate) mod health;
 pub(crate) mod hooks;
 mod install;

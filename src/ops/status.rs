@@ -55,6 +55,10 @@ pub(crate) struct Status {
     /// by version.
     #[serde(default)]
     pub agent_failures: std::collections::BTreeMap<String, crate::store::agent::RememberedFailure>,
+    /// Where this host stood in the candidate's fleet rollout at the
+    /// agent's last poll.
+    #[serde(default)]
+    pub fleet: Option<crate::store::agent::FleetView>,
     /// Problems noticed (a dangling link, ...).
     pub problems: Vec<String>,
     /// The next scheduled deploy.
@@ -127,8 +131,8 @@ pub(super) fn status(
     };
     let maintenance = crate::store::layout::maintenance::get(&paths)?;
     // What the agent remembers is advice: a damaged file is named, not fatal.
-    let agent_failures = match crate::store::agent::AgentMemory::load(&paths) {
-        Ok(m) => m.failures,
+    let (agent_failures, fleet) = match crate::store::agent::AgentMemory::load(&paths) {
+        Ok(m) => (m.failures, m.fleet.filter(|_| cfg.fleet.is_some())),
         Err(e) => {
             problems.push(crate::chain::chain(&e));
             Default::default()
@@ -155,6 +159,7 @@ pub(super) fn status(
     };
     Ok(Status {
         agent_failures,
+        fleet,
         downgrade_floor,
         next_scheduled,
         critical,

@@ -52,7 +52,7 @@ const API_VERSION: &str = "2022-11-28";
 const MAX_REDIRECTS: usize = 5;
 
 /// Most pages of a listing read: a loop guard, not a real limit.
-const MAX_PAGES: usize = 100;
+pub(super) const MAX_PAGES: usize = 100;
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone)]
@@ -210,13 +210,13 @@ struct CachedPage {
 
 /// The GitHub client of one repository.
 pub(crate) struct GithubApi {
-    app: String,
-    repo: Repo,
-    api: Url,
+    pub(super) app: String,
+    pub(super) repo: Repo,
+    pub(super) api: Url,
     token: Option<Token>,
     errors: ErrorContext,
-    opts: GithubOptions,
-    octo: Octocrab,
+    pub(super) opts: GithubOptions,
+    pub(super) octo: Octocrab,
     /// Downloads only (built on first use): redirects are followed by hand.
     http: OnceLock<reqwest::Client>,
     pages: Mutex<HashMap<String, CachedPage>>,
@@ -313,7 +313,7 @@ impl GithubApi {
 
     /// Runs `f` with backoff on transient failures, and waits out one short
     /// rate limit.
-    async fn retrying<T, F, Fut>(&self, step: &str, mut f: F) -> Result<T, GithubError>
+    pub(super) async fn retrying<T, F, Fut>(&self, step: &str, mut f: F) -> Result<T, GithubError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, GithubError>>,
@@ -355,7 +355,7 @@ impl GithubApi {
     }
 
     /// One octocrab call, bounded by `request_timeout`, its error classified.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         what: &str,
         url: &str,
@@ -417,7 +417,7 @@ impl GithubApi {
 
     /// The next page's URL, only when it stays on the API host (where the
     /// token and the base path apply).
-    fn next_page(
+    pub(super) fn next_page(
         &self,
         what: &str,
         url: &str,

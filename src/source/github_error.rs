@@ -21,6 +21,8 @@ pub(crate) enum Purpose {
     Releases,
     /// Opening and commenting on issues (failure reports).
     Issues,
+    /// Reading and writing the fleet's deployments (the rollout ledger).
+    Deployments,
 }
 
 /// Errors of the GitHub client. Each says what the operator can do.
@@ -306,6 +308,10 @@ impl ErrorContext {
                 hint: match self.purpose {
                     Purpose::Releases => "retry later".to_string(),
                     Purpose::Issues => "the next failure will be reported again".to_string(),
+                    Purpose::Deployments => {
+                        "no rollout wave advances on this host until the next poll reads the ledger"
+                            .to_string()
+                    }
                 },
             };
         }
@@ -315,7 +321,7 @@ impl ErrorContext {
             StatusCode::UNAUTHORIZED => GithubError::Unauthorized {
                 what,
                 message,
-                hint: if has_token || self.purpose == Purpose::Releases {
+                hint: if has_token || self.purpose != Purpose::Issues {
                     "GitHub refused the token: it is invalid, expired or revoked; replace it (token_env/token_file)".to_string()
                 } else {
                     "opening issues needs a token: set token_env or token_file for the app's github source, or set report_issues = false".to_string()
@@ -342,6 +348,7 @@ impl ErrorContext {
                         format!("issues are disabled in {slug}: enable them, or set report_issues = false")
                     }
                     (Purpose::Issues, 422) => "GitHub refused the issue's content; this is a bug in switchyard, please report it".to_string(),
+                    (Purpose::Deployments, 422) => "GitHub refused the deployment: check that the release's tag exists in the repository".to_string(),
                     _ => "check github, api_url and the token".to_string(),
                 },
             },
@@ -351,6 +358,9 @@ impl ErrorContext {
     fn rate_limit_advice(&self, authenticated: bool) -> String {
         match (self.purpose, authenticated) {
             (Purpose::Issues, _) => "the next failure will be reported once it resets",
+            (Purpose::Deployments, _) => {
+                "no rollout wave advances on this host until it resets; unsent statuses are kept and sent then"
+            }
             (Purpose::Releases, true) => {
                 "retry after that; the token's own limit is exhausted (another agent or script may share it)"
             }
@@ -366,6 +376,10 @@ impl ErrorContext {
             Purpose::Releases => "give the token read access to the repository's contents, or check the organisation's token policy".to_string(),
             Purpose::Issues => format!(
                 "give the token write access to the issues of {} (fine-grained: Issues read and write; classic: repo scope), or check the organisation's token policy",
+                self.slug
+            ),
+            Purpose::Deployments => format!(
+                "give the token write access to the deployments of {} (fine-grained: Deployments read and write; classic: repo_deployment scope), or check the organisation's token policy",
                 self.slug
             ),
         }

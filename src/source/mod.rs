@@ -9,6 +9,8 @@ pub(crate) mod github;
 pub(crate) mod github_api;
 pub(crate) mod github_error;
 pub(crate) mod http;
+pub(crate) mod ledger;
+pub(crate) mod ledger_github;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -77,6 +77,70 @@ pub(crate) struct AgentMemory {
     /// when the source does not say when it was published).
     #[serde(default)]
     pub first_seen: BTreeMap<String, String>,
+    /// Fleet rollouts: what this host last saw of the candidate's rollout
+    /// (for `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetView>,
+    /// Fleet rollouts: ledger statuses not posted yet (GitHub was down),
+    /// oldest first; posted at the next poll, so none is lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet_pending: Vec<PendingStatus>,
+    /// Fleet rollouts: this host's attempt of the live version, marked
+    /// `inactive` when a later version replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_live: Option<LiveAttempt>,
+}
+
+/// A ledger status to post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PendingStatus {
+    /// The attempt (GitHub deployment id).
+    pub attempt: u64,
+    /// The state to post.
+    pub state: crate::source::ledger::AttemptState,
+    /// Its description.
+    pub description: String,
+}
+
+/// This host's attempt that put the live version in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LiveAttempt {
+    /// The version.
+    pub version: String,
+    /// The attempt (GitHub deployment id).
+    pub attempt: u64,
+}
+
+/// Where this host stands in the candidate release's rollout, as the last
+/// poll saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FleetView {
+    /// The candidate release.
+    pub version: String,
+    /// This host's id.
+    pub host_id: String,
+    /// Its bucket (0 to 9999).
+    pub bucket: u64,
+    /// Its wave, from 1.
+    pub wave: usize,
+    /// How many waves the plan has.
+    pub waves: usize,
+    /// When its wave opens (or opened), RFC 3339; `None` while it waits for
+    /// a canary's success.
+    pub opens_at: Option<String>,
+    /// Whether its wave is open.
+    pub open: bool,
+    /// Failed hosts the ledger shows for the version.
+    pub failures: usize,
+    /// The plan's `max_failures`.
+    pub max_failures: usize,
+    /// Why the host does not deploy it (halted, too many failures, the
+    /// ledger unreadable), if so.
+    pub blocked: Option<String>,
+    /// Halted by an operator or by `max_failures`.
+    pub halted: bool,
+    /// When this was seen (the agent's clock), RFC 3339.
+    pub at: String,
 }
 
 impl AgentMemory {

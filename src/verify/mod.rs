@@ -3,6 +3,7 @@
 
 pub(crate) mod critical;
 mod format;
+pub(crate) mod rollout;
 pub(crate) mod signing;
 pub(crate) mod trust;
 pub(crate) mod unpack;

@@ -120,6 +120,9 @@ pub struct Metrics {
     versions_behind: Family<AppLabel, Gauge<u64, AtomicU64>>,
     health: HealthFamily,
     webhooks: Family<OutcomeLabel, Counter>,
+    /// Fleet rollouts: the candidate's wave, bucket, whether the wave is
+    /// open, failed hosts seen, halted (by app).
+    fleet: [Family<AppLabel, Gauge>; 5],
     /// Held while a series is created together with its index entry, so
     /// `forget_app` never misses one.
     apps: Mutex<BTreeMap<String, AppSeries>>,
@@ -226,7 +229,12 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             });
         }
+        let fleet: [Family<AppLabel, Gauge>; 5] = Default::default();
+        for (f, (name, help)) in fleet.iter().zip(FLEET_GAUGES) {
+            registry.register(name, help, f.clone());
+        }
         Metrics {
+            fleet,
             registry,
             app_info,
             deploys,
@@ -360,6 +368,22 @@ impl Metrics {
             .set(unix_seconds);
     }
 
+    /// Records where this host stands in the candidate's fleet rollout:
+    /// its wave (from 1), its bucket, whether the wave is open, the failed
+    /// hosts the ledger shows, whether the rollout is halted.
+    pub(crate) fn set_fleet(&self, app: &str, v: &crate::store::agent::FleetView) {
+        let values = [
+            v.wave as i64,
+            v.bucket as i64,
+            i64::from(v.open),
+            v.failures as i64,
+            i64::from(v.halted),
+        ];
+        for (f, x) in self.fleet.iter().zip(values) {
+            f.get_or_create(&app_label(app)).set(x);
+        }
+    }
+
     /// Records how many releases newer than the live one are available.
     pub fn set_versions_behind(&self, app: &str, n: u64) {
         self.versions_behind.get_or_create(&app_label(app)).set(n);
@@ -431,6 +455,9 @@ impl Metrics {
         self.quarantined.remove(&label);
         self.hold.remove(&label);
         self.since_poll.remove(&label);
+        for f in &self.fleet {
+            f.remove(&label);
+        }
         self.polls_map().remove(app);
     }
 
@@ -455,6 +482,30 @@ fn app_trigger(app: &str, trigger: &str) -> AppTrigger {
         trigger: trigger.to_owned(),
     }
 }
+
+/// The fleet gauges, in the order of `Metrics::fleet`.
+const FLEET_GAUGES: [(&str, &str); 5] = [
+    (
+        "switchyard_fleet_wave",
+        "Fleet rollouts: this host's wave (from 1) for the candidate release",
+    ),
+    (
+        "switchyard_fleet_bucket",
+        "Fleet rollouts: this host's bucket (0 to 9999) for the candidate release",
+    ),
+    (
+        "switchyard_fleet_wave_open",
+        "Fleet rollouts: 1 once this host's wave is open",
+    ),
+    (
+        "switchyard_fleet_failures",
+        "Fleet rollouts: failed hosts the ledger shows for the candidate release",
+    ),
+    (
+        "switchyard_fleet_halted",
+        "Fleet rollouts: 1 while the candidate's rollout is halted (by an operator, or by max_failures)",
+    ),
+];
 
 fn app_label(app: &str) -> AppLabel {
     AppLabel {

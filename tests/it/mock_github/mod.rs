@@ -12,9 +12,11 @@
 //! headers, time) so tests can assert what was sent and how often.
 #![allow(dead_code, clippy::disallowed_methods)]
 
+pub(crate) mod deployments;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +42,7 @@ pub(crate) enum Host {
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
     pub host: Host,
+    pub method: String,
     pub path: String,
     pub query: String,
     /// Lower-cased header names.
@@ -117,6 +120,12 @@ pub(crate) struct MockState {
     pub seen: Vec<Seen>,
     /// Issues opened through the API (failure reports), with their comments.
     pub issues: Vec<MockIssue>,
+    /// Deployments (the fleet ledger), oldest first.
+    pub deployments: Vec<deployments::MockDeployment>,
+    /// The fake clock file whose time stamps deployments and statuses.
+    pub clock_file: Option<PathBuf>,
+    deployment_template: serde_json::Value,
+    status_template: serde_json::Value,
     release_template: serde_json::Value,
     asset_template: serde_json::Value,
     issue_template: serde_json::Value,
@@ -171,7 +180,19 @@ impl MockGithub {
                 .unwrap(),
         )
         .unwrap();
+        let deployment: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join("octocrab/repo_deployment.json")).unwrap(),
+        )
+        .unwrap();
+        let statuses: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join("octocrab/repo_deployment_statuses.json")).unwrap(),
+        )
+        .unwrap();
         let state = Arc::new(Mutex::new(MockState {
+            deployments: Vec::new(),
+            clock_file: None,
+            deployment_template: deployment,
+            status_template: statuses[0].clone(),
             releases: Vec::new(),
             page_size: 100,
             token: None,
@@ -289,6 +310,26 @@ impl MockGithub {
         self.with(|s| s.seen.clone())
     }
 
+    /// Requests on the API host per `Authorization` header (each simulated
+    /// host has a token of its own) and path, for request budgets.
+    pub(crate) fn api_hits_by_token(&self) -> HashMap<String, Vec<Seen>> {
+        let mut out: HashMap<String, Vec<Seen>> = HashMap::new();
+        for s in self.seen().into_iter().filter(|s| s.host == Host::Api) {
+            let t = s.header("authorization").unwrap_or("").to_string();
+            out.entry(t).or_default().push(s);
+        }
+        out
+    }
+
+    /// Every deployment, oldest first.
+    pub(crate) fn deployments(&self) -> Vec<deployments::MockDeployment> {
+        self.with(|s| s.deployments.clone())
+    }
+
+    pub(crate) fn deployments_path() -> String {
+        format!("/repos/{OWNER}/{REPO}/deployments")
+    }
+
     /// Requests to `path` on the API host.
     pub(crate) fn api_hits(&self, path: &str) -> Vec<Seen> {
         self.seen()
@@ -344,6 +385,7 @@ fn record(ctx: &Ctx, host: Host, req: &Request, status: u16) {
         .collect();
     ctx.state.lock().unwrap().seen.push(Seen {
         host,
+        method: req.method().to_string(),
         path: req.uri().path().to_string(),
         query: req.uri().query().unwrap_or("").to_string(),
         headers,
@@ -558,6 +600,17 @@ async fn api_handler(State(ctx): State<Ctx>, req: Request) -> Response {
                 }
                 None => error(404, "Not Found"),
             }
+        } else if let Some(r) = deployments::route(
+            &mut s,
+            ctx.api,
+            prefix,
+            req.method().as_str(),
+            &canonical,
+            &query,
+            req.headers(),
+            &body,
+        ) {
+            r
         } else if canonical == format!("/repos/{OWNER}/{REPO}/releases") {
             list(&s, ctx.api, prefix, &query, req.headers())
         } else if let Some(id) = canonical
