@@ -641,7 +641,9 @@ pub(super) enum FleetCmd {
     /// Resume a halted (or reverted) rollout: the waves proceed per the plan at each
     /// agent's next poll. Does not lift the automatic halt of a rollout whose failed
     /// hosts reached max_failures: publish a fixed release. Records `fleet.resume`.
-    /// The token needs Deployments: read and write.
+    /// The token needs Deployments: read and write, and its GitHub login must be in
+    /// [apps.NAME.fleet] operators: agents ignore a resume from any other login (a
+    /// host's token cannot lift a halt).
     Resume {
         /// App name.
         app: String,
@@ -656,7 +658,8 @@ pub(super) enum FleetCmd {
     /// Revert a release fleet-wide: halted, and every host live on it goes back to its
     /// previous release at its next poll, inside its deploy window unless --now. No
     /// host deploys it again until `fleet resume`. Records `fleet.revert`. The token
-    /// needs Deployments: read and write.
+    /// needs Deployments: read and write, and its GitHub login must be in
+    /// [apps.NAME.fleet] operators: agents ignore a revert from any other login.
     Revert {
         /// App name.
         app: String,

@@ -46,6 +46,23 @@ pub(super) fn status(s: &FleetStatus) -> String {
             let _ = writeln!(o, "not halted");
         }
     }
+    for c in &s.ignored {
+        let _ = writeln!(
+            o,
+            "IGNORED {} (control deployment {}) by GitHub login {} (payload says {} on {}): not in apps.{}.fleet.operators [{}]",
+            c.payload.action,
+            c.id,
+            if c.creator.is_empty() {
+                "(unknown)"
+            } else {
+                &c.creator
+            },
+            c.payload.by,
+            c.payload.host,
+            s.app,
+            s.operators.join(", ")
+        );
+    }
     match s.max_failures {
         Some(m) => {
             let _ = writeln!(o, "failed hosts: {} (the rollout halts at {m})", s.failures);

@@ -334,9 +334,16 @@ fn check_app(ck: &mut Checker<'_>, name: &str, app: Spanned<RawApp>) -> Option<A
     let github = matches!(source, Some(SourceConfig::Github(_)));
     let fleet = app.fleet.and_then(|f| {
         let span = f.span();
-        fleet::check(name, f.into_inner(), github)
-            .map_err(|m| ck.at(span, m))
-            .ok()
+        let checked = fleet::check(name, f.into_inner(), github)
+            .map_err(|m| ck.at(span.clone(), m))
+            .ok();
+        if let Some(w) = checked
+            .as_ref()
+            .and_then(|c| fleet::operators_warning(name, c))
+        {
+            ck.warn(span, w);
+        }
+        checked
     });
     Some(AppConfig {
         fleet,

@@ -20,6 +20,8 @@ pub(crate) const DEFAULT_ENVIRONMENT: &str = "production";
 pub(super) struct RawFleet {
     /// The GitHub environment the app's deployments are recorded in.
     pub(super) environment: Option<String>,
+    /// The GitHub logins whose `resume` and `revert` the agents obey.
+    pub(super) operators: Option<Vec<String>>,
 }
 
 /// An app's fleet settings: present, the app rolls out in waves.
@@ -31,6 +33,10 @@ pub struct FleetConfig {
     pub host_id: Option<String>,
     /// `[agent] labels`.
     pub labels: Vec<String>,
+    /// The GitHub logins (a control deployment's `creator.login`, set by
+    /// GitHub from the token) whose `resume` and `revert` agents obey; a
+    /// `halt` counts from anyone. Empty: resume and revert from nobody.
+    pub operators: Vec<String>,
 }
 
 /// A host id or label: what fits in a deployment payload and a log line.
@@ -63,10 +69,35 @@ pub(super) fn check(name: &str, raw: RawFleet, github: bool) -> Result<FleetConf
             "apps.{name}.fleet.environment must be a GitHub environment name (1 to 255 characters), e.g. \"production\""
         ));
     }
+    let operators = raw.operators.unwrap_or_default();
+    for o in &operators {
+        // GitHub's rule for logins: letters, digits and single hyphens,
+        // at most 39 characters, not starting or ending with a hyphen.
+        let ok = !o.is_empty()
+            && o.len() <= 39
+            && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !o.starts_with('-')
+            && !o.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "apps.{name}.fleet.operators: {o:?} is not a GitHub login (letters, digits and '-', at most 39), e.g. \"octocat\""
+            ));
+        }
+    }
     Ok(FleetConfig {
         environment,
         host_id: None,
         labels: Vec::new(),
+        operators,
+    })
+}
+
+/// The warning of a fleet nobody can resume or revert.
+pub(super) fn operators_warning(name: &str, f: &FleetConfig) -> Option<String> {
+    f.operators.is_empty().then(|| {
+        format!(
+            "apps.{name}.fleet.operators is empty: agents obey `fleet resume` and `fleet revert` from nobody (a halt stays until an operator listed there resumes); add the GitHub logins of the operators' tokens, e.g. operators = [\"alice\"]"
+        )
     })
 }
 
@@ -179,5 +210,12 @@ mod tests {
             check("web", RawFleet::default(), true).unwrap().environment,
             "production"
         );
+        let with = |o: &str| RawFleet {
+            operators: Some(vec![o.to_string()]),
+            ..RawFleet::default()
+        };
+        assert!(check("web", with("alice-ops"), true).is_ok());
+        assert!(check("web", with("-alice"), true).is_err());
+        assert!(check("web", with("a b"), true).is_err());
     }
 }

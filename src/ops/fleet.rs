@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::AppConfig;
 use crate::ops::error::DeployError;
@@ -136,6 +136,11 @@ pub(crate) struct FleetStatus {
     pub halt: Option<HaltView>,
     /// The control action in force (halt, resume, revert), if any.
     pub control: Option<Control>,
+    /// Newer control actions the agents ignore (a resume or revert from a
+    /// GitHub login not in `operators`), newest first.
+    pub ignored: Vec<Control>,
+    /// The app's `operators`: whose resume and revert count.
+    pub operators: Vec<String>,
     /// The highest open wave, from 1.
     pub open_wave: Option<usize>,
     /// The next wave to open.
@@ -295,7 +300,7 @@ pub(crate) fn status(
         ledger: ledger.describe(),
         source,
     })?;
-    Ok(view(
+    let mut v = view(
         &cfg.name,
         &info,
         &scope,
@@ -304,7 +309,13 @@ pub(crate) fn status(
         plan_error,
         &snap,
         now,
-    ))
+    );
+    v.operators = cfg
+        .fleet
+        .as_ref()
+        .map(|f| f.operators.clone())
+        .unwrap_or_default();
+    Ok(v)
 }
 
 /// The status computed from what was read.
@@ -398,6 +409,8 @@ fn view(
         halted: halt.is_some(),
         halt,
         control: snap.control.clone(),
+        ignored: snap.ignored.clone(),
+        operators: Vec::new(),
         open_wave,
         next_wave,
         waves,
@@ -492,6 +505,10 @@ pub(super) fn control<'c>(
         }
         .to_string()
     });
+    let operators = cfg.fleet.as_ref().map_or(&[][..], |f| &f.operators[..]);
+    if ask.action != ControlAction::Halt && operators.is_empty() {
+        warn!(app = %cfg.name, version = %version, action = %ask.action, "apps.{}.fleet.operators is empty: the agents obey this {} from nobody and it lifts no halt; posting it anyway (it counts once its token's GitHub login is listed there)", cfg.name, ask.action);
+    }
     let payload = ControlPayload {
         action: ask.action,
         reason,
@@ -685,6 +702,7 @@ mod tests {
                 host: "ops1".into(),
                 now: false,
             },
+            creator: "alice".into(),
             at: t("2026-03-02T01:00:00Z"),
         });
         let h = status_at(Start::Published, &snap, "2026-03-02T01:00:30Z")

@@ -159,7 +159,7 @@ pub struct ControlPayload {
     pub now: bool,
 }
 
-/// The control action in force for a release.
+/// A control action as the ledger holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Control {
     /// Its deployment's id.
@@ -167,6 +167,9 @@ pub struct Control {
     /// What was said.
     #[serde(flatten)]
     pub payload: ControlPayload,
+    /// The GitHub login that created it: GitHub sets it from the token, so
+    /// unlike the payload's `by` no host can forge it.
+    pub creator: String,
     /// When.
     pub at: Timestamp,
 }
@@ -179,6 +182,31 @@ impl Control {
             ControlAction::Halt | ControlAction::Revert
         )
     }
+
+    /// Agents obey it: a halt from anyone (stopping is always safe), a
+    /// resume or revert only from one of `operators` (a host's token can
+    /// write deployments too, and must not lift a halt or revert a fleet).
+    pub fn authorized(&self, operators: &[String]) -> bool {
+        self.payload.action == ControlAction::Halt || operators.contains(&self.creator)
+    }
+}
+
+/// The control in force among `controls` (newest first): the newest one
+/// `operators` authorize. The unauthorized ones newer than it are returned
+/// too, newest first, to be shown as ignored; they change nothing, so an
+/// operator's halt stays in force under a host's `resume`.
+pub(crate) fn in_force(
+    controls: impl IntoIterator<Item = Control>,
+    operators: &[String],
+) -> (Option<Control>, Vec<Control>) {
+    let mut ignored = Vec::new();
+    for c in controls {
+        if c.authorized(operators) {
+            return (Some(c), ignored);
+        }
+        ignored.push(c);
+    }
+    (None, ignored)
 }
 
 /// What the ledger says about one release in one environment, read once
@@ -187,8 +215,12 @@ impl Control {
 pub struct Snapshot {
     /// Every attempt, newest first.
     pub attempts: Vec<Attempt>,
-    /// The newest control action with a `success` status, if any.
+    /// The control action in force: the newest with a `success` status
+    /// that the app's `operators` authorize ([`in_force`]), if any.
     pub control: Option<Control>,
+    /// Newer control actions that were ignored (a resume or revert from a
+    /// login not in `operators`), newest first.
+    pub ignored: Vec<Control>,
     /// The requests this read cost (pages, status reads).
     pub requests: u32,
 }
@@ -261,7 +293,8 @@ pub trait Ledger: Send + Sync {
     fn snapshot(&self, scope: &Scope) -> Result<Snapshot, LedgerError>;
 
     /// Only the control action in force for `scope` (what a host with the
-    /// version live needs each poll), cheaper than a snapshot.
+    /// version live needs each poll), cheaper than a snapshot; unauthorized
+    /// ones are skipped as in [`Snapshot::control`].
     fn control(&self, scope: &Scope) -> Result<Option<Control>, LedgerError> {
         Ok(self.snapshot(scope)?.control)
     }
@@ -334,6 +367,51 @@ mod tests {
         };
         assert_eq!(s.failures(), 2);
         assert!(!s.halted());
+    }
+
+    fn control(id: u64, action: ControlAction, creator: &str) -> Control {
+        Control {
+            id,
+            payload: ControlPayload {
+                action,
+                reason: String::new(),
+                by: "alice".into(),
+                host: "h".into(),
+                now: false,
+            },
+            creator: creator.into(),
+            at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn only_operators_lift_a_halt_or_revert() {
+        let ops = vec!["alice".to_string()];
+        // Newest first: a host's resume over an operator's halt.
+        let (c, ignored) = in_force(
+            vec![
+                control(3, ControlAction::Resume, "host-token"),
+                control(2, ControlAction::Halt, "alice"),
+                control(1, ControlAction::Resume, "alice"),
+            ],
+            &ops,
+        );
+        assert_eq!(c.map(|c| c.id), Some(2));
+        assert_eq!(ignored.iter().map(|c| c.id).collect::<Vec<_>>(), [3]);
+        // A halt from anyone counts; no operators: resume/revert from nobody.
+        let (c, _) = in_force(vec![control(5, ControlAction::Halt, "host-token")], &[]);
+        assert_eq!(c.map(|c| c.id), Some(5));
+        let (c, ignored) = in_force(
+            vec![
+                control(7, ControlAction::Revert, "alice"),
+                control(6, ControlAction::Resume, "alice"),
+            ],
+            &[],
+        );
+        assert!(c.is_none());
+        assert_eq!(ignored.len(), 2);
+        let (c, _) = in_force(vec![control(8, ControlAction::Revert, "alice")], &ops);
+        assert_eq!(c.map(|c| c.id), Some(8));
     }
 
     #[test]

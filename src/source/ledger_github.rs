@@ -29,7 +29,7 @@ use octocrab::models::repos::{Deployment, DeploymentStatus, DeploymentStatusStat
 use octocrab::{FromResponse, Page};
 use reqwest::header::{HeaderMap, HeaderValue, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::GithubSourceConfig;
 use crate::source::bridge;
@@ -39,7 +39,7 @@ use crate::source::github_api::{
 use crate::source::http::display_url;
 use crate::source::ledger::{
     Attempt, AttemptPayload, AttemptState, Control, ControlPayload, Ledger, LedgerError, Scope,
-    Snapshot, TASK_CONTROL, TASK_DEPLOY, clip_description,
+    Snapshot, TASK_CONTROL, TASK_DEPLOY, clip_description, in_force,
 };
 
 /// The ledger of an app whose source can carry one (GitHub); `None` for a
@@ -48,7 +48,14 @@ use crate::source::ledger::{
 pub(crate) fn for_app(app: &crate::config::AppConfig) -> Option<Box<dyn Ledger>> {
     match &app.source {
         crate::config::SourceConfig::Github(g) => {
-            Some(Box::new(GithubLedger::new(&app.name, g.clone())))
+            let operators = app
+                .fleet
+                .as_ref()
+                .map(|f| f.operators.clone())
+                .unwrap_or_default();
+            Some(Box::new(
+                GithubLedger::new(&app.name, g.clone()).with_operators(operators),
+            ))
         }
         crate::config::SourceConfig::Dir(_) => None,
     }
@@ -81,6 +88,8 @@ struct Cache {
     pages: HashMap<String, CachedPage>,
     states: HashMap<u64, KnownState>,
     round: u64,
+    /// Ignored control deployments already logged (once each).
+    warned: std::collections::HashSet<u64>,
 }
 
 /// GitHub Deployments as the fleet's [`Ledger`]. Keep one alive between
@@ -93,6 +102,8 @@ pub struct GithubLedger {
     cache: Mutex<Cache>,
     status_budget: usize,
     reread_success: bool,
+    /// `[apps.NAME.fleet] operators`: whose resume and revert count.
+    operators: Vec<String>,
 }
 
 impl std::fmt::Debug for GithubLedger {
@@ -147,6 +158,7 @@ impl GithubLedger {
             cache: Mutex::new(Cache::default()),
             status_budget: MAX_STATUS_READS,
             reread_success: false,
+            operators: Vec::new(),
         }
     }
 
@@ -156,6 +168,13 @@ impl GithubLedger {
     pub fn complete(mut self, budget: usize) -> GithubLedger {
         self.status_budget = budget;
         self.reread_success = true;
+        self
+    }
+
+    /// The GitHub logins whose `resume` and `revert` controls count
+    /// (`[apps.NAME.fleet] operators`); without it, none do.
+    pub fn with_operators(mut self, operators: Vec<String>) -> GithubLedger {
+        self.operators = operators;
         self
     }
 
@@ -347,9 +366,18 @@ impl GithubLedger {
             })
         };
         // The newest control deployments whose state is unknown: a control
-        // with `success` is in force, so read until one is known.
+        // with `success` is in force, so read until one is known. Those the
+        // operators do not authorize are never read: they cannot be in
+        // force, and a host posting many must not crowd out the halt under
+        // them from this poll's reads.
         let mut ids: Vec<u64> = Vec::new();
         for c in controls {
+            if !self
+                .parse_control(c)
+                .is_some_and(|c| c.authorized(&self.operators))
+            {
+                continue;
+            }
             let id = c.id.into_inner();
             match cache.states.get(&id) {
                 Some(k) if k.state == AttemptState::Success => break,
@@ -402,30 +430,49 @@ impl GithubLedger {
         self.cache().states.insert(id, known);
     }
 
-    /// The newest control deployment with a `success` state, as last read.
-    fn control_in(&self, controls: &[&Deployment]) -> Option<Control> {
-        for d in controls {
-            let id = d.id.into_inner();
-            if !self
-                .known(id)
-                .is_some_and(|k| k.state == AttemptState::Success)
-            {
-                continue;
-            }
-            match serde_json::from_value::<ControlPayload>(d.payload.clone()) {
-                Ok(payload) => {
-                    return Some(Control {
-                        id,
-                        payload,
-                        at: timestamp(d.created_at.timestamp()),
-                    });
-                }
-                Err(e) => {
-                    debug!(app = %self.app, deployment = id, error = %e, "ignoring a control deployment with an unusable payload");
-                }
+    /// A control deployment as a [`Control`]; `None` when its payload is
+    /// not one (logged).
+    fn parse_control(&self, d: &Deployment) -> Option<Control> {
+        let id = d.id.into_inner();
+        match serde_json::from_value::<ControlPayload>(d.payload.clone()) {
+            Ok(payload) => Some(Control {
+                id,
+                payload,
+                creator: d
+                    .creator
+                    .as_ref()
+                    .map(|a| a.login.clone())
+                    .unwrap_or_default(),
+                at: timestamp(d.created_at.timestamp()),
+            }),
+            Err(e) => {
+                debug!(app = %self.app, deployment = id, error = %e, "ignoring a control deployment with an unusable payload");
+                None
             }
         }
-        None
+    }
+
+    /// The control in force (the newest authorized one with a `success`
+    /// state as last read) and the unauthorized ones newer than it, whatever
+    /// their state: each is logged once at warn (someone without an
+    /// operator's login tried to lift a halt or revert the fleet).
+    fn control_in(&self, controls: &[&Deployment]) -> (Option<Control>, Vec<Control>) {
+        let candidates = controls
+            .iter()
+            .filter_map(|d| self.parse_control(d))
+            .filter(|c| {
+                !c.authorized(&self.operators)
+                    || self
+                        .known(c.id)
+                        .is_some_and(|k| k.state == AttemptState::Success)
+            });
+        let (control, ignored) = in_force(candidates, &self.operators);
+        for c in &ignored {
+            if self.cache().warned.insert(c.id) {
+                warn!(app = %self.app, control = c.id, action = %c.payload.action, creator = %c.creator, by = %c.payload.by, "fleet: ignoring a control action from a GitHub login not in [apps.{}.fleet] operators; add the login there if it is an operator's", self.app);
+            }
+        }
+        (control, ignored)
     }
 
     fn known(&self, id: u64) -> Option<KnownState> {
@@ -466,7 +513,7 @@ impl Ledger for GithubLedger {
             requests,
             ..Snapshot::default()
         };
-        snap.control = self.control_in(&controls);
+        (snap.control, snap.ignored) = self.control_in(&controls);
         for d in &attempts {
             let id = d.id.into_inner();
             let Ok(payload) = serde_json::from_value::<AttemptPayload>(d.payload.clone()) else {
@@ -506,7 +553,7 @@ impl Ledger for GithubLedger {
             let st = self.run(async |api| self.latest_status(api, id).await)?;
             self.remember(id, st.as_ref(), round);
         }
-        Ok(self.control_in(&controls))
+        Ok(self.control_in(&controls).0)
     }
 
     fn create_attempt(&self, scope: &Scope, attempt: &AttemptPayload) -> Result<u64, LedgerError> {

@@ -28,7 +28,8 @@ max_failures = 2
 /// Writes the config: the app on the mock, in a fleet unless `fleet` is false.
 fn configure(w: &World, m: &MockGithub, fleet: bool) {
     let fleet = if fleet {
-        "\n[apps.web.fleet]\nenvironment = \"production\"\n"
+        // The mock's login of a request without a token (this CLI's).
+        "\n[apps.web.fleet]\nenvironment = \"production\"\noperators = [\"octocat\"]\n"
     } else {
         ""
     };

@@ -20,6 +20,7 @@ mod crash;
 mod email;
 mod faults;
 mod fleet;
+mod fleet_authority;
 mod fleet_control;
 mod fleet_ops;
 mod formats;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 
 use crate::mock_github::MockGithub;
-use crate::mock_github::deployments::MockDeployment;
+use crate::mock_github::deployments::{MockDeployment, OPERATOR_LOGIN};
 
 /// The environment variable holding each agent's token.
 pub(crate) const TOKEN_VAR: &str = "SWITCHYARD_FLEET_TOKEN";
@@ -156,7 +156,7 @@ impl Fleet {
             std::fs::write(
                 &config,
                 format!(
-                    "[apps.web]\nroot = \"{}\"\nkeep_releases = 2\nauto = \"all\"\n{}\n\n[apps.web.source]\ngithub = \"acme/web\"\napi_url = \"{}\"\nasset = \"web-{{version}}.tar.gz\"\ntoken_env = \"{TOKEN_VAR}\"\n\n[apps.web.fleet]\nenvironment = \"production\"\n\n[apps.web.trust]\nkeys = [\"{}\"]\n\n[agent]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nshutdown_timeout = \"5s\"\nhost_id = \"{id}\"\nlabels = [{labels_toml}]\n",
+                    "[apps.web]\nroot = \"{}\"\nkeep_releases = 2\nauto = \"all\"\n{}\n\n[apps.web.source]\ngithub = \"acme/web\"\napi_url = \"{}\"\nasset = \"web-{{version}}.tar.gz\"\ntoken_env = \"{TOKEN_VAR}\"\n\n[apps.web.fleet]\nenvironment = \"production\"\noperators = [\"{OPERATOR_LOGIN}\"]\n\n[apps.web.trust]\nkeys = [\"{}\"]\n\n[agent]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nshutdown_timeout = \"5s\"\nhost_id = \"{id}\"\nlabels = [{labels_toml}]\n",
                     root.display(),
                     spec.app_extra,
                     mock.api_url(),

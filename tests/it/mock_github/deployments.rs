@@ -90,6 +90,24 @@ fn now(s: &MockState) -> String {
         .to_string()
 }
 
+/// The login of the deployment's creator: GitHub takes it from the token,
+/// so the mock does too. The operators' CLI tokens (`cli-…`) belong to
+/// [`OPERATOR_LOGIN`]; any other token is a host's, whose login is the token
+/// itself (`tok-h01`); no token, the fixture's `octocat`.
+pub(crate) fn creator_login(authorization: Option<&str>) -> String {
+    let token = authorization
+        .map(|a| a.trim_start_matches("Bearer ").trim_start_matches("token "))
+        .filter(|t| !t.is_empty());
+    match token {
+        Some(t) if t.starts_with("cli-") => OPERATOR_LOGIN.to_string(),
+        Some(t) => t.to_string(),
+        None => "octocat".to_string(),
+    }
+}
+
+/// The GitHub login of the operators' CLI tokens.
+pub(crate) const OPERATOR_LOGIN: &str = "fleet-operator";
+
 fn deployment_json(s: &MockState, api: SocketAddr, d: &MockDeployment) -> serde_json::Value {
     let mut j = s.deployment_template.clone();
     let base = format!("http://{api}/repos/{OWNER}/{REPO}");
@@ -100,6 +118,7 @@ fn deployment_json(s: &MockState, api: SocketAddr, d: &MockDeployment) -> serde_
     j["ref"] = d.git_ref.clone().into();
     j["task"] = d.task.clone().into();
     j["payload"] = d.payload.clone();
+    j["creator"]["login"] = creator_login(d.authorization.as_deref()).into();
     j["original_environment"] = d.environment.clone().into();
     j["environment"] = d.environment.clone().into();
     j["description"] = d.description.clone().into();
