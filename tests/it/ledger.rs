@@ -197,7 +197,8 @@ fn a_snapshot_of_a_large_fleet_costs_a_bounded_number_of_requests() {
 #[test]
 fn the_newest_control_action_wins() {
     let m = mock();
-    let l = ledger(&m);
+    // The mock's login of a request without a token: an operator here.
+    let l = ledger(&m).with_operators(vec!["octocat".into()]);
     let sc = scope("production");
     let control = |action, reason: &str| ControlPayload {
         action,
@@ -223,6 +224,18 @@ fn the_newest_control_action_wins() {
         ControlAction::Resume
     );
     assert!(!s.halted());
+    assert!(s.ignored.is_empty());
+    // Read by a ledger whose operators do not include that login, the
+    // resume is ignored and the halt under it stays in force.
+    let other = ledger(&m).with_operators(vec!["alice".into()]);
+    let s = other.snapshot(&sc).unwrap();
+    assert!(s.halted());
+    assert_eq!(s.ignored.len(), 1);
+    assert_eq!(s.ignored[0].creator, "octocat");
+    assert_eq!(
+        other.control(&sc).unwrap().unwrap().payload.action,
+        ControlAction::Halt
+    );
     let d = m.deployments();
     assert!(d.iter().all(|d| d.task == "switchyard:control"));
     assert!(d.iter().all(|d| d.state() == Some("success")));
