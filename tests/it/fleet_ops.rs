@@ -369,4 +369,43 @@ fn help_says_what_each_command_does_to_the_fleet_and_what_token_it_needs() {
     let out = words(w.ok(&["fleet", "revert", "--help"]));
     assert!(out.contains("--now"), "{out}");
     assert!(out.contains("outside their deploy windows"), "{out}");
+    for cmd in ["resume", "revert"] {
+        let out = words(w.ok(&["fleet", cmd, "--help"]));
+        assert!(
+            out.contains("its GitHub login must be in [apps.NAME.fleet] operators"),
+            "{cmd}: {out}"
+        );
+    }
+}
+
+#[test]
+fn without_operators_config_check_and_resume_say_nobody_can_resume() {
+    let (w, _m) = setup();
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, text.replace("operators = [\"octocat\"]\n", "")).unwrap();
+    let (code, out, err) = w.run(&["config", "check"]);
+    assert_eq!(code, 0, "a warning, not an error: {out}{err}");
+    assert!(
+        format!("{out}{err}").contains("apps.web.fleet.operators is empty"),
+        "{out}{err}"
+    );
+    // Said before posting; posted anyway (listing the login later makes it
+    // count).
+    let (code, out, err) = w.run(&["fleet", "resume", "web", "1.2.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("apps.web.fleet.operators is empty: the agents obey this resume from nobody"),
+        "{err}"
+    );
+    // The status shows the resume as ignored, nothing in force.
+    let s = w.json(&["fleet", "status", "web", "--version", "1.2.0"]);
+    assert!(s["control"].is_null(), "{s}");
+    assert_eq!(s["ignored"][0]["action"], "resume", "{s}");
+    assert_eq!(s["ignored"][0]["creator"], "octocat", "{s}");
+    // A halt needs no operator: no such warning, and it is in force.
+    let (_, _, err) = w.run(&["fleet", "halt", "web", "1.2.0", "--reason", "x"]);
+    assert!(!err.contains("operators is empty"), "{err}");
+    let s = w.json(&["fleet", "status", "web", "--version", "1.2.0"]);
+    assert_eq!(s["control"]["action"], "halt", "{s}");
+    assert_eq!(s["halted"], true, "{s}");
 }
