@@ -14,7 +14,8 @@
 //! version replaced it on that host. A control action is a deployment with
 //! `task = "switchyard:control"` on the same tag and environment, payload
 //! `{action, reason, by, host, now}`, plus a `success` status; the newest
-//! one wins.
+//! one the app's `operators` authorize wins ([`in_force`]: a resume or
+//! revert counts only when its creator's login is an operator's).
 //!
 //! Like [`ReleaseSource`](crate::source::ReleaseSource), the trait is
 //! synchronous (the agent calls it from its blocking check); the GitHub
