@@ -9,6 +9,7 @@ mod args;
 mod commands;
 pub(crate) mod demo;
 mod generate;
+mod local;
 pub(crate) mod pack;
 mod render;
 mod render_fleet;
