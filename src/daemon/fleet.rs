@@ -343,8 +343,25 @@ impl<'a> FleetApp<'a> {
             }
             Err(reason) => {
                 let text = crate::daemon::report::redact(&reason);
-                self.post(id, AttemptState::Failure, &text);
+                self.post(id, AttemptState::Failure, &self.with_excerpt(text));
             }
+        }
+    }
+
+    /// A failure's reason and the last line its hooks wrote, both redacted,
+    /// within GitHub's 140 characters: the reason keeps the first 90 when a
+    /// log line follows it.
+    fn with_excerpt(&self, reason: String) -> String {
+        let id = crate::store::state::AppState::load(&self.paths)
+            .ok()
+            .and_then(|st| st.deploy)
+            .map(|d| d.id);
+        let line = id.and_then(|id| {
+            crate::daemon::report::last_log_line(&self.cfg.root, &self.cfg.name, &id)
+        });
+        match line {
+            Some(l) => format!("{} | log: {l}", clip(&reason, 90)),
+            None => reason,
         }
     }
 
@@ -492,4 +509,14 @@ fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// `s` cut to `n` characters, with `…` when cut.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n - 1).collect();
+    out.push('…');
+    out
 }

@@ -321,6 +321,28 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_string())
 }
 
+/// The last line a deploy's hooks wrote (the newest log file's last
+/// non-blank line), redacted: the log excerpt of a fleet failure status,
+/// which GitHub limits to 140 characters in all.
+pub(crate) fn last_log_line(root: &Path, app: &str, deploy_id: &str) -> Option<String> {
+    excerpt_of(&logs_tail(root, app, deploy_id, 5))
+}
+
+/// The last line of a logs tail that is output, not a file header or a
+/// note that logs could not be read.
+fn excerpt_of(tail: &str) -> Option<String> {
+    tail.lines()
+        .map(str::trim)
+        .rfind(|l| {
+            // Not a file header, the supervisor's exit line, or a note.
+            !l.is_empty()
+                && !l.starts_with("==> ")
+                && !l.starts_with("=== ")
+                && !l.starts_with("(logs not read")
+        })
+        .map(redact)
+}
+
 fn logs_tail(root: &Path, app: &str, deploy_id: &str, max_lines: usize) -> String {
     if max_lines == 0 {
         return String::new();
@@ -692,6 +714,16 @@ pub(crate) async fn send(t: &ReportTarget, r: &FailureReport) -> Vec<Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_excerpt_is_the_last_output_line_redacted() {
+        let tail = "==> warm.log <==\nfirst\nmigration 7 failed: password=hunter2\n\n=== exited with code 1 after 0.2s\n";
+        let e = excerpt_of(tail).unwrap();
+        assert!(e.starts_with("migration 7 failed"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(excerpt_of("==> warm.log <==\n"), None);
+        assert_eq!(excerpt_of("(logs not read: x)\n"), None);
+    }
     use std::sync::{Arc, Mutex};
 
     use axum::Json;

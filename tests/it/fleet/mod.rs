@@ -39,7 +39,7 @@ fn plan_model() -> PlanModel {
 
 /// The live check every simulated host runs: a release carrying `BROKEN`
 /// fails it.
-const APP_EXTRA: &str = "poll_interval = \"1m\"\n[apps.web.health.live]\nretries = 0\n[[apps.web.health.live.checks]]\nkind = \"command\"\ncommand = 'test ! -e BROKEN'\n";
+const APP_EXTRA: &str = "poll_interval = \"1m\"\n[apps.web.health.live]\nretries = 0\n[[apps.web.health.live.checks]]\nkind = \"command\"\ncommand = 'test ! -e BROKEN'\n[apps.web.hooks]\nactivate = 'echo activated on this host'\n";
 
 const HOSTS: usize = 50;
 const CANARIES: usize = 2;
@@ -224,10 +224,14 @@ fn fleet_simulation_good_release_in_waves_then_a_bad_one_halts() {
         a.iter().all(|d| d.state() == Some("failure")),
         "every attempt failed"
     );
-    assert!(
-        a.iter()
-            .all(|d| !d.statuses.last().unwrap().description.is_empty())
-    );
+    // Each failure says why, with the last line its hooks wrote.
+    for d in &a {
+        let desc = &d.statuses.last().unwrap().description;
+        assert!(
+            !desc.starts_with(" | ") && desc.ends_with(" | log: out: activated on this host"),
+            "{desc}"
+        );
+    }
     // Everyone still runs v1.0.0 (the failed hosts rolled back).
     assert!(
         f.live().values().all(|v| v.as_deref() == Some("1.0.0")),
