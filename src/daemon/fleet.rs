@@ -27,7 +27,7 @@ use crate::source::{ReleaseInfo, ReleaseSource};
 use crate::store::agent::{AgentMemory, FleetView, LiveAttempt, PendingStatus};
 use crate::store::history::Actor;
 use crate::store::layout::AppPaths;
-use crate::verify::rollout::{self, Plan, Start};
+use crate::verify::rollout::{self, Plan};
 use crate::version::Version;
 
 /// What the fleet says about deploying a release now.
@@ -280,22 +280,7 @@ impl<'a> FleetApp<'a> {
                     .get(&info.version.to_string())
                     .and_then(|t| t.parse().ok())
             })?;
-        match plan.start {
-            Start::Published => Some(plan.opens_at(k, published)),
-            Start::CanarySuccess if k == 0 => Some(plan.opens_at(0, published)),
-            Start::CanarySuccess => {
-                let first = snap
-                    .attempts
-                    .iter()
-                    .filter(|a| a.payload.wave == 1 && a.state == AttemptState::Success)
-                    .filter_map(|a| a.state_at)
-                    .min()?;
-                // Counted from the first success instead of the publication.
-                let first_after = plan.opens_at(0, published);
-                let shift = first.duration_since(first_after);
-                plan.opens_at(k, published).checked_add(shift).ok()
-            }
-        }
+        plan.wave_opens_at(k, Some(published), snap.first_canary_success())
     }
 
     /// Records the attempt before the deploy; `None`: the ledger refused it,
@@ -360,7 +345,7 @@ impl<'a> FleetApp<'a> {
             crate::daemon::report::last_log_line(&self.cfg.root, &self.cfg.name, &id)
         });
         match line {
-            Some(l) => format!("{} | log: {l}", clip(&reason, 90)),
+            Some(l) => format!("{} | log: {l}", crate::source::ledger::clip(&reason, 90)),
             None => reason,
         }
     }
@@ -509,14 +494,4 @@ fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// `s` cut to `n` characters, with `…` when cut.
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(n - 1).collect();
-    out.push('…');
-    out
 }

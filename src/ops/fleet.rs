@@ -251,36 +251,6 @@ fn published(info: &crate::source::ReleaseInfo) -> Option<Timestamp> {
         .and_then(|p| p.parse::<Timestamp>().ok())
 }
 
-/// The first success of a first-wave host: what starts the later waves of
-/// a `canary_success` plan.
-fn first_canary_success(snap: &Snapshot) -> Option<Timestamp> {
-    snap.attempts
-        .iter()
-        .filter(|a| a.payload.wave == 1 && a.state == AttemptState::Success)
-        .filter_map(|a| a.state_at)
-        .min()
-}
-
-/// When wave `k` (from 0) opens, as every agent computes it
-/// (`daemon::fleet`): from the publication; for `canary_success`, the later
-/// waves count from the first canary success instead (`None` until then).
-fn opens_at(
-    plan: &Plan,
-    k: usize,
-    published: Option<Timestamp>,
-    first_success: Option<Timestamp>,
-) -> Option<Timestamp> {
-    let published = published?;
-    match plan.start {
-        Start::Published => Some(plan.opens_at(k, published)),
-        Start::CanarySuccess if k == 0 => Some(plan.opens_at(0, published)),
-        Start::CanarySuccess => {
-            let shift = first_success?.duration_since(plan.opens_at(0, published));
-            plan.opens_at(k, published).checked_add(shift).ok()
-        }
-    }
-}
-
 /// `switchyard fleet status`.
 pub(crate) fn status(
     cfg: &AppConfig,
@@ -333,7 +303,7 @@ fn view(
     let hosts = hosts(&snap.attempts, now);
     let failures = snap.failures();
     let published = published(info);
-    let first_success = first_canary_success(snap);
+    let first_success = snap.first_canary_success();
     let start = plan.as_ref().and_then(|p| match p.start {
         Start::Published => published,
         Start::CanarySuccess => first_success,
@@ -343,7 +313,7 @@ fn view(
     let mut next_wave = None;
     if let Some(p) = &plan {
         for (k, w) in p.waves.iter().enumerate() {
-            let at = opens_at(p, k, published, first_success);
+            let at = p.wave_opens_at(k, published, first_success);
             let open = at.is_some_and(|t| t <= now);
             if open {
                 open_wave = Some(k + 1);

@@ -227,6 +227,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The first success of a first-wave host: what starts the later
+    /// waves of a `canary_success` plan.
+    pub fn first_canary_success(&self) -> Option<Timestamp> {
+        self.attempts
+            .iter()
+            .filter(|a| a.payload.wave == 1 && a.state == AttemptState::Success)
+            .filter_map(|a| a.state_at)
+            .min()
+    }
+
     /// Failed attempts (one per host: a host that failed twice counts once).
     pub fn failures(&self) -> usize {
         let mut hosts: Vec<&str> = self
@@ -319,16 +329,21 @@ pub trait Ledger: Send + Sync {
 /// The longest status description GitHub accepts.
 pub(crate) const MAX_DESCRIPTION: usize = 140;
 
-/// `text` cut to GitHub's limit on a character boundary, with `…` when cut.
+/// `text` on one line, cut to GitHub's limit, with `…` when cut.
 pub(crate) fn clip_description(text: &str) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if one_line.chars().count() <= MAX_DESCRIPTION {
-        return one_line;
+    clip(&one_line, MAX_DESCRIPTION)
+}
+
+/// `text` cut to `n` characters on a character boundary, with `…` when cut.
+pub(crate) fn clip(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        return text.to_string();
     }
-    let mut out: String = one_line.chars().take(MAX_DESCRIPTION - 1).collect();
+    let mut out: String = text.chars().take(n.saturating_sub(1)).collect();
     out.push('…');
     out
 }

@@ -254,6 +254,27 @@ impl Plan {
             .unwrap_or(self.waves.len() - 1)
     }
 
+    /// When wave `k` (from 0) opens, as every agent and `fleet status`
+    /// compute it: from the publication; for `canary_success`, the later
+    /// waves count from the first canary success instead (`None` until
+    /// then, or without a publication time).
+    pub(crate) fn wave_opens_at(
+        &self,
+        k: usize,
+        published: Option<Timestamp>,
+        first_success: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let published = published?;
+        match self.start {
+            Start::Published => Some(self.opens_at(k, published)),
+            Start::CanarySuccess if k == 0 => Some(self.opens_at(0, published)),
+            Start::CanarySuccess => {
+                let shift = first_success?.duration_since(self.opens_at(0, published));
+                self.opens_at(k, published).checked_add(shift).ok()
+            }
+        }
+    }
+
     /// When wave `k` (from 0) opens, counted from `start`.
     pub(crate) fn opens_at(&self, k: usize, start: Timestamp) -> Timestamp {
         let total: Duration = self.waves.iter().take(k + 1).map(|w| w.after).sum();
