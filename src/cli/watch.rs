@@ -36,10 +36,14 @@ impl Watcher {
     pub(crate) fn start(cfg: &AppConfig) -> Watcher {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let (stop, rx) = mpsc::channel();
+        // Read here, before the command starts: read in the thread, a
+        // thread scheduled late (a loaded host) could take the command's
+        // own new record for the past and show nothing at all.
+        let before = deploy_view(cfg).map(|v| v.id);
         let cfg = cfg.clone();
         let thread = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || watch(&cfg, tty, &rx))
+            .spawn(move || watch(&cfg, before, tty, &rx))
             .ok();
         Watcher {
             stop: Some(stop),
@@ -102,8 +106,7 @@ pub(crate) fn output_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn watch(cfg: &AppConfig, tty: bool, stop: &mpsc::Receiver<()>) {
-    let before = deploy_view(cfg).map(|v| v.id);
+fn watch(cfg: &AppConfig, before: Option<String>, tty: bool, stop: &mpsc::Receiver<()>) {
     let started = Instant::now();
     let show = if tty {
         let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
