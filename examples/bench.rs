@@ -13,7 +13,12 @@
 //!    `sha256sum -c && tar -xzf` and `sha256sum -c && tar --zstd -xf`:
 //!    medians of `SWITCHYARD_BENCH_RUNS` (default 5) runs of each side,
 //!    taken in turn, each after a `sync` with the archive in the page
-//!    cache; also, for information, the shell followed by `sync -f`.
+//!    cache; also, for information, the shell followed by `sync -f`. Run
+//!    as root, each run starts from a dropped page cache (see
+//!    [`fresh_caches`]).
+//!
+//! Section 4 needs the machine to itself: another program's disk writes
+//! or memory use show up in both sides' figures, unevenly.
 //!
 //! Targets: install no slower than the baseline (one pass instead of two),
 //! peak memory under 64 MiB, the second release under 10% of a full copy,
@@ -167,6 +172,63 @@ fn du(path: &Path) -> u64 {
 fn sync_disks() {
     let st = Command::new("sync").status().expect("run sync");
     assert!(st.success(), "sync failed");
+}
+
+/// Before a run of section 4: writes back everything dirty, then, when
+/// this process may (root), drops the page cache and reads back what the
+/// run needs: the archive, and the programs both sides run with their
+/// libraries. Without that, this VM drifted: as outputs filled memory with
+/// cached pages, every new page cost a reclaim, and on ext4 without a
+/// journal the inodes freed by the last deletes (kept "recent" for 60 to
+/// 360 s while their inode table block is cached) made each file creation
+/// scan past them: one small release's install took 0.5 s instead of
+/// 0.13 s. Returns whether the cache was dropped.
+fn fresh_caches(files: &[PathBuf]) -> bool {
+    sync_disks();
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+    for f in files {
+        if let Ok(mut r) = std::fs::File::open(f) {
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        }
+    }
+    dropped
+}
+
+/// The programs a section 4 run executes, and their shared libraries.
+fn program_files(bin: &Path) -> Vec<PathBuf> {
+    let mut files = vec![bin.to_path_buf()];
+    for prog in ["sh", "tar", "zstd", "gzip", "sha256sum", "sync"] {
+        let Ok(out) = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {prog}"))
+            .output()
+        else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !path.is_empty() {
+            files.push(PathBuf::from(path));
+        }
+    }
+    let mut libs = Vec::new();
+    for f in &files {
+        if let Ok(out) = Command::new("ldd").arg(f).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+                // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+                let path = line
+                    .split("=>")
+                    .last()
+                    .and_then(|r| r.split_whitespace().next())
+                    .filter(|p| p.starts_with('/'));
+                if let Some(p) = path {
+                    libs.push(PathBuf::from(p));
+                }
+            }
+        }
+    }
+    files.extend(libs);
+    files
 }
 
 /// Runs of each side in section 4 (`SWITCHYARD_BENCH_RUNS`, default 5).
@@ -422,6 +484,8 @@ fn main() {
     let mut worst: f64 = 0.0;
     let mut worst_rss: u64 = 0;
     let mut last_delete = Instant::now();
+    let programs = program_files(&bin);
+    let mut dropped_caches = true;
     for (label, src, files) in [
         ("small", small.clone(), small_files),
         ("large", base.join("build-big"), big_files),
@@ -464,9 +528,10 @@ fn main() {
             let (mut shell, mut shell_sync, mut ours) =
                 (Series::default(), Series::default(), Series::default());
             // Outputs are moved aside, not deleted, between runs: ext4 without a
-            // journal skips the inodes freed in the last seconds when it
-            // allocates, so a run right after a large delete pays for it.
-            // They are deleted together once the case is measured.
+            // journal skips recently freed inodes when it allocates, so a run
+            // right after a large delete pays for it (see `fresh_caches`, which
+            // ends that as root). They are deleted together once the case is
+            // measured.
             let trash = base.join(format!("trash-{tag}"));
             std::fs::create_dir_all(&trash).unwrap();
             let mut moved = 0;
@@ -476,6 +541,8 @@ fn main() {
                     std::fs::rename(p, trash.join(moved.to_string())).unwrap();
                 }
             };
+            let mut run_files = programs.clone();
+            run_files.push(p.asset.clone());
             // Since the last case's delete: wait out those seconds once.
             let since = last_delete.elapsed();
             if since < Duration::from_secs(6) {
@@ -489,7 +556,7 @@ fn main() {
                             let then_sync = (side + i) % 3 == 1;
                             set_aside(&out);
                             std::fs::create_dir_all(&out).unwrap();
-                            warm(&p.asset);
+                            dropped_caches &= fresh_caches(&run_files);
                             let m = measured(&mut shell_cmd(then_sync));
                             if then_sync {
                                 shell_sync.push(m);
@@ -499,7 +566,7 @@ fn main() {
                         }
                         _ => {
                             set_aside(&froot);
-                            warm(&p.asset);
+                            dropped_caches &= fresh_caches(&run_files);
                             ours.push(measured(
                                 Command::new(&bin)
                                     .arg("--config")
@@ -544,6 +611,12 @@ fn main() {
             sync_disks();
             last_delete = Instant::now();
         }
+    }
+
+    if !dropped_caches {
+        println!(
+            "   (not root: the page cache was not dropped between runs; figures drift as it fills memory)"
+        );
     }
 
     println!("\nsummary:");
