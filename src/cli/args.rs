@@ -124,6 +124,9 @@ pub(super) enum Command {
         /// Make live a release that was only installed, without the deploy steps it missed.
         #[arg(long)]
         skip_lifecycle: bool,
+        /// Why (kept in the audit log with each event of it; `history` shows it).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -150,6 +153,9 @@ pub(super) enum Command {
         /// checks that would run, and what prune would remove afterwards.
         #[arg(long)]
         dry_run: bool,
+        /// Why (kept in the audit log with each event of it; `history` shows it).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -189,6 +195,9 @@ pub(super) enum Command {
         /// Revert to this installed release instead.
         #[arg(long)]
         to: Option<String>,
+        /// Why (kept in the audit log with each event of it; `history` shows it).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
         #[command(flatten)]
         common: Common,
     },

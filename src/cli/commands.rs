@@ -186,6 +186,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             force,
             allow_major,
             skip_lifecycle,
+            reason,
             common,
         } => (
             Request::Promote {
@@ -195,6 +196,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 allow_major: *allow_major,
                 skip_lifecycle: *skip_lifecycle,
                 seen: None,
+                reason: reason.clone(),
             },
             common.json,
             common.wait,
@@ -206,6 +208,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             allow_major,
             force,
             dry_run: true,
+            reason: _,
             common,
         } => (
             Request::DeployPlan {
@@ -225,6 +228,7 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
             allow_major,
             force,
             dry_run: false,
+            reason,
             common,
         } => (
             Request::Deploy {
@@ -234,15 +238,22 @@ fn request(c: &Command) -> Result<(Request, bool, bool), Failure> {
                 allow_major: *allow_major,
                 force: *force,
                 seen: None,
+                reason: reason.clone(),
             },
             common.json,
             common.wait,
         ),
-        Command::Revert { app: a, to, common } => (
+        Command::Revert {
+            app: a,
+            to,
+            reason,
+            common,
+        } => (
             Request::Revert {
                 app: app(a),
                 to: to.as_deref().map(parse_version).transpose()?,
                 seen: None,
+                reason: reason.clone(),
             },
             common.json,
             common.wait,
@@ -597,7 +608,9 @@ fn run_request(
         Some(reply) => reply.map_err(Failure::from_agent)?,
         None => {
             let source = crate::source::for_app(app);
-            let mut caller = Caller::operator(Actor::current_user(), wait);
+            let mut actor = Actor::current_user();
+            actor.reason = req.reason().map(str::to_string);
+            let mut caller = Caller::operator(actor, wait);
             if matches!(req, Request::FleetStatus { .. }) {
                 // The fleet's wave times are compared with the agents' clock,
                 // which a test build may fake.

@@ -219,6 +219,7 @@ url = "{url}/health"
             allow_major: false,
             force: false,
             seen: None,
+            reason: None,
         }))
     };
     let db = || fs::read_to_string(&root.join("shared/data/db.txt")).unwrap_or_default();
@@ -274,6 +275,7 @@ url = "{url}/health"
             app: "demo".into(),
             to: None,
             seen: None,
+            reason: None,
         })?
         else {
             anyhow::bail!("a revert that did not switch");
@@ -294,6 +296,7 @@ url = "{url}/health"
             allow_major: false,
             skip_lifecycle: false,
             seen: None,
+            reason: None,
         })?
         else {
             anyhow::bail!("a promote that did not switch");

@@ -686,6 +686,7 @@ fn check_blocking(
         allow_major: true,
         force: false,
         seen: None,
+        reason: None,
     };
     let caller = Caller {
         clock: clock.clone(),

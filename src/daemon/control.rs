@@ -254,7 +254,7 @@ async fn handle(
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| format!("uid {uid}"));
-    let actor = Actor {
+    let mut actor = Actor {
         user,
         uid: Some(uid),
         reason: None,
@@ -268,6 +268,7 @@ async fn handle(
     let reply: Reply = match serde_json::from_str::<Request>(&line) {
         Err(e) => Err(ControlError::BadRequest(e).to_remote()),
         Ok(req) => {
+            actor.reason = req.reason().map(str::to_string);
             info!(user = %actor.user, uid, op = %serde_json::to_string(&req).unwrap_or_default(), "control request");
             let (rtx, mut rrx) = oneshot::channel();
             let gone = || Err(ControlError::ShuttingDown.to_remote());

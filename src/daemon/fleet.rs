@@ -388,6 +388,7 @@ impl<'a> FleetApp<'a> {
             app: self.cfg.name.clone(),
             to: None,
             seen: None,
+            reason: None,
         };
         let caller = Caller {
             clock: clock.clone(),

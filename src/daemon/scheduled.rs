@@ -147,6 +147,7 @@ pub(super) fn deploy_critical(
         allow_major: false,
         force: false,
         seen: None,
+        reason: None,
     };
     let _ = run_op(
         cfg,

@@ -88,6 +88,9 @@ pub(crate) enum Request {
         /// What the operator saw live.
         #[serde(default)]
         seen: Option<Seen>,
+        /// Why, as the operator said (kept in the audit log with each event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Swap back through the live history (or to `to`), activate and check.
     Revert {
@@ -99,6 +102,9 @@ pub(crate) enum Request {
         /// What the operator saw live.
         #[serde(default)]
         seen: Option<Seen>,
+        /// Why, as the operator said (kept in the audit log with each event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The whole deploy lifecycle.
     Deploy {
@@ -119,6 +125,9 @@ pub(crate) enum Request {
         /// What the operator saw live.
         #[serde(default)]
         seen: Option<Seen>,
+        /// Why, as the operator said (kept in the audit log with each event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// What is live, what is installed, what runs.
     Status {
@@ -379,6 +388,16 @@ impl Request {
             | Request::ScheduleRun { app, .. }
             | Request::FleetStatus { app, .. }
             | Request::FleetControl { app, .. } => app,
+        }
+    }
+
+    /// The reason an operator gave with a deploy, promote or revert.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            Request::Promote { reason, .. }
+            | Request::Revert { reason, .. }
+            | Request::Deploy { reason, .. } => reason.as_deref(),
+            _ => None,
         }
     }
 
@@ -959,6 +978,7 @@ mod tests {
             allow_major: true,
             force: false,
             seen: None,
+            reason: None,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
@@ -977,6 +997,7 @@ mod tests {
                 allow_major: false,
                 skip_lifecycle: false,
                 seen: None,
+                reason: None,
             }
         );
     }

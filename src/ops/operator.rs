@@ -49,7 +49,10 @@ impl Session<'_> {
             Hold {
                 by: self.actor.user.clone(),
                 since: now_rfc3339(),
-                reason: format!("manual {op} to {v}"),
+                reason: match &self.actor.reason {
+                    Some(why) => format!("manual {op} to {v}: {why}"),
+                    None => format!("manual {op} to {v}"),
+                },
                 automatic: true,
             },
             "app.hold",

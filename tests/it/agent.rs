@@ -758,9 +758,19 @@ fn a_manual_revert_stays_in_place_over_several_polls() {
         "1.0.1 not deployed:\n{}",
         agent.log()
     );
-    // Through the agent's control socket, as an operator would.
-    let out = w.ok(&["revert", "web"]);
+    // Through the agent's control socket, as an operator would, with a
+    // reason the socket carries to the audit log and the hold.
+    let out = w.ok(&["revert", "web", "--reason", "errors after 1.0.1"]);
     assert!(out.contains("web is held"), "{out}");
+    let reverts: Vec<_> = w
+        .json(&["history", "web"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "release.revert.completed")
+        .map(|e| e["actor"]["reason"].clone())
+        .collect();
+    assert_eq!(reverts, vec![serde_json::Value::from("errors after 1.0.1")]);
     assert_eq!(current(&w).as_deref(), Some("releases/1.0.0"));
     let listings = || m.api_hits(&MockGithub::list_path()).len();
     let n = listings();
@@ -781,7 +791,10 @@ fn a_manual_revert_stays_in_place_over_several_polls() {
     assert!(agent.log().contains("the app is held"), "{}", agent.log());
     let st = w.json(&["status", "web"]);
     assert_eq!(st["hold"]["automatic"], true, "{st}");
-    assert_eq!(st["hold"]["reason"], "manual revert to 1.0.0");
+    assert_eq!(
+        st["hold"]["reason"],
+        "manual revert to 1.0.0: errors after 1.0.1"
+    );
     let text = w.ok(&["status", "web"]);
     assert!(text.contains("switchyard unhold web"), "{text}");
 

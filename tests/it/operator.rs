@@ -253,3 +253,60 @@ fn a_command_that_waited_refuses_when_someone_changed_the_app() {
     );
     assert_eq!(w.current_content(), "1.0.1\n");
 }
+
+/// The events of one operation, from `history --json`, with the actor's
+/// reason of each.
+fn reasons_of(w: &World, event: &str) -> Vec<serde_json::Value> {
+    w.json(&["history", "web"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .map(|e| e["actor"]["reason"].clone())
+        .collect()
+}
+
+/// An operator says why they deploy, promote or revert: the reason is on
+/// each event of that operation in the audit log (and in the hold a manual
+/// switch sets), and absent when none was given.
+#[test]
+fn deploy_promote_and_revert_keep_the_operators_reason() {
+    let w = world();
+    for v in ["v1.0.0", "v1.0.1"] {
+        w.simple_release(v);
+    }
+    w.ok(&["deploy", "web", "1.0.0"]);
+    w.ok(&[
+        "deploy",
+        "web",
+        "1.0.1",
+        "--reason",
+        "CHG-1234 new checkout",
+    ]);
+    assert_eq!(
+        reasons_of(&w, "system.update.completed"),
+        vec![serde_json::Value::Null, "CHG-1234 new checkout".into()]
+    );
+    w.ok(&["revert", "web", "--reason", "checkout errors after 1.0.1"]);
+    let reverts = reasons_of(&w, "release.revert.completed");
+    assert_eq!(
+        reverts,
+        vec![serde_json::Value::from("checkout errors after 1.0.1")],
+        "{reverts:?}"
+    );
+    let st = w.json(&["status", "web"]);
+    assert_eq!(
+        st["hold"]["reason"], "manual revert to 1.0.0: checkout errors after 1.0.1",
+        "{st}"
+    );
+    w.ok(&["promote", "web", "1.0.1", "--reason", "fixed upstream"]);
+    // A deploy's swap is a promote event too: the last one is ours.
+    let promotes = reasons_of(&w, "release.promote.completed");
+    assert_eq!(
+        promotes.last(),
+        Some(&serde_json::Value::from("fixed upstream")),
+        "{promotes:?}"
+    );
+    let text = w.ok(&["history", "web"]);
+    assert!(text.contains("fixed upstream"), "{text}");
+}

@@ -419,6 +419,7 @@ fn request(
             allow_major,
             force: false,
             seen,
+            reason: Some(reason.to_string()),
         },
         Action::Promote => Request::Promote {
             app,
@@ -427,11 +428,13 @@ fn request(
             allow_major,
             skip_lifecycle: false,
             seen,
+            reason: Some(reason.to_string()),
         },
         Action::Revert => Request::Revert {
             app,
             to: None,
             seen,
+            reason: Some(reason.to_string()),
         },
         Action::Hold => Request::Hold {
             app,
