@@ -34,10 +34,11 @@ pub(crate) fn classify(e: &DeployError) -> FailureClass {
     match e {
         // The host's state (disk space, a backup hook) can change on its own.
         DeployError::Precheck(_) | DeployError::BackupFailed(_) => FailureClass::Transient,
-        // A download that breaks off mid-stream reaches the unpacker as a
-        // truncated archive (the stream is unpacked as it arrives, before
-        // its digest is known), so a "corrupt" archive may be the network's
-        // doing: retried with back-off. Refused entries and limits are not.
+        // A download that breaks off is reported as such (exit 1), but a
+        // stream that ended early without an error (a proxy that closes
+        // cleanly) reaches the unpacker as a truncated archive before its
+        // digest is known: a "corrupt" archive may be the network's doing,
+        // so it is retried with back-off. Refused entries and limits are not.
         DeployError::Unpack(crate::verify::unpack::UnpackError::Corrupt { .. }) => {
             FailureClass::Transient
         }

@@ -490,8 +490,17 @@ impl Session<'_> {
             let _ = fs::remove_file(&cache_entry);
         }
         checked?;
+        // A stream that broke off (a download cut, a read error) is the
+        // cause of whatever the unpacker then said about the archive (it
+        // saw the stream end early): said first, as what it is, so it is
+        // not taken for a bad release and never retried.
+        let op = if source.is_remote() {
+            "download"
+        } else {
+            "read asset"
+        };
+        drained.map_err(|e| FsError::new(op, &asset, e))?;
         let unpacked = unpacked?;
-        drained.map_err(|e| FsError::new("read asset", &asset, e))?;
         let unpacked: Unpacked = match (unpacked, zip_file) {
             (Some(u), _) => u,
             (None, Some(path)) => {

@@ -749,3 +749,32 @@ fn the_same_asset_is_never_downloaded_twice() {
     w.ok(&["install", "web", "1.0.0"]);
     assert_eq!(fetches(), 2);
 }
+
+/// A download that breaks off in the middle of the archive is reported as
+/// what it is, a failed download (exit 1: the agent tries again), not as a
+/// corrupt or unknown archive (exit 3: never retried); nothing is
+/// installed, and the next try succeeds.
+#[test]
+fn an_asset_download_cut_mid_stream_says_so() {
+    let (w, m) = setup();
+    publish(&w, &m, "v1.0.0");
+    w.write_config_source(&source(&m, ""));
+    let asset = m.asset_id("v1.0.0", "web-1.0.0.tar.gz");
+    let storage = format!("storage:/github-production-release-asset/{asset}");
+    m.fail(&storage, &[Fault::CutHalfway]);
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("broke off"), "{err}");
+    assert!(
+        !err.contains("corrupt") && !err.contains("not an archive"),
+        "{err}"
+    );
+    assert!(installed(&w).is_empty());
+    // Before the request is even answered (retries exhausted).
+    m.fail(&storage, &[Fault::Truncate; 5]);
+    let (code, _, err) = w.run(&["install", "web", "1.0.0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("not an archive"), "{err}");
+    w.ok(&["install", "web", "1.0.0"]);
+    assert_eq!(installed(&w), ["1.0.0"]);
+}

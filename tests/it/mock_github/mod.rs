@@ -70,6 +70,9 @@ pub(crate) enum Fault {
     /// Closes the answer abruptly (a connection-level failure): a 200 whose
     /// body is shorter than its Content-Length.
     Truncate,
+    /// On the storage host: a 200 that sends the first half of the asset,
+    /// then breaks the connection (a download cut mid-stream).
+    CutHalfway,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +449,7 @@ fn fault_response(f: &Fault) -> Response {
                 .to_string(),
             ))
             .unwrap(),
+        Fault::CutHalfway => unreachable!("answered by the storage host with the asset's bytes"),
         Fault::Truncate => Response::builder()
             .status(200)
             .header("Content-Length", "100000")
@@ -811,6 +815,29 @@ async fn storage_handler(State(ctx): State<Ctx>, req: Request) -> Response {
             .strip_prefix("/github-production-release-asset/")
             .and_then(|i| i.parse::<u64>().ok());
         match (fault, id.and_then(|id| find_asset(&s, id))) {
+            (Some(Fault::CutHalfway), Some((_, a))) => {
+                let half = bytes::Bytes::copy_from_slice(&a.data[..a.data.len() / 2]);
+                // The half is sent and received before the cut: an error
+                // right away would end the connection before the headers.
+                let body = futures_util::stream::unfold(Some(half), |half| async move {
+                    match half {
+                        Some(h) => Some((Ok::<_, std::io::Error>(h), None)),
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Some((
+                                Err(std::io::Error::other("the mock cuts the connection")),
+                                None,
+                            ))
+                        }
+                    }
+                });
+                Response::builder()
+                    .status(200)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", a.data.len().to_string())
+                    .body(Body::from_stream(body))
+                    .unwrap()
+            }
             (Some(f), _) => fault_response(&f),
             (None, Some((_, a))) => bytes(&s, a),
             (None, None) => Response::builder()
