@@ -6,11 +6,11 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::ops::error::DeployError;
 use crate::ops::session::Session;
-use crate::store::history;
+use crate::store::history::{self, Event};
 use crate::store::state::{AppState, Hold, Quarantine, new_id, now_rfc3339};
 use crate::version::Version;
 
@@ -62,15 +62,15 @@ impl Session<'_> {
     fn set_hold(&self, hold: Hold, event: &str) -> Result<(), DeployError> {
         let mut st = AppState::load(&self.paths)?;
         let was = st.hold.replace(hold.clone());
-        st.save(&self.paths)?;
-        info!(app = %self.cfg.name, by = %hold.by, reason = %hold.reason, "held: the agent deploys nothing on its own until `switchyard unhold`");
         let mut details = serde_json::Map::new();
         details.insert("reason".into(), hold.reason.clone().into());
         details.insert("automatic".into(), hold.automatic.into());
         if let Some(w) = was {
             details.insert("replaces".into(), w.reason.into());
         }
-        self.operator_event(event, &new_id(), None, details)
+        self.save_with_event(st, self.operator_event(event, &new_id(), None, details))?;
+        info!(app = %self.cfg.name, by = %hold.by, reason = %hold.reason, "held: the agent deploys nothing on its own until `switchyard unhold`");
+        Ok(())
     }
 
     /// `switchyard unhold`: automatic deploys resume. Returns the hold that
@@ -80,12 +80,14 @@ impl Session<'_> {
         let Some(was) = st.hold.take() else {
             return Ok(None);
         };
-        st.save(&self.paths)?;
         let mut details = serde_json::Map::new();
         details.insert("lifted".into(), was.reason.clone().into());
         details.insert("held_by".into(), was.by.clone().into());
         details.insert("held_since".into(), was.since.clone().into());
-        self.operator_event("app.unhold", &new_id(), None, details)?;
+        self.save_with_event(
+            st,
+            self.operator_event("app.unhold", &new_id(), None, details),
+        )?;
         Ok(Some(was))
     }
 
@@ -98,15 +100,19 @@ impl Session<'_> {
     ) -> Result<Quarantine, DeployError> {
         let id = new_id();
         let reason = reason.unwrap_or("quarantined by an operator");
-        self.quarantine(v, reason, &id)?;
+        let q = Quarantine {
+            reason: reason.to_string(),
+            time: now_rfc3339(),
+            deploy_id: id.clone(),
+        };
+        let mut st = AppState::load(&self.paths)?;
+        st.quarantined.insert(v.to_string(), q.clone());
         let mut details = serde_json::Map::new();
         details.insert("reason".into(), reason.into());
-        self.operator_event("release.quarantine", &id, Some(v.to_string()), details)?;
-        Ok(AppState::load(&self.paths)?
-            .quarantined
-            .get(&v.to_string())
-            .cloned()
-            .expect("just saved"))
+        let e = self.operator_event("release.quarantine", &id, Some(v.to_string()), details);
+        self.save_with_event(st, e)?;
+        warn!(app = %self.cfg.name, version = %v, reason, "release quarantined");
+        Ok(q)
     }
 
     /// Lifts a quarantine: by `switchyard unquarantine`, or after `v` went
@@ -120,29 +126,30 @@ impl Session<'_> {
         let Some(was) = st.quarantined.remove(&v.to_string()) else {
             return Ok(None);
         };
-        st.save(&self.paths)?;
-        info!(app = %self.cfg.name, version = %v, why, "quarantine lifted");
         let mut details = serde_json::Map::new();
         details.insert("lifted".into(), was.reason.clone().into());
         details.insert("why".into(), why.into());
-        self.operator_event(
+        let e = self.operator_event(
             "release.unquarantine",
             &new_id(),
             Some(v.to_string()),
             details,
-        )?;
+        );
+        self.save_with_event(st, e)?;
+        info!(app = %self.cfg.name, version = %v, why, "quarantine lifted");
         Ok(Some(was))
     }
 
-    /// Records an operator's decision (nothing switched, so no `from`).
+    /// The audit event of an operator's decision (nothing switched, so no
+    /// `from`), for [`Session::save_with_event`].
     fn operator_event(
         &self,
         event: &str,
         id: &str,
         to: Option<String>,
         details: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), DeployError> {
-        self.record(self.make_event(event, id, None, to, "ok", Instant::now(), None, details))
+    ) -> Event {
+        self.make_event(event, id, None, to, "ok", Instant::now(), None, details)
     }
 
     /// Refuses a command whose operator saw another live release than the

@@ -19,7 +19,7 @@ use crate::ops::error::{DeployError, chain};
 use crate::store::history::{self, Actor, Event};
 use crate::store::journal::{Journal, finish_committed};
 use crate::store::layout::{AppPaths, LayoutError, STAGING_PREFIX};
-use crate::store::state::{AppLock, checkpoint, now_rfc3339, remove_debris};
+use crate::store::state::{AppLock, AppState, checkpoint, now_rfc3339, remove_debris};
 use crate::version::Version;
 
 /// An app with its lock held and its on-disk state repaired.
@@ -105,6 +105,10 @@ impl<'a> Session<'a> {
                 ))?;
             }
         }
+        if AppState::load(&self.paths)?.pending_event.is_some() {
+            info!(app = %self.cfg.name, "recording the audit event of an operator's change interrupted before it was logged");
+            finish_state_event(&self.paths)?;
+        }
         self.resume_interrupted_deploy()?;
         let removed = remove_debris(&self.paths)?;
         for p in removed {
@@ -148,6 +152,18 @@ impl<'a> Session<'a> {
         finish_pending(&self.paths)?;
         history::append(&self.paths, &e)?;
         Ok(())
+    }
+
+    /// Saves an operator's change to `state.json` together with its audit
+    /// event, in one atomic write, then appends the event: a crash between
+    /// the two leaves the event in `state.json`, and the repair at the next
+    /// command appends it ([`finish_state_event`]). The audit log then holds
+    /// every change that was made, and only those.
+    pub(super) fn save_with_event(&self, mut st: AppState, e: Event) -> Result<(), DeployError> {
+        st.pending_event = Some(serde_json::to_value(&e).unwrap_or_default());
+        st.save(&self.paths)?;
+        checkpoint("operator.saved");
+        finish_state_event(&self.paths)
     }
 
     /// The installed releases, for messages ("none" when there are none).
@@ -225,6 +241,33 @@ impl Drop for Txn<'_> {
 
 /// Writes the audit line of a committed journal left by a failed append, so
 /// that no later line comes before it.
+/// Appends the audit event saved with an operator's change if the log does
+/// not end with it yet, then clears it. Idempotent: a crash anywhere in it
+/// leaves work the next call finishes.
+fn finish_state_event(paths: &AppPaths) -> Result<(), DeployError> {
+    let Some(saved) = AppState::load(paths)?.pending_event else {
+        return Ok(());
+    };
+    match serde_json::from_value::<Event>(saved) {
+        Ok(e) => {
+            finish_pending(paths)?;
+            let last = history::read(paths)?.pop();
+            if !last.is_some_and(|l| l.event.id == e.id && l.event.event == e.event) {
+                history::append(paths, &e)?;
+            }
+        }
+        // Only a hand-edited state.json gets here: the change stands.
+        Err(err) => {
+            warn!(error = %err, "state.json holds an unreadable pending audit event; dropped")
+        }
+    }
+    checkpoint("operator.appended");
+    let mut st = AppState::load(paths)?;
+    st.pending_event = None;
+    st.save(paths)?;
+    Ok(())
+}
+
 fn finish_pending(paths: &AppPaths) -> Result<(), DeployError> {
     if let Some(j) = Journal::read(paths)?
         && j.commit.is_some()

@@ -172,6 +172,13 @@ pub(crate) struct AppState {
     /// The last (or running) deploy's state machine. Each transition is
     /// saved before the step it names runs.
     pub deploy: Option<DeployRecord>,
+    /// The audit event of an operator's change (hold, unhold, quarantine,
+    /// unquarantine), saved in the same write as the change and cleared once
+    /// the event is in the audit log: after a crash in between, the next
+    /// command's repair appends it. (An event, as JSON: this module sits
+    /// below the audit log's.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_event: Option<serde_json::Value>,
 }
 
 /// Why a release is quarantined.

@@ -248,3 +248,45 @@ fn lock_of_a_killed_process_is_recovered() {
     w.ok(&["deploy", "web", "1.1.0"]);
     w.assert_no_debris();
 }
+
+/// An operator's change is saved with its audit event in one write: killed
+/// after the change and before its event is in the log, or after that and
+/// before the event is cleared from `state.json`, the change stands and the
+/// next command that takes the lock records the event exactly once, in
+/// order.
+#[test]
+fn hold_and_quarantine_killed_between_the_change_and_its_audit_line() {
+    for cp in ["operator.saved", "operator.appended"] {
+        let w = World::new();
+        w.simple_release("v1.0.0");
+        w.simple_release("v1.1.0");
+        w.ok(&["deploy", "web", "1.0.0"]);
+        crash_at(&w, cp, &["hold", "web", "--reason", "freeze"]);
+        let st = w.json(&["status", "web"]);
+        assert_eq!(st["hold"]["reason"], "freeze", "{cp}: {st}");
+        w.ok(&["unhold", "web"]);
+        crash_at(&w, cp, &["quarantine", "web", "1.1.0", "--reason", "bad"]);
+        let st = w.json(&["status", "web"]);
+        assert!(st["quarantined"]["1.1.0"].is_object(), "{cp}: {st}");
+        w.ok(&["unquarantine", "web", "1.1.0"]);
+        w.assert_consistent();
+        let events: Vec<String> = w
+            .json(&["history", "web"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .filter(|e| e.starts_with("app.") || e.contains("quarantine"))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "app.hold",
+                "app.unhold",
+                "release.quarantine",
+                "release.unquarantine"
+            ],
+            "{cp}"
+        );
+    }
+}
