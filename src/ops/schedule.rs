@@ -139,6 +139,10 @@ pub(crate) struct ScheduleFile {
     /// Every entry, oldest first (finished ones are kept as a record).
     #[serde(default)]
     pub entries: Vec<ScheduleEntry>,
+    /// The audit event of the change this write made, until it is in the
+    /// audit log (as in `state.json`: the repair appends it after a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_event: Option<serde_json::Value>,
 }
 
 impl ScheduleFile {
@@ -257,6 +261,7 @@ mod tests {
                 entry("b", "2026-01-03T00:00:00Z", EntryState::Pending),
                 entry("c", "2026-01-02T00:00:00Z", EntryState::Pending),
             ],
+            pending_event: None,
         };
         assert_eq!(f.next_pending().unwrap().id, "c");
     }

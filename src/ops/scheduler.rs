@@ -5,10 +5,13 @@ use std::time::Instant;
 
 use crate::ops::error::{DeployError, chain};
 use crate::ops::lifecycle::{DeployOptions, DeployOutcome};
-use crate::ops::schedule::{EntryState, ScheduleEntry, ScheduleError, load, parse_at, save};
-use crate::ops::session::Session;
+use crate::ops::schedule::{
+    EntryState, ScheduleEntry, ScheduleError, ScheduleFile, load, parse_at, save,
+};
+use crate::ops::session::{Session, finish_schedule_event};
 use crate::source::ReleaseSource;
-use crate::store::state::{AppState, new_id, now_rfc3339};
+use crate::store::history::Event;
+use crate::store::state::{AppState, checkpoint, new_id, now_rfc3339};
 use crate::version::{Version, VersionRequest};
 
 /// An entry shown by its id or version.
@@ -65,8 +68,8 @@ impl Session<'_> {
             finished: None,
         };
         file.entries.push(entry.clone());
-        save(&self.paths, &file)?;
-        self.audit("schedule.deploy.created", &entry, "ok", started, None)?;
+        let ev = self.event_of("schedule.deploy.created", &entry, "ok", started, None);
+        self.save_schedule_with_event(file, ev)?;
         Ok(entry)
     }
 
@@ -89,8 +92,8 @@ impl Session<'_> {
         e.reason = Some(format!("cancelled by {}", self.actor.user));
         e.finished = Some(now_rfc3339());
         let entry = e.clone();
-        save(&self.paths, &file)?;
-        self.audit("schedule.deploy.cancelled", &entry, "ok", started, None)?;
+        let ev = self.event_of("schedule.deploy.cancelled", &entry, "ok", started, None);
+        self.save_schedule_with_event(file, ev)?;
         Ok(entry)
     }
 
@@ -146,28 +149,29 @@ impl Session<'_> {
             }
         }
         let entry = e.clone();
-        save(&self.paths, &file)?;
         let (outcome, error) = match &res {
             Ok(_) => ("ok", None),
             Err(_) => ("failed", entry.reason.clone()),
         };
-        self.audit("schedule.deploy.ran", &entry, outcome, started, error)?;
+        let ev = self.event_of("schedule.deploy.ran", &entry, outcome, started, error);
+        self.save_schedule_with_event(file, ev)?;
         res
     }
 
-    fn audit(
+    /// The audit event of a change to entry `e`.
+    fn event_of(
         &self,
         event: &str,
         e: &ScheduleEntry,
         outcome: &str,
         started: Instant,
         error: Option<String>,
-    ) -> Result<(), DeployError> {
+    ) -> Event {
         let mut details = serde_json::Map::new();
         details.insert("schedule_id".into(), e.id.clone().into());
         details.insert("at".into(), e.at.to_string().into());
         details.insert("allow_major".into(), e.allow_major.into());
-        self.record(self.make_event(
+        self.make_event(
             event,
             &e.id,
             None,
@@ -176,6 +180,19 @@ impl Session<'_> {
             started,
             error,
             details,
-        ))
+        )
+    }
+
+    /// Saves the schedule with the audit event of its change in one write,
+    /// then appends the event (see [`Session::save_with_event`]).
+    fn save_schedule_with_event(
+        &self,
+        mut file: ScheduleFile,
+        ev: Event,
+    ) -> Result<(), DeployError> {
+        file.pending_event = Some(serde_json::to_value(&ev).unwrap_or_default());
+        save(&self.paths, &file)?;
+        checkpoint("schedule.saved");
+        finish_schedule_event(&self.paths)
     }
 }

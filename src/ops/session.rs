@@ -109,6 +109,7 @@ impl<'a> Session<'a> {
             info!(app = %self.cfg.name, "recording the audit event of an operator's change interrupted before it was logged");
             finish_state_event(&self.paths)?;
         }
+        finish_schedule_event(&self.paths)?;
         self.resume_interrupted_deploy()?;
         let removed = remove_debris(&self.paths)?;
         for p in removed {
@@ -241,13 +242,13 @@ impl Drop for Txn<'_> {
 
 /// Writes the audit line of a committed journal left by a failed append, so
 /// that no later line comes before it.
-/// Appends the audit event saved with an operator's change if the log does
-/// not end with it yet, then clears it. Idempotent: a crash anywhere in it
-/// leaves work the next call finishes.
-fn finish_state_event(paths: &AppPaths) -> Result<(), DeployError> {
-    let Some(saved) = AppState::load(paths)?.pending_event else {
-        return Ok(());
-    };
+/// Appends `saved`, an audit event saved with the change it reports (in
+/// `file`), unless the log already ends with it.
+fn append_saved_event(
+    paths: &AppPaths,
+    saved: serde_json::Value,
+    file: &str,
+) -> Result<(), DeployError> {
     match serde_json::from_value::<Event>(saved) {
         Ok(e) => {
             finish_pending(paths)?;
@@ -256,15 +257,44 @@ fn finish_state_event(paths: &AppPaths) -> Result<(), DeployError> {
                 history::append(paths, &e)?;
             }
         }
-        // Only a hand-edited state.json gets here: the change stands.
+        // Only a hand-edited file gets here: the change stands.
         Err(err) => {
-            warn!(error = %err, "state.json holds an unreadable pending audit event; dropped")
+            warn!(error = %err, file, "unreadable pending audit event; dropped")
         }
     }
+    Ok(())
+}
+
+/// Appends the audit event saved with an operator's change if the log does
+/// not end with it yet, then clears it. Idempotent: a crash anywhere in it
+/// leaves work the next call finishes.
+fn finish_state_event(paths: &AppPaths) -> Result<(), DeployError> {
+    let Some(saved) = AppState::load(paths)?.pending_event else {
+        return Ok(());
+    };
+    append_saved_event(paths, saved, "state.json")?;
     checkpoint("operator.appended");
     let mut st = AppState::load(paths)?;
     st.pending_event = None;
     st.save(paths)?;
+    Ok(())
+}
+
+/// Appends the audit event saved in `schedule.json` unless the log already
+/// ends with it, then clears it. Idempotent; the repair that starts every
+/// command calls it.
+pub(super) fn finish_schedule_event(paths: &AppPaths) -> Result<(), DeployError> {
+    // A damaged schedule is reported by the schedule commands, not by
+    // every command's repair.
+    let Ok(mut file) = crate::ops::schedule::load(paths) else {
+        return Ok(());
+    };
+    let Some(saved) = file.pending_event.take() else {
+        return Ok(());
+    };
+    append_saved_event(paths, saved, "schedule.json")?;
+    checkpoint("schedule.appended");
+    crate::ops::schedule::save(paths, &file)?;
     Ok(())
 }
 

@@ -290,3 +290,41 @@ fn hold_and_quarantine_killed_between_the_change_and_its_audit_line() {
         );
     }
 }
+
+/// The same for a schedule change, saved in `schedule.json` with its event.
+#[test]
+fn schedule_add_killed_between_the_change_and_its_audit_line() {
+    for cp in ["schedule.saved", "schedule.appended"] {
+        let w = World::new();
+        w.simple_release("v1.0.0");
+        w.simple_release("v1.1.0");
+        w.ok(&["deploy", "web", "1.0.0"]);
+        let add = [
+            "schedule",
+            "add",
+            "web",
+            "1.1.0",
+            "--at",
+            "2099-01-01 03:00",
+            "--timezone",
+            "UTC",
+        ];
+        crash_at(&w, cp, &add);
+        let list = w.ok(&["schedule", "list", "web"]);
+        assert!(list.contains("1.1.0"), "{cp}: the entry was saved: {list}");
+        w.ok(&["schedule", "cancel", "web", "1.1.0"]);
+        let events: Vec<String> = w
+            .json(&["history", "web"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .filter(|e| e.starts_with("schedule."))
+            .collect();
+        assert_eq!(
+            events,
+            ["schedule.deploy.created", "schedule.deploy.cancelled"],
+            "{cp}"
+        );
+    }
+}
