@@ -620,8 +620,6 @@ impl Session<'_> {
                 ));
             }
         }
-        st.save(&self.paths)?;
-        maintenance::off(&self.paths)?;
         let mut details = serde_json::Map::new();
         if let Some(a) = &prev {
             details.insert(
@@ -629,7 +627,7 @@ impl Session<'_> {
                 serde_json::to_value(a).unwrap_or_default(),
             );
         }
-        self.record(self.make_event(
+        let ev = self.make_event(
             "system.resolve.completed",
             &new_id(),
             None,
@@ -638,7 +636,11 @@ impl Session<'_> {
             Instant::now(),
             None,
             details,
-        ))?;
+        );
+        // The cleared block and its event in one write; then the page.
+        // (Killed before the page is off, `resolve` again turns it off.)
+        self.save_with_event(st, ev)?;
+        maintenance::off(&self.paths)?;
         Ok(prev)
     }
 

@@ -173,7 +173,7 @@ pub(crate) struct AppState {
     /// saved before the step it names runs.
     pub deploy: Option<DeployRecord>,
     /// The audit event of an operator's change (hold, unhold, quarantine,
-    /// unquarantine), saved in the same write as the change and cleared once
+    /// unquarantine, resolve), saved in the same write as the change and cleared once
     /// the event is in the audit log: after a crash in between, the next
     /// command's repair appends it. (An event, as JSON: this module sits
     /// below the audit log's.)

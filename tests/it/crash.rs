@@ -328,3 +328,24 @@ fn schedule_add_killed_between_the_change_and_its_audit_line() {
         );
     }
 }
+
+/// And for `resolve`, whose cleared block is saved with its event.
+#[test]
+fn resolve_killed_between_the_change_and_its_audit_line() {
+    for cp in ["operator.saved", "operator.appended"] {
+        let w = World::new();
+        w.simple_release("v1.0.0");
+        w.ok(&["deploy", "web", "1.0.0"]);
+        crash_at(&w, cp, &["resolve", "web"]);
+        w.ok(&["hold", "web"]);
+        let events: Vec<String> = w
+            .json(&["history", "web"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .filter(|e| e == "system.resolve.completed" || e.starts_with("app."))
+            .collect();
+        assert_eq!(events, ["system.resolve.completed", "app.hold"], "{cp}");
+    }
+}
