@@ -249,6 +249,17 @@ fn lock_of_a_killed_process_is_recovered() {
     w.assert_no_debris();
 }
 
+/// The audit events of app `web`, in order, that `keep` keeps.
+fn events_where(w: &World, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    w.json(&["history", "web"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .filter(|e| keep(e))
+        .collect()
+}
+
 /// An operator's change is saved with its audit event in one write: killed
 /// after the change and before its event is in the log, or after that and
 /// before the event is cleared from `state.json`, the change stands and the
@@ -270,14 +281,7 @@ fn hold_and_quarantine_killed_between_the_change_and_its_audit_line() {
         assert!(st["quarantined"]["1.1.0"].is_object(), "{cp}: {st}");
         w.ok(&["unquarantine", "web", "1.1.0"]);
         w.assert_consistent();
-        let events: Vec<String> = w
-            .json(&["history", "web"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .filter(|e| e.starts_with("app.") || e.contains("quarantine"))
-            .collect();
+        let events = events_where(&w, |e| e.starts_with("app.") || e.contains("quarantine"));
         assert_eq!(
             events,
             [
@@ -313,14 +317,7 @@ fn schedule_add_killed_between_the_change_and_its_audit_line() {
         let list = w.ok(&["schedule", "list", "web"]);
         assert!(list.contains("1.1.0"), "{cp}: the entry was saved: {list}");
         w.ok(&["schedule", "cancel", "web", "1.1.0"]);
-        let events: Vec<String> = w
-            .json(&["history", "web"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .filter(|e| e.starts_with("schedule."))
-            .collect();
+        let events = events_where(&w, |e| e.starts_with("schedule."));
         assert_eq!(
             events,
             ["schedule.deploy.created", "schedule.deploy.cancelled"],
@@ -338,14 +335,9 @@ fn resolve_killed_between_the_change_and_its_audit_line() {
         w.ok(&["deploy", "web", "1.0.0"]);
         crash_at(&w, cp, &["resolve", "web"]);
         w.ok(&["hold", "web"]);
-        let events: Vec<String> = w
-            .json(&["history", "web"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .filter(|e| e == "system.resolve.completed" || e.starts_with("app."))
-            .collect();
+        let events = events_where(&w, |e| {
+            e == "system.resolve.completed" || e.starts_with("app.")
+        });
         assert_eq!(events, ["system.resolve.completed", "app.hold"], "{cp}");
     }
 }
