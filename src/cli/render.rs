@@ -10,6 +10,7 @@ use crate::ops::api::{
     DeployOutcome, InstallReport, ListedRelease, Outcome, Status, SwitchReport, VerifyReport,
 };
 use crate::ops::backup::BackupMeta;
+use crate::ops::watch::human_bytes;
 use crate::source::UpdateCheck;
 use crate::store::history::{Event, SealInfo};
 use crate::version::Version;
@@ -732,22 +733,6 @@ pub(crate) fn keygen(
         public_file.display(),
         secret_file.display()
     )
-}
-
-/// 1536 → "1.5 KiB".
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// `console add-user`'s one line.

@@ -114,24 +114,11 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{Config, ConfigError, Problem, Severity};
+    use crate::config::Severity;
+    use crate::config::tests::{parse, problems};
 
     const APP: &str =
         "[apps.web]\nroot = \"/srv/web\"\nsource.dir = \"/d\"\ntrust.require_signature = false\n";
-
-    fn parse(t: &str) -> Result<Config, ConfigError> {
-        Config::parse(t, Path::new("test.toml"))
-    }
-
-    fn problems(t: &str) -> Vec<Problem> {
-        match parse(t) {
-            Err(ConfigError::Invalid { problems, .. }) => problems
-                .into_iter()
-                .filter(|p| !p.message.contains("does not exist; create the"))
-                .collect(),
-            other => panic!("expected invalid, got {other:?}"),
-        }
-    }
 
     #[test]
     fn defaults_and_per_app_routing() {

@@ -590,13 +590,14 @@ impl std::str::FromStr for DedupMode {
 mod tests {
     use super::*;
 
-    fn parse(t: &str) -> Result<Config, ConfigError> {
+    /// `t` parsed as a configuration file (also for the submodules' tests).
+    pub(super) fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(t, Path::new("test.toml"))
     }
 
     /// The problems of `t`, without the missing files and folders the
     /// examples name (`/d`, `/t`): those are tested on their own.
-    fn problems(t: &str) -> Vec<Problem> {
+    pub(super) fn problems(t: &str) -> Vec<Problem> {
         match parse(t) {
             Err(ConfigError::Invalid { problems, .. }) => problems
                 .into_iter()

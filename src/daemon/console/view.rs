@@ -106,22 +106,6 @@ impl ReleaseSource for CachedSource {
     }
 }
 
-/// 1536 → "1.5 KiB".
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// One app's line on the overview.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AppRow {
@@ -429,7 +413,7 @@ pub(crate) fn app_view(
                 version: r.version.to_string(),
                 live: r.current,
                 last_good: r.last_good,
-                size: r.content_bytes.map(bytes).unwrap_or_default(),
+                size: r.content_bytes.map(watch::human_bytes).unwrap_or_default(),
                 installed_at: r.installed_at.unwrap_or_default(),
                 quarantined: r.quarantined.map(|q| q.reason),
             })
@@ -476,7 +460,7 @@ pub(crate) fn app_view(
                 id: b.id,
                 time: b.time,
                 version: b.app_version.unwrap_or_default(),
-                size: bytes(b.size),
+                size: watch::human_bytes(b.size),
             })
             .collect(),
         _ => Vec::new(),
